@@ -1,0 +1,7 @@
+//! Criterion micro-benchmarks of fdw's components (`benches/`), each measured beside its
+//! baseline in the same run, because the machine is shared and noisy:
+//!
+//! - `pool`: chunk alloc+free, alone and contended, beside a 64 KiB memcpy;
+//! - `checksum`: CRC32 beside memcpy of the same bytes, and CRC combining.
+//!
+//! Run with `cargo bench -p fdw-benches`. The whole-system view is `fdw-bench`.

@@ -1,0 +1,422 @@
+//! The index: which versions of which keys are in memory, in which state, plus the two
+//! orders the store keeps — the persist FIFO (commit order of unpersisted objects) and
+//! the LRU of persisted, evictable objects.
+//!
+//! Version rules: each key has a `newest` version; readers see only that one. A commit
+//! of a version not newer than `newest` is stale and refused. Older versions are dropped
+//! as soon as they are superseded, except while their upload is in flight; the upload's
+//! end drops them. A tombstone is a version without data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fdw_net::{BucketName, ObjectKey, Version, WriteType};
+use lru::LruCache;
+use tokio::time::Instant;
+
+use super::accounting::Accounting;
+use super::object::ObjectData;
+use super::{ObjectId, ObjectMeta, ObjectState, StoreError};
+
+struct Entry {
+    /// `None` for a tombstone.
+    data: Option<Arc<ObjectData>>,
+    state: ObjectState,
+    write_type: WriteType,
+    /// Commit order, the persist FIFO's key.
+    seq: u64,
+    /// Pool memory this entry accounts for.
+    memory_bytes: u64,
+}
+
+impl Entry {
+    /// Nothing more will happen to it: persisted, or never to be persisted.
+    fn settled(&self) -> bool {
+        self.state == ObjectState::Persisted || !self.write_type.persists()
+    }
+
+    fn meta(&self, id: ObjectId) -> ObjectMeta {
+        ObjectMeta {
+            id,
+            len: self.data.as_ref().map_or(0, |d| d.len()),
+            crc: self.data.as_ref().map_or(0, |d| d.crc()),
+            state: self.state,
+            write_type: self.write_type,
+        }
+    }
+}
+
+struct KeyState {
+    newest: Version,
+    versions: BTreeMap<Version, Entry>,
+}
+
+/// Waiting to be persisted: the persist FIFO's entry.
+struct Queued {
+    id: ObjectId,
+    committed_at: Instant,
+    len: u64,
+}
+
+/// The persist backlog, as [`StoreStats`](super::StoreStats) shows it.
+pub(super) struct Backlog {
+    pub(super) objects: usize,
+    pub(super) bytes: u64,
+    pub(super) oldest_age: Option<Duration>,
+}
+
+/// The orders kept beside the key map, so both can be borrowed at once.
+struct Orders {
+    lru: LruCache<ObjectId, ()>,
+    fifo: BTreeMap<u64, Queued>,
+    fifo_bytes: u64,
+    evictions: u64,
+}
+
+impl Orders {
+    fn enqueue(&mut self, seq: u64, queued: Queued) {
+        self.fifo_bytes += queued.len;
+        self.fifo.insert(seq, queued);
+    }
+
+    fn dequeue(&mut self, seq: u64) {
+        if let Some(queued) = self.fifo.remove(&seq) {
+            self.fifo_bytes -= queued.len;
+        }
+    }
+
+    /// Takes `entry` out of every order and the accounting; returns its data to drop.
+    fn release(
+        &mut self,
+        id: &ObjectId,
+        entry: Entry,
+        accounting: &Accounting,
+    ) -> Option<Arc<ObjectData>> {
+        self.dequeue(entry.seq);
+        if entry.data.is_some() {
+            if entry.state == ObjectState::Persisted {
+                self.lru.pop(id);
+                accounting.evicted(entry.memory_bytes);
+            } else {
+                accounting.unpin(entry.memory_bytes);
+            }
+        }
+        entry.data
+    }
+}
+
+pub(super) struct Index {
+    buckets: HashMap<BucketName, BTreeMap<ObjectKey, KeyState>>,
+    orders: Orders,
+    next_seq: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            orders: Orders {
+                lru: LruCache::unbounded(),
+                fifo: BTreeMap::new(),
+                fifo_bytes: 0,
+                evictions: 0,
+            },
+            next_seq: 0,
+        }
+    }
+}
+
+fn id_of(bucket: &BucketName, key: &ObjectKey, version: Version) -> ObjectId {
+    ObjectId {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        version,
+    }
+}
+
+impl Index {
+    fn key_state(&self, bucket: &BucketName, key: &ObjectKey) -> Option<&KeyState> {
+        self.buckets.get(bucket)?.get(key)
+    }
+
+    fn entry_mut(&mut self, id: &ObjectId) -> Result<&mut Entry, StoreError> {
+        self.buckets
+            .get_mut(&id.bucket)
+            .and_then(|keys| keys.get_mut(&id.key))
+            .and_then(|ks| ks.versions.get_mut(&id.version))
+            .ok_or_else(|| StoreError::VersionNotFound(id.clone()))
+    }
+
+    /// Moves `id` from state `from` to `to`, or says why it cannot.
+    fn transition(
+        &mut self,
+        id: &ObjectId,
+        action: &'static str,
+        from: ObjectState,
+        to: ObjectState,
+    ) -> Result<&mut Entry, StoreError> {
+        let entry = self.entry_mut(id)?;
+        if !entry.write_type.persists() {
+            return Err(StoreError::NotPersistable(id.clone()));
+        }
+        if entry.state != from {
+            return Err(StoreError::InvalidState {
+                id: id.clone(),
+                action,
+                state: entry.state,
+            });
+        }
+        entry.state = to;
+        Ok(entry)
+    }
+
+    pub(super) fn check_not_stale(&self, id: &ObjectId) -> Result<(), StoreError> {
+        match self.key_state(&id.bucket, &id.key) {
+            Some(ks) if ks.newest >= id.version => Err(StoreError::StaleVersion {
+                id: id.clone(),
+                newest: ks.newest,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Inserts `id` as the key's newest version (`committed`), then drops what it
+    /// supersedes. Returns its metadata and the data released, to drop outside the lock.
+    pub(super) fn commit(
+        &mut self,
+        id: ObjectId,
+        write_type: WriteType,
+        data: Option<Arc<ObjectData>>,
+        memory_bytes: u64,
+        now: Instant,
+        accounting: &Accounting,
+    ) -> Result<(ObjectMeta, Vec<Arc<ObjectData>>), StoreError> {
+        self.check_not_stale(&id)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            data,
+            state: ObjectState::Committed,
+            write_type,
+            seq,
+            memory_bytes,
+        };
+        if write_type.persists() {
+            let len = entry.data.as_ref().map_or(0, |d| d.len());
+            self.orders.enqueue(
+                seq,
+                Queued {
+                    id: id.clone(),
+                    committed_at: now,
+                    len,
+                },
+            );
+        }
+        let meta = entry.meta(id.clone());
+        let ks = self
+            .buckets
+            .entry(id.bucket.clone())
+            .or_default()
+            .entry(id.key.clone())
+            .or_insert_with(|| KeyState {
+                newest: id.version,
+                versions: BTreeMap::new(),
+            });
+        ks.newest = id.version;
+        ks.versions.insert(id.version, entry);
+        let released = self.prune(&id.bucket, &id.key, accounting);
+        Ok((meta, released))
+    }
+
+    /// Drops superseded versions that no upload needs, and the key itself once only a
+    /// settled tombstone is left.
+    fn prune(
+        &mut self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        accounting: &Accounting,
+    ) -> Vec<Arc<ObjectData>> {
+        let Some(keys) = self.buckets.get_mut(bucket) else {
+            return Vec::new();
+        };
+        let Some(ks) = keys.get_mut(key) else {
+            return Vec::new();
+        };
+        let newest = ks.newest;
+        let droppable: Vec<Version> = ks
+            .versions
+            .iter()
+            .filter(|(v, e)| **v < newest && e.state != ObjectState::Persisting)
+            .map(|(v, _)| *v)
+            .collect();
+        let mut released = Vec::new();
+        for version in droppable {
+            let entry = ks.versions.remove(&version).expect("listed just above");
+            released.extend(
+                self.orders
+                    .release(&id_of(bucket, key, version), entry, accounting),
+            );
+        }
+        let only_settled_tombstone = ks.versions.len() == 1
+            && ks
+                .versions
+                .get(&newest)
+                .is_some_and(|e| e.data.is_none() && e.settled());
+        if only_settled_tombstone {
+            let entry = ks.versions.remove(&newest).expect("checked just above");
+            self.orders
+                .release(&id_of(bucket, key, newest), entry, accounting);
+        }
+        if ks.versions.is_empty() {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.buckets.remove(bucket);
+            }
+        }
+        released
+    }
+
+    pub(super) fn get(
+        &mut self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<(ObjectMeta, Arc<ObjectData>), StoreError> {
+        let not_found = || StoreError::NotFound {
+            bucket: bucket.clone(),
+            key: key.clone(),
+        };
+        let ks = self.key_state(bucket, key).ok_or_else(not_found)?;
+        let version = ks.newest;
+        let entry = ks.versions.get(&version).ok_or_else(not_found)?;
+        let data = entry.data.clone().ok_or_else(not_found)?;
+        let meta = entry.meta(id_of(bucket, key, version));
+        if meta.state == ObjectState::Persisted {
+            self.orders.lru.promote(&meta.id);
+        }
+        Ok((meta, data))
+    }
+
+    pub(super) fn get_version(
+        &mut self,
+        id: &ObjectId,
+    ) -> Result<(ObjectMeta, Arc<ObjectData>), StoreError> {
+        let entry = self.entry_mut(id)?;
+        let data = entry
+            .data
+            .clone()
+            .ok_or_else(|| StoreError::VersionNotFound(id.clone()))?;
+        Ok((entry.meta(id.clone()), data))
+    }
+
+    pub(super) fn start_persist(
+        &mut self,
+        id: &ObjectId,
+    ) -> Result<Option<(ObjectMeta, Arc<ObjectData>)>, StoreError> {
+        let entry = self.transition(
+            id,
+            "start persisting",
+            ObjectState::Committed,
+            ObjectState::Persisting,
+        )?;
+        Ok(entry
+            .data
+            .clone()
+            .map(|data| (entry.meta(id.clone()), data)))
+    }
+
+    pub(super) fn finish_persist(
+        &mut self,
+        id: &ObjectId,
+        accounting: &Accounting,
+    ) -> Result<Vec<Arc<ObjectData>>, StoreError> {
+        let entry = self.transition(
+            id,
+            "finish persisting",
+            ObjectState::Persisting,
+            ObjectState::Persisted,
+        )?;
+        let (seq, has_data, memory_bytes) = (entry.seq, entry.data.is_some(), entry.memory_bytes);
+        self.orders.dequeue(seq);
+        if has_data {
+            accounting.persisted(memory_bytes);
+            self.orders.lru.put(id.clone(), ());
+        }
+        Ok(self.prune(&id.bucket, &id.key, accounting))
+    }
+
+    pub(super) fn fail_persist(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        self.transition(
+            id,
+            "fail persisting",
+            ObjectState::Persisting,
+            ObjectState::Committed,
+        )
+        .map(drop)
+    }
+
+    pub(super) fn persist_queue(&self, limit: usize) -> Vec<ObjectId> {
+        self.orders
+            .fifo
+            .values()
+            .filter(|q| {
+                self.key_state(&q.id.bucket, &q.id.key)
+                    .and_then(|ks| ks.versions.get(&q.id.version))
+                    .is_some_and(|e| e.state == ObjectState::Committed)
+            })
+            .take(limit)
+            .map(|q| q.id.clone())
+            .collect()
+    }
+
+    /// Evicts the least recently used persisted object. Only persisted objects are ever
+    /// in the LRU, so unpersisted data cannot be chosen (invariant 4).
+    pub(super) fn evict_lru(&mut self, accounting: &Accounting) -> Option<Arc<ObjectData>> {
+        let (id, ()) = self.orders.lru.pop_lru()?;
+        let keys = self
+            .buckets
+            .get_mut(&id.bucket)
+            .expect("LRU entries are indexed");
+        let ks = keys.get_mut(&id.key).expect("LRU entries are indexed");
+        let entry = ks
+            .versions
+            .remove(&id.version)
+            .expect("LRU entries are indexed");
+        assert_eq!(
+            entry.state,
+            ObjectState::Persisted,
+            "evicting {id}, which is not persisted"
+        );
+        accounting.evicted(entry.memory_bytes);
+        self.orders.evictions += 1;
+        if ks.versions.is_empty() {
+            keys.remove(&id.key);
+            if keys.is_empty() {
+                self.buckets.remove(&id.bucket);
+            }
+        }
+        tracing::debug!(%id, bytes = entry.memory_bytes, "evicted");
+        entry.data
+    }
+
+    pub(super) fn backlog(&self, now: Instant) -> Backlog {
+        Backlog {
+            objects: self.orders.fifo.len(),
+            bytes: self.orders.fifo_bytes,
+            oldest_age: self
+                .orders
+                .fifo
+                .values()
+                .next()
+                .map(|q| now.saturating_duration_since(q.committed_at)),
+        }
+    }
+
+    pub(super) fn cached_objects(&self) -> usize {
+        self.orders.lru.len()
+    }
+
+    pub(super) fn evictions(&self) -> u64 {
+        self.orders.evictions
+    }
+}

@@ -1,0 +1,526 @@
+//! The object store core: objects addressed by (bucket, key, version), held as lists of
+//! pool chunks, moving through `writing → committed → persisting → persisted`.
+//!
+//! The contract it keeps (DESIGN.md invariants 1, 3, 4, 6):
+//! - bytes read equal bytes written: a CRC32 per chunk is computed as the bytes arrive
+//!   and checked on every read; the whole-object CRC is combined from the chunk CRCs;
+//! - unpersisted data is never evicted: its memory is *pinned*, and only *evictable*
+//!   (persisted) objects leave memory, least recently used first;
+//! - when pinned memory would pass `unpersisted_limit_bytes`, a writer waits up to
+//!   `backpressure_timeout` and then fails with an error naming the limit and the
+//!   persist backlog;
+//! - the backlog (objects, bytes, age of the oldest) is always visible in [`StoreStats`].
+//!
+//! Writers and readers never hold the index lock while copying bytes: the hot path is a
+//! lock-free chunk allocation plus an atomic admission check.
+
+mod accounting;
+mod index;
+mod object;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use fdw_net::{BucketName, ObjectKey, Version, WriteType};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::pool::{Chunk, Pool, PoolStats};
+use accounting::Accounting;
+use index::Index;
+use object::ObjectData;
+
+pub use writer::ObjectWriter;
+
+/// One version of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The key within the bucket.
+    pub key: ObjectKey,
+    /// The version under the key.
+    pub version: Version,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.bucket, self.key, self.version)
+    }
+}
+
+/// Where an object is on its way to the under-store. Objects being written are not in
+/// the index, so readers never see `writing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectState {
+    /// Complete and checksummed in memory; not persisted (pinned).
+    Committed,
+    /// An upload is in flight (pinned).
+    Persisting,
+    /// The under-store has it; the memory copy is a cache entry (evictable).
+    Persisted,
+}
+
+impl fmt::Display for ObjectState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectState::Committed => "committed",
+            ObjectState::Persisting => "persisting",
+            ObjectState::Persisted => "persisted",
+        })
+    }
+}
+
+/// What `head` tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Which object.
+    pub id: ObjectId,
+    /// Size in bytes.
+    pub len: u64,
+    /// CRC32 of the whole object.
+    pub crc: u32,
+    /// Persist state.
+    pub state: ObjectState,
+    /// How it was written.
+    pub write_type: WriteType,
+}
+
+/// Limits of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Most pool memory unpersisted objects (and writes in progress) may pin. Below the
+    /// pool size, so that read-through caching always has room.
+    pub unpersisted_limit_bytes: u64,
+    /// Largest object accepted.
+    pub max_object_bytes: u64,
+    /// How long a write waits for memory before it fails with the backlog error.
+    pub backpressure_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for a pool of `pool_bytes`: 90 % of it may be unpersisted, an object may
+    /// use all of that, and writers wait up to 10 s.
+    pub fn for_pool(pool_bytes: u64) -> Self {
+        let unpersisted_limit_bytes = pool_bytes / 10 * 9;
+        Self {
+            unpersisted_limit_bytes,
+            max_object_bytes: unpersisted_limit_bytes,
+            backpressure_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a store operation failed. Each variant is one cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The configuration is inconsistent.
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
+    /// Memory stayed full of unpersisted data for the whole backpressure timeout.
+    #[error(
+        "write of {id} refused after waiting {waited:?} for memory: {} pinned by unpersisted data \
+         against the {} limit (unpersisted_limit_bytes), {chunks_free} pool chunks free; \
+         persist backlog: {backlog_objects} objects, oldest {}",
+        ByteSize(*pinned_bytes), ByteSize(*limit_bytes),
+        oldest_unpersisted_age.map_or("none".to_owned(), |age| format!("{age:?} old"))
+    )]
+    Backpressure {
+        /// The write that gave up.
+        id: ObjectId,
+        /// How long it waited.
+        waited: Duration,
+        /// `unpersisted_limit_bytes`.
+        limit_bytes: u64,
+        /// Memory pinned by unpersisted objects and writes in progress.
+        pinned_bytes: u64,
+        /// Free chunks in the pool at the time.
+        chunks_free: usize,
+        /// Objects waiting to be persisted.
+        backlog_objects: usize,
+        /// How long the oldest of them has waited.
+        oldest_unpersisted_age: Option<Duration>,
+    },
+    /// The object is larger than a limit allows.
+    #[error("object {id} is {len} bytes, over the {limit}-byte limit ({limit_name})")]
+    ObjectTooLarge {
+        /// The object.
+        id: ObjectId,
+        /// Its size (so far).
+        len: u64,
+        /// Which limit.
+        limit_name: &'static str,
+        /// The limit's value.
+        limit: u64,
+    },
+    /// Stored bytes do not match their checksum: corruption, never returned as data.
+    #[error(
+        "checksum mismatch in {}of {id}: expected crc32 {expected:#010x}, computed {actual:#010x}",
+        chunk.map_or(String::new(), |c| format!("chunk {c} "))
+    )]
+    ChecksumMismatch {
+        /// The object.
+        id: ObjectId,
+        /// The chunk, or `None` for the whole object.
+        chunk: Option<usize>,
+        /// The CRC recorded (or sent by the client).
+        expected: u32,
+        /// The CRC of the bytes held.
+        actual: u32,
+    },
+    /// No live version of the key is in memory (never written, deleted, or evicted).
+    #[error("{bucket}/{key} not found in memory")]
+    NotFound {
+        /// The bucket.
+        bucket: BucketName,
+        /// The key.
+        key: ObjectKey,
+    },
+    /// That exact version is not in memory.
+    #[error("{0} not found in memory")]
+    VersionNotFound(ObjectId),
+    /// A newer or equal version of the key is already known: the write is stale.
+    #[error("{id} is stale: the key already has version {newest}")]
+    StaleVersion {
+        /// The refused version.
+        id: ObjectId,
+        /// The newest version known.
+        newest: Version,
+    },
+    /// The object is not in the state the operation needs.
+    #[error("cannot {action} {id}: it is {state}")]
+    InvalidState {
+        /// The object.
+        id: ObjectId,
+        /// What was attempted.
+        action: &'static str,
+        /// Its state.
+        state: ObjectState,
+    },
+    /// A `MUST_CACHE` object or tombstone was handed to the persist path.
+    #[error("{0} is memory-only (MUST_CACHE) and is never persisted")]
+    NotPersistable(ObjectId),
+    /// A read past the end of the object.
+    #[error("range {start}..{end} is outside {id}, which is {len} bytes")]
+    RangeOutOfBounds {
+        /// The object.
+        id: ObjectId,
+        /// Requested start.
+        start: u64,
+        /// Requested end (exclusive).
+        end: u64,
+        /// The object's size.
+        len: u64,
+    },
+}
+
+/// A snapshot of the store's memory and backlog (invariant 6: every backlog is visible).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The pool under the store.
+    pub pool: PoolStats,
+    /// `unpersisted_limit_bytes`.
+    pub unpersisted_limit_bytes: u64,
+    /// Memory pinned by unpersisted objects and writes in progress.
+    pub pinned_bytes: u64,
+    /// Memory held by persisted objects, free to evict.
+    pub evictable_bytes: u64,
+    /// Objects (and tombstones) waiting to be persisted, in flight included.
+    pub backlog_objects: usize,
+    /// Logical bytes of those objects.
+    pub backlog_bytes: u64,
+    /// Age of the oldest of them.
+    pub oldest_unpersisted_age: Option<Duration>,
+    /// Persisted objects cached in memory.
+    pub cached_objects: usize,
+    /// Objects evicted since start.
+    pub evictions: u64,
+}
+
+struct Shared {
+    pool: Pool,
+    config: StoreConfig,
+    accounting: Accounting,
+    index: Mutex<Index>,
+    space_freed: Arc<Notify>,
+}
+
+/// The store. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct ObjectStore {
+    shared: Arc<Shared>,
+}
+
+/// A committed object, ready to read. Holds its memory until dropped, even if the object
+/// is evicted meanwhile.
+pub struct ObjectReader {
+    meta: ObjectMeta,
+    data: Arc<ObjectData>,
+}
+
+impl ObjectReader {
+    /// What the object is.
+    pub fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
+    /// The whole object, every chunk verified.
+    pub fn read_all(&self) -> Result<Vec<u8>, StoreError> {
+        self.read_range(0..self.meta.len)
+    }
+
+    /// Bytes `range` of the object; each chunk touched is verified whole.
+    pub fn read_range(&self, range: std::ops::Range<u64>) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.data.read_into(&self.meta.id, range, &mut out)?;
+        Ok(out)
+    }
+
+    /// The object's chunks in order, each verified just before it is yielded: the
+    /// zero-copy way to send or upload an object.
+    pub fn verified_chunks(&self) -> impl Iterator<Item = Result<&[u8], StoreError>> {
+        (0..self.data.chunk_count()).map(|i| self.data.verified_chunk(&self.meta.id, i))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn corrupt(&self, chunk: usize, offset: usize) {
+        self.data.corrupt(chunk, offset);
+    }
+}
+
+impl ObjectStore {
+    /// A store over `pool` with `config`'s limits.
+    pub fn new(pool: Pool, config: StoreConfig) -> Result<Self, StoreError> {
+        let pool_bytes = pool.stats().chunks_total as u64 * pool.chunk_size() as u64;
+        if config.unpersisted_limit_bytes > pool_bytes {
+            return Err(StoreError::InvalidConfig(format!(
+                "unpersisted_limit_bytes {} is larger than the {}-byte pool",
+                config.unpersisted_limit_bytes, pool_bytes
+            )));
+        }
+        if config.unpersisted_limit_bytes < pool.chunk_size() as u64 {
+            return Err(StoreError::InvalidConfig(format!(
+                "unpersisted_limit_bytes {} is smaller than one {}-byte chunk",
+                config.unpersisted_limit_bytes,
+                pool.chunk_size()
+            )));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                accounting: Accounting::new(config.unpersisted_limit_bytes),
+                pool,
+                config,
+                index: Mutex::new(Index::default()),
+                space_freed: Arc::new(Notify::new()),
+            }),
+        })
+    }
+
+    /// Starts writing `id`. Refuses at once if a newer version is already known.
+    pub fn writer(&self, id: ObjectId, write_type: WriteType) -> Result<ObjectWriter, StoreError> {
+        self.index().check_not_stale(&id)?;
+        Ok(ObjectWriter::new(self.clone(), id, write_type))
+    }
+
+    /// Writes and commits a whole buffer.
+    pub async fn put(
+        &self,
+        id: ObjectId,
+        write_type: WriteType,
+        data: &[u8],
+    ) -> Result<ObjectMeta, StoreError> {
+        let mut writer = self.writer(id, write_type)?;
+        writer.write(data).await?;
+        writer.commit()
+    }
+
+    /// Deletes the key as of `id.version`: a tombstone that hides older versions and,
+    /// unless `write_type` is `MUST_CACHE`, is itself persisted (as a delete).
+    pub fn delete(&self, id: ObjectId, write_type: WriteType) -> Result<(), StoreError> {
+        self.commit(id, write_type, None, 0).map(drop)
+    }
+
+    /// The newest live version of a key.
+    pub fn get(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectReader, StoreError> {
+        let (meta, data) = self.index().get(bucket, key)?;
+        Ok(ObjectReader { meta, data })
+    }
+
+    /// One exact version, live or superseded-but-still-uploading.
+    pub fn get_version(&self, id: &ObjectId) -> Result<ObjectReader, StoreError> {
+        let (meta, data) = self.index().get_version(id)?;
+        Ok(ObjectReader { meta, data })
+    }
+
+    /// The metadata of the newest live version of a key.
+    pub fn head(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
+        self.get(bucket, key).map(|reader| reader.meta)
+    }
+
+    /// `committed → persisting`: an upload of `id` starts. Returns the reader to upload
+    /// from, or `None` for a tombstone (the upload is a delete).
+    pub fn start_persist(&self, id: &ObjectId) -> Result<Option<ObjectReader>, StoreError> {
+        let started = self.index().start_persist(id)?;
+        Ok(started.map(|(meta, data)| ObjectReader { meta, data }))
+    }
+
+    /// `persisting → persisted`: the under-store has `id`. Its memory becomes evictable.
+    pub fn finish_persist(&self, id: &ObjectId) -> Result<(), StoreError> {
+        let released = self.index().finish_persist(id, &self.shared.accounting)?;
+        drop(released);
+        self.shared.space_freed.notify_waiters();
+        Ok(())
+    }
+
+    /// `persisting → committed`: the upload failed; the object waits for another try.
+    pub fn fail_persist(&self, id: &ObjectId) -> Result<(), StoreError> {
+        self.index().fail_persist(id)
+    }
+
+    /// The oldest objects waiting to be persisted and not being uploaded, oldest first:
+    /// the persist FIFO.
+    pub fn persist_queue(&self, limit: usize) -> Vec<ObjectId> {
+        self.index().persist_queue(limit)
+    }
+
+    /// A snapshot of memory and backlog.
+    pub fn stats(&self) -> StoreStats {
+        let index = self.index();
+        let backlog = index.backlog(Instant::now());
+        StoreStats {
+            pool: self.shared.pool.stats(),
+            unpersisted_limit_bytes: self.shared.accounting.limit(),
+            pinned_bytes: self.shared.accounting.pinned(),
+            evictable_bytes: self.shared.accounting.evictable(),
+            backlog_objects: backlog.objects,
+            backlog_bytes: backlog.bytes,
+            oldest_unpersisted_age: backlog.oldest_age,
+            cached_objects: index.cached_objects(),
+            evictions: index.evictions(),
+        }
+    }
+
+    /// The pool under the store.
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    fn chunk_size(&self) -> usize {
+        self.shared.pool.chunk_size()
+    }
+
+    fn space_freed(&self) -> Arc<Notify> {
+        self.shared.space_freed.clone()
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.shared
+            .index
+            .lock()
+            .expect("store index lock poisoned: a panic while holding it")
+    }
+
+    fn commit(
+        &self,
+        id: ObjectId,
+        write_type: WriteType,
+        data: Option<Arc<ObjectData>>,
+        pinned_bytes: u64,
+    ) -> Result<ObjectMeta, StoreError> {
+        let result = self.index().commit(
+            id,
+            write_type,
+            data,
+            pinned_bytes,
+            Instant::now(),
+            &self.shared.accounting,
+        );
+        match result {
+            Ok((meta, released)) => {
+                if !released.is_empty() {
+                    drop(released);
+                    self.shared.space_freed.notify_waiters();
+                }
+                Ok(meta)
+            }
+            Err(err) => {
+                self.release_pinned(pinned_bytes);
+                Err(err)
+            }
+        }
+    }
+
+    fn release_pinned(&self, bytes: u64) {
+        if bytes > 0 {
+            self.shared.accounting.unpin(bytes);
+            self.shared.space_freed.notify_waiters();
+        }
+    }
+
+    /// One chunk for `id`'s writer: admitted against the unpersisted limit, taken from
+    /// the pool, evicting persisted objects if the pool is empty. Waits for memory up to
+    /// `backpressure_timeout`, then fails with the backlog error.
+    async fn reserve_chunk(&self, id: &ObjectId) -> Result<Chunk, StoreError> {
+        let started = Instant::now();
+        let deadline = started + self.shared.config.backpressure_timeout;
+        loop {
+            // Register before checking, so a release between the check and the wait
+            // still wakes us.
+            let freed = self.shared.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(chunk) = self.try_reserve_chunk() {
+                return Ok(chunk);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.backpressure_error(id, started.elapsed()));
+            }
+        }
+    }
+
+    fn try_reserve_chunk(&self) -> Option<Chunk> {
+        let chunk_bytes = self.chunk_size() as u64;
+        if !self.shared.accounting.try_pin(chunk_bytes) {
+            return None;
+        }
+        loop {
+            if let Ok(chunk) = self.shared.pool.try_alloc() {
+                return Some(chunk);
+            }
+            // The pool is empty but we are under the limit: persisted objects hold the
+            // rest. Evict the least recently used one (its chunks return when the last
+            // reader lets go, usually at once).
+            let evicted = self.index().evict_lru(&self.shared.accounting);
+            match evicted {
+                Some(data) => drop(data),
+                None => {
+                    self.shared.accounting.unpin(chunk_bytes);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn backpressure_error(&self, id: &ObjectId, waited: Duration) -> StoreError {
+        let backlog = self.index().backlog(Instant::now());
+        StoreError::Backpressure {
+            id: id.clone(),
+            waited,
+            limit_bytes: self.shared.accounting.limit(),
+            pinned_bytes: self.shared.accounting.pinned(),
+            chunks_free: self.shared.pool.stats().chunks_free,
+            backlog_objects: backlog.objects,
+            oldest_unpersisted_age: backlog.oldest_age,
+        }
+    }
+}
