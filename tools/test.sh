@@ -25,7 +25,7 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-# 3. loom models of the lock-free structures. `--cfg loom` swaps std's atomics for
+# 3. loom models of the lock-free structures. `--cfg fdw_loom` swaps std's atomics for
 #    loom's (engine/src/sync.rs); its own target dir keeps the normal build cached.
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+RUSTFLAGS="--cfg fdw_loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked --release -p fdw-engine --lib loom_tests

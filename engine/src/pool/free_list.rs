@@ -102,7 +102,7 @@ impl FreeList {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(fdw_loom)))]
 mod tests {
     use super::*;
     use std::collections::HashSet;
@@ -111,7 +111,7 @@ mod tests {
     fn hands_out_each_index_once_then_reports_empty() {
         let list = FreeList::new(5);
         let taken: HashSet<u32> = (0..5).map(|_| list.pop().unwrap()).collect();
-        assert_eq!(taken, (0..5).collect());
+        assert_eq!(taken, (0..5).collect::<HashSet<u32>>());
         assert_eq!(list.pop(), None);
         assert_eq!(list.free(), 0);
         list.push(3);
@@ -153,7 +153,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, fdw_loom))]
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;

@@ -1,0 +1,701 @@
+//! Request and response headers: the raw archived form (names as bytes, write types as
+//! codes) and the typed form the rest of the code uses. Conversion from raw to typed is
+//! where every field's meaning is checked.
+
+use std::ops::Range;
+
+use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
+
+use super::{
+    MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_OBJECT_BYTES, MAX_REPLICAS,
+    WireError, frame_header,
+};
+use crate::{BucketName, ObjectKey, Version, WriteType};
+
+/// A bucket and key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The key.
+    pub key: ObjectKey,
+}
+
+/// How many copies a write needs, and how it is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Write type.
+    pub write_type: WriteType,
+    /// Replicas R that hold the object.
+    pub replicas: u8,
+    /// Replicas W that must hold it before the write is acknowledged.
+    pub quorum: u8,
+}
+
+impl Replication {
+    /// Checks `1 <= quorum <= replicas <= MAX_REPLICAS`.
+    pub fn new(write_type: WriteType, replicas: u8, quorum: u8) -> Result<Self, WireError> {
+        if quorum == 0 || quorum > replicas || replicas > MAX_REPLICAS {
+            return Err(WireError::InvalidReplication { replicas, quorum });
+        }
+        Ok(Self {
+            write_type,
+            replicas,
+            quorum,
+        })
+    }
+}
+
+/// The header of a put; `len` bytes of data frames follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutHeader {
+    /// Where.
+    pub object: ObjectRef,
+    /// Object size.
+    pub len: u64,
+    /// CRC32 of the whole object.
+    pub crc: u32,
+    /// Size of every data frame but the last: the cluster's chunk size.
+    pub frame_bytes: u32,
+    /// Copies and durability.
+    pub replication: Replication,
+    /// Set when a primary forwards to a replica: the version it assigned.
+    pub version: Option<Version>,
+}
+
+/// A request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Store an object; data frames follow.
+    Put(PutHeader),
+    /// Read an object, or a byte range of it.
+    Get {
+        /// Which object.
+        object: ObjectRef,
+        /// Bytes wanted; `None` for all.
+        range: Option<Range<u64>>,
+    },
+    /// Describe an object.
+    Head(ObjectRef),
+    /// Delete a key (a replicated tombstone).
+    Delete {
+        /// Which key.
+        object: ObjectRef,
+        /// Copies and durability of the tombstone.
+        replication: Replication,
+        /// Set when a primary forwards.
+        version: Option<Version>,
+    },
+    /// List keys of a bucket under a prefix, in key order, after `start_after`.
+    List {
+        /// The bucket.
+        bucket: BucketName,
+        /// Key prefix.
+        prefix: String,
+        /// Continue after this key.
+        start_after: Option<String>,
+        /// Page size.
+        max_keys: u32,
+    },
+    /// Describe the node.
+    Status,
+}
+
+/// What a failed request tells the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Not enough replicas or a node is down: retry later.
+    Unavailable,
+    /// The request itself is wrong: fix it.
+    InvalidInput,
+    /// No such object.
+    NotFound,
+    /// Memory is full of unpersisted data: retry after the backlog drains.
+    ClusterFull,
+    /// Bytes did not match their checksum.
+    DataCorruption,
+    /// A bug or an unexpected failure.
+    Internal,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 6] = [
+        ErrorKind::Unavailable,
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::ClusterFull,
+        ErrorKind::DataCorruption,
+        ErrorKind::Internal,
+    ];
+
+    fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in ALL") as u8
+    }
+
+    fn from_code(code: u8) -> Self {
+        // An unknown kind from a newer peer is still an error; call it internal.
+        Self::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(ErrorKind::Internal)
+    }
+}
+
+/// What `head` and `get` tell about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Where.
+    pub object: ObjectRef,
+    /// Which version.
+    pub version: Version,
+    /// Size.
+    pub len: u64,
+    /// CRC32 of the whole object.
+    pub crc: u32,
+    /// Size of every data frame but the last.
+    pub frame_bytes: u32,
+    /// How it was written.
+    pub write_type: WriteType,
+    /// Whether the under-store has it.
+    pub persisted: bool,
+    /// Nodes holding it.
+    pub replicas: Vec<u16>,
+}
+
+/// One key of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The key.
+    pub key: ObjectKey,
+    /// Its newest version.
+    pub version: Version,
+    /// Its size.
+    pub len: u64,
+}
+
+/// A node's health and memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node: u16,
+    /// Pool page backing.
+    pub backing: String,
+    /// Pool size.
+    pub pool_bytes: u64,
+    /// Memory pinned by unpersisted objects.
+    pub pinned_bytes: u64,
+    /// Memory held by persisted (evictable) objects.
+    pub evictable_bytes: u64,
+    /// Objects waiting to be persisted.
+    pub backlog_objects: u64,
+}
+
+/// A response, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// A put or delete is acknowledged.
+    Stored {
+        /// The version assigned.
+        version: Version,
+        /// CRC32 stored.
+        crc: u32,
+        /// Nodes holding it at acknowledgement.
+        replicas: Vec<u16>,
+    },
+    /// An object's description; for `get`, its data frames follow.
+    Object(ObjectInfo),
+    /// A page of keys.
+    Listing {
+        /// Keys in order.
+        entries: Vec<ListEntry>,
+        /// Where the next page starts, if there is one.
+        next_start_after: Option<String>,
+    },
+    /// A node's status.
+    Status(NodeStatus),
+    /// The request failed.
+    Error {
+        /// What to do about it.
+        kind: ErrorKind,
+        /// What happened.
+        message: String,
+    },
+}
+
+// ---- raw forms, as archived ----
+
+#[derive(Archive, Serialize, Deserialize)]
+struct RawReplication {
+    write_type: u8,
+    replicas: u8,
+    quorum: u8,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
+enum RawRequest {
+    Put {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        len: u64,
+        crc: u32,
+        frame_bytes: u32,
+        replication: RawReplication,
+        version: Option<u64>,
+    },
+    Get {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        range: Option<(u64, u64)>,
+    },
+    Head {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+    },
+    Delete {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        replication: RawReplication,
+        version: Option<u64>,
+    },
+    List {
+        bucket: Vec<u8>,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        max_keys: u32,
+    },
+    Status,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
+struct RawObjectInfo {
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    version: u64,
+    len: u64,
+    crc: u32,
+    frame_bytes: u32,
+    write_type: u8,
+    persisted: bool,
+    replicas: Vec<u16>,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
+struct RawListEntry {
+    key: Vec<u8>,
+    version: u64,
+    len: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
+enum RawResponse {
+    Stored {
+        version: u64,
+        crc: u32,
+        replicas: Vec<u16>,
+    },
+    Object(RawObjectInfo),
+    Listing {
+        entries: Vec<RawListEntry>,
+        next_start_after: Option<Vec<u8>>,
+    },
+    Status {
+        node: u16,
+        backing: Vec<u8>,
+        pool_bytes: u64,
+        pinned_bytes: u64,
+        evictable_bytes: u64,
+        backlog_objects: u64,
+    },
+    Error {
+        kind: u8,
+        message: Vec<u8>,
+    },
+}
+
+// ---- field conversions ----
+
+fn write_type_code(t: WriteType) -> u8 {
+    WriteType::ALL
+        .iter()
+        .position(|&w| w == t)
+        .expect("every write type is in ALL") as u8
+}
+
+fn write_type(code: u8) -> Result<WriteType, WireError> {
+    WriteType::ALL
+        .get(code as usize)
+        .copied()
+        .ok_or(WireError::UnknownWriteType(code))
+}
+
+fn text(bytes: Vec<u8>, field: &'static str) -> Result<String, WireError> {
+    String::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 { field })
+}
+
+fn object_ref(bucket: Vec<u8>, key: Vec<u8>) -> Result<ObjectRef, WireError> {
+    Ok(ObjectRef {
+        bucket: BucketName::new(text(bucket, "bucket name")?)?,
+        key: ObjectKey::new(text(key, "object key")?)?,
+    })
+}
+
+fn raw_replication(r: &Replication) -> RawReplication {
+    RawReplication {
+        write_type: write_type_code(r.write_type),
+        replicas: r.replicas,
+        quorum: r.quorum,
+    }
+}
+
+fn replication(r: RawReplication) -> Result<Replication, WireError> {
+    Replication::new(write_type(r.write_type)?, r.replicas, r.quorum)
+}
+
+fn name_bytes(object: &ObjectRef) -> (Vec<u8>, Vec<u8>) {
+    (
+        object.bucket.as_str().as_bytes().to_vec(),
+        object.key.as_str().as_bytes().to_vec(),
+    )
+}
+
+fn check_object_len(len: u64) -> Result<(), WireError> {
+    if len > MAX_OBJECT_BYTES {
+        Err(WireError::ObjectTooLarge { len })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_frame_bytes(frame_bytes: u32) -> Result<(), WireError> {
+    if frame_bytes == 0 || frame_bytes > MAX_FRAME_BYTES {
+        Err(WireError::InvalidFrameSize(frame_bytes))
+    } else {
+        Ok(())
+    }
+}
+
+/// Validates the archive, then deserializes it: no field is read before bytecheck has
+/// proven the whole header well-formed.
+fn unarchive<T>(header: &[u8]) -> Result<T, WireError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    // rkyv needs the archive aligned; the network buffer is not.
+    let mut aligned = AlignedVec::<16>::with_capacity(header.len());
+    aligned.extend_from_slice(header);
+    let archived = rkyv::access::<T::Archived, rancor::Error>(&aligned)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    rkyv::deserialize::<T, rancor::Error>(archived).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+fn archive<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
+        >,
+{
+    let header = rkyv::to_bytes::<rancor::Error>(value)
+        .expect("archiving plain owned data into memory cannot fail");
+    frame_header(&header)
+}
+
+impl Request {
+    /// The request as bytes: preamble and header (data frames, if any, follow).
+    pub fn encode(&self) -> Vec<u8> {
+        let raw = match self {
+            Request::Put(put) => {
+                let (bucket, key) = name_bytes(&put.object);
+                RawRequest::Put {
+                    bucket,
+                    key,
+                    len: put.len,
+                    crc: put.crc,
+                    frame_bytes: put.frame_bytes,
+                    replication: raw_replication(&put.replication),
+                    version: put.version.map(|v| v.0),
+                }
+            }
+            Request::Get { object, range } => {
+                let (bucket, key) = name_bytes(object);
+                RawRequest::Get {
+                    bucket,
+                    key,
+                    range: range.as_ref().map(|r| (r.start, r.end)),
+                }
+            }
+            Request::Head(object) => {
+                let (bucket, key) = name_bytes(object);
+                RawRequest::Head { bucket, key }
+            }
+            Request::Delete {
+                object,
+                replication,
+                version,
+            } => {
+                let (bucket, key) = name_bytes(object);
+                RawRequest::Delete {
+                    bucket,
+                    key,
+                    replication: raw_replication(replication),
+                    version: version.map(|v| v.0),
+                }
+            }
+            Request::List {
+                bucket,
+                prefix,
+                start_after,
+                max_keys,
+            } => RawRequest::List {
+                bucket: bucket.as_str().as_bytes().to_vec(),
+                prefix: prefix.as_bytes().to_vec(),
+                start_after: start_after.as_ref().map(|s| s.as_bytes().to_vec()),
+                max_keys: *max_keys,
+            },
+            Request::Status => RawRequest::Status,
+        };
+        archive(&raw)
+    }
+
+    pub(super) fn decode_header(header: &[u8]) -> Result<Self, WireError> {
+        Ok(match unarchive::<RawRequest>(header)? {
+            RawRequest::Put {
+                bucket,
+                key,
+                len,
+                crc,
+                frame_bytes,
+                replication: r,
+                version,
+            } => {
+                check_object_len(len)?;
+                check_frame_bytes(frame_bytes)?;
+                Request::Put(PutHeader {
+                    object: object_ref(bucket, key)?,
+                    len,
+                    crc,
+                    frame_bytes,
+                    replication: replication(r)?,
+                    version: version.map(Version),
+                })
+            }
+            RawRequest::Get { bucket, key, range } => {
+                if let Some((start, end)) = range
+                    && end < start
+                {
+                    return Err(WireError::InvalidRange { start, end });
+                }
+                Request::Get {
+                    object: object_ref(bucket, key)?,
+                    range: range.map(|(s, e)| s..e),
+                }
+            }
+            RawRequest::Head { bucket, key } => Request::Head(object_ref(bucket, key)?),
+            RawRequest::Delete {
+                bucket,
+                key,
+                replication: r,
+                version,
+            } => Request::Delete {
+                object: object_ref(bucket, key)?,
+                replication: replication(r)?,
+                version: version.map(Version),
+            },
+            RawRequest::List {
+                bucket,
+                prefix,
+                start_after,
+                max_keys,
+            } => {
+                if max_keys == 0 || max_keys > MAX_LIST_KEYS {
+                    return Err(WireError::InvalidMaxKeys(max_keys));
+                }
+                Request::List {
+                    bucket: BucketName::new(text(bucket, "bucket name")?)?,
+                    prefix: text(prefix, "prefix")?,
+                    start_after: start_after.map(|s| text(s, "start_after")).transpose()?,
+                    max_keys,
+                }
+            }
+            RawRequest::Status => Request::Status,
+        })
+    }
+}
+
+impl Response {
+    /// An error response, its message cut to [`MAX_ERROR_MESSAGE_BYTES`].
+    pub fn error(kind: ErrorKind, message: impl std::fmt::Display) -> Self {
+        let mut message = message.to_string();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut cut = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Response::Error { kind, message }
+    }
+
+    /// The response as bytes: preamble and header (data frames, if any, follow).
+    pub fn encode(&self) -> Vec<u8> {
+        let raw = match self {
+            Response::Stored {
+                version,
+                crc,
+                replicas,
+            } => RawResponse::Stored {
+                version: version.0,
+                crc: *crc,
+                replicas: replicas.clone(),
+            },
+            Response::Object(info) => {
+                let (bucket, key) = name_bytes(&info.object);
+                RawResponse::Object(RawObjectInfo {
+                    bucket,
+                    key,
+                    version: info.version.0,
+                    len: info.len,
+                    crc: info.crc,
+                    frame_bytes: info.frame_bytes,
+                    write_type: write_type_code(info.write_type),
+                    persisted: info.persisted,
+                    replicas: info.replicas.clone(),
+                })
+            }
+            Response::Listing {
+                entries,
+                next_start_after,
+            } => RawResponse::Listing {
+                entries: entries
+                    .iter()
+                    .map(|e| RawListEntry {
+                        key: e.key.as_str().as_bytes().to_vec(),
+                        version: e.version.0,
+                        len: e.len,
+                    })
+                    .collect(),
+                next_start_after: next_start_after.as_ref().map(|s| s.as_bytes().to_vec()),
+            },
+            Response::Status(s) => RawResponse::Status {
+                node: s.node,
+                backing: s.backing.as_bytes().to_vec(),
+                pool_bytes: s.pool_bytes,
+                pinned_bytes: s.pinned_bytes,
+                evictable_bytes: s.evictable_bytes,
+                backlog_objects: s.backlog_objects,
+            },
+            Response::Error { kind, message } => RawResponse::Error {
+                kind: kind.code(),
+                message: message.as_bytes().to_vec(),
+            },
+        };
+        archive(&raw)
+    }
+
+    pub(super) fn decode_header(header: &[u8]) -> Result<Self, WireError> {
+        Ok(match unarchive::<RawResponse>(header)? {
+            RawResponse::Stored {
+                version,
+                crc,
+                replicas,
+            } => Response::Stored {
+                version: Version(version),
+                crc,
+                replicas,
+            },
+            RawResponse::Object(info) => {
+                check_object_len(info.len)?;
+                check_frame_bytes(info.frame_bytes)?;
+                Response::Object(ObjectInfo {
+                    object: object_ref(info.bucket, info.key)?,
+                    version: Version(info.version),
+                    len: info.len,
+                    crc: info.crc,
+                    frame_bytes: info.frame_bytes,
+                    write_type: write_type(info.write_type)?,
+                    persisted: info.persisted,
+                    replicas: info.replicas,
+                })
+            }
+            RawResponse::Listing {
+                entries,
+                next_start_after,
+            } => {
+                if entries.len() > MAX_LIST_KEYS as usize {
+                    return Err(WireError::InvalidMaxKeys(entries.len() as u32));
+                }
+                Response::Listing {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| {
+                            Ok(ListEntry {
+                                key: ObjectKey::new(text(e.key, "object key")?)?,
+                                version: Version(e.version),
+                                len: e.len,
+                            })
+                        })
+                        .collect::<Result<_, WireError>>()?,
+                    next_start_after: next_start_after
+                        .map(|s| text(s, "next_start_after"))
+                        .transpose()?,
+                }
+            }
+            RawResponse::Status {
+                node,
+                backing,
+                pool_bytes,
+                pinned_bytes,
+                evictable_bytes,
+                backlog_objects,
+            } => Response::Status(NodeStatus {
+                node,
+                backing: text(backing, "backing")?,
+                pool_bytes,
+                pinned_bytes,
+                evictable_bytes,
+                backlog_objects,
+            }),
+            RawResponse::Error { kind, message } => Response::Error {
+                kind: ErrorKind::from_code(kind),
+                message: String::from_utf8_lossy(&message).into_owned(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests_support {
+    use super::*;
+
+    /// An archived put header with arbitrary raw fields, for tests of validation.
+    pub(in crate::wire) fn raw_put(
+        bucket: &[u8],
+        key: &[u8],
+        replicas: u8,
+        quorum: u8,
+        write_type: u8,
+    ) -> Vec<u8> {
+        let raw = RawRequest::Put {
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+            len: 10,
+            crc: 0,
+            frame_bytes: 4096,
+            replication: RawReplication {
+                write_type,
+                replicas,
+                quorum,
+            },
+            version: None,
+        };
+        rkyv::to_bytes::<rancor::Error>(&raw).unwrap().to_vec()
+    }
+}

@@ -1,0 +1,198 @@
+//! The wire protocol: what one QUIC stream carries.
+//!
+//! A message is a *preamble* — magic, protocol version, header length — then an
+//! rkyv-archived *header*, then, for messages that carry object bytes, *data frames*:
+//!
+//! ```text
+//! | "fdw\0" | version u16 LE | header_len u32 LE | header (rkyv) | frame | frame | ...
+//! frame = | len u32 LE | crc32 u32 LE | len bytes |
+//! ```
+//!
+//! Every frame but the last is exactly `frame_bytes` long, and `frame_bytes` is the
+//! cluster's chunk size, so a frame is one pool chunk and its CRC — computed once, by the
+//! client — is verified on every hop and stored as the chunk's CRC (invariant 3).
+//!
+//! Headers are untrusted input. [`decode_request`] and [`decode_response`] check the
+//! preamble and the size limit, validate the archive (bytecheck) before reading a field,
+//! and then check every field's meaning (names, write types, quorum) before returning a
+//! typed value. Every limit is a named constant that appears in the error it produces.
+
+mod frame;
+mod message;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
+pub use message::{
+    ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication, Request,
+    Response,
+};
+
+use crate::NameError;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First bytes of every message.
+pub const MAGIC: [u8; 4] = *b"fdw\0";
+/// Magic, version and header length.
+pub const PREAMBLE_BYTES: usize = 10;
+/// Largest header accepted.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Largest data frame (and so the largest chunk size a cluster may use).
+pub const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest object: S3's limit, so every fdw object can be persisted.
+pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// Most replicas an object may ask for.
+pub const MAX_REPLICAS: u8 = 7;
+/// Most keys one list response carries.
+pub const MAX_LIST_KEYS: u32 = 1000;
+/// Longest error message carried back to a peer.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 2048;
+
+const _: () =
+    assert!(crate::MAX_KEY_BYTES * 2 + crate::MAX_BUCKET_NAME_BYTES + 512 < MAX_HEADER_BYTES);
+
+/// Why bytes from the network were refused. Each variant is one cause, and each limit
+/// is named in its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The stream does not start with [`MAGIC`].
+    #[error("not an fdw message: magic bytes {0:02x?}")]
+    BadMagic([u8; 4]),
+    /// A protocol version this build does not speak.
+    #[error("unsupported protocol version {got}: this worker speaks version {PROTOCOL_VERSION}")]
+    UnsupportedVersion {
+        /// The version the peer sent.
+        got: u16,
+    },
+    /// Header longer than [`MAX_HEADER_BYTES`].
+    #[error(
+        "header of {len} bytes is over the limit of {MAX_HEADER_BYTES} bytes (MAX_HEADER_BYTES)"
+    )]
+    HeaderTooLarge {
+        /// Declared length.
+        len: usize,
+    },
+    /// Fewer bytes than the message needs.
+    #[error("message truncated: needed {needed} bytes, got {got}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// The header is not a valid archive of the expected type.
+    #[error("malformed header: {0}")]
+    Malformed(String),
+    /// A name field is not UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A bucket name or key broke a naming rule.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// A write type code this build does not know.
+    #[error("unknown write type code {0}")]
+    UnknownWriteType(u8),
+    /// Replicas or quorum out of range.
+    #[error(
+        "replicas {replicas} and quorum {quorum} are invalid: need 1 <= quorum <= replicas <= {MAX_REPLICAS} (MAX_REPLICAS)"
+    )]
+    InvalidReplication {
+        /// Requested replicas.
+        replicas: u8,
+        /// Requested quorum.
+        quorum: u8,
+    },
+    /// Object larger than [`MAX_OBJECT_BYTES`].
+    #[error(
+        "object of {len} bytes is over the limit of {MAX_OBJECT_BYTES} bytes (MAX_OBJECT_BYTES)"
+    )]
+    ObjectTooLarge {
+        /// Declared length.
+        len: u64,
+    },
+    /// Frame size zero or over [`MAX_FRAME_BYTES`].
+    #[error("frame size {0} is invalid: it must be 1 to {MAX_FRAME_BYTES} bytes (MAX_FRAME_BYTES)")]
+    InvalidFrameSize(u32),
+    /// A data frame of the wrong length for its position.
+    #[error("data frame {index} is {len} bytes; expected {expected}")]
+    FrameLength {
+        /// Position of the frame in the object.
+        index: u64,
+        /// Its length.
+        len: u32,
+        /// The length it must have.
+        expected: u32,
+    },
+    /// A list page larger than [`MAX_LIST_KEYS`], or zero.
+    #[error("max_keys {0} is invalid: it must be 1 to {MAX_LIST_KEYS} (MAX_LIST_KEYS)")]
+    InvalidMaxKeys(u32),
+    /// A byte range that is empty the wrong way round.
+    #[error("range {start}..{end} ends before it starts")]
+    InvalidRange {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+}
+
+/// Prepends the preamble to an archived header.
+fn frame_header(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREAMBLE_BYTES + header.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    out
+}
+
+/// Checks a preamble and returns the header length that follows it.
+pub fn decode_preamble(preamble: &[u8; PREAMBLE_BYTES]) -> Result<usize, WireError> {
+    let magic: [u8; 4] = preamble[0..4].try_into().expect("4 bytes");
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes(preamble[4..6].try_into().expect("2 bytes"));
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion { got: version });
+    }
+    let len = u32::from_le_bytes(preamble[6..10].try_into().expect("4 bytes")) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(WireError::HeaderTooLarge { len });
+    }
+    Ok(len)
+}
+
+/// Splits a whole message (preamble + header) into its header bytes.
+fn split_message(bytes: &[u8]) -> Result<&[u8], WireError> {
+    let preamble: &[u8; PREAMBLE_BYTES] = bytes
+        .get(..PREAMBLE_BYTES)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(WireError::Truncated {
+            needed: PREAMBLE_BYTES,
+            got: bytes.len(),
+        })?;
+    let len = decode_preamble(preamble)?;
+    let needed = PREAMBLE_BYTES + len;
+    if bytes.len() != needed {
+        return Err(WireError::Truncated {
+            needed,
+            got: bytes.len(),
+        });
+    }
+    Ok(&bytes[PREAMBLE_BYTES..])
+}
+
+/// Decodes and validates a request: preamble and header, nothing after.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    Request::decode_header(split_message(bytes)?)
+}
+
+/// Decodes and validates a response: preamble and header, nothing after.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
+    Response::decode_header(split_message(bytes)?)
+}

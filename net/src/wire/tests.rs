@@ -1,0 +1,195 @@
+//! Codec tests: round trips, every refusal, and no panic on any bytes.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{BucketName, ObjectKey, Version, WriteType};
+
+fn object(key: &str) -> ObjectRef {
+    ObjectRef {
+        bucket: BucketName::new("stage-1").unwrap(),
+        key: ObjectKey::new(key).unwrap(),
+    }
+}
+
+fn put(key: &str) -> Request {
+    Request::Put(PutHeader {
+        object: object(key),
+        len: 1 << 20,
+        crc: 0xdead_beef,
+        frame_bytes: 65536,
+        replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
+        version: None,
+    })
+}
+
+fn with_header_bytes(header: &[u8]) -> Vec<u8> {
+    super::frame_header(header)
+}
+
+#[test]
+fn every_request_round_trips() {
+    let requests = [
+        put("a/b.parquet"),
+        Request::Get {
+            object: object("k"),
+            range: Some(5..10),
+        },
+        Request::Get {
+            object: object("k"),
+            range: None,
+        },
+        Request::Head(object("k")),
+        Request::Delete {
+            object: object("k"),
+            replication: Replication::new(WriteType::MustCache, 3, 1).unwrap(),
+            version: Some(Version(9)),
+        },
+        Request::List {
+            bucket: BucketName::new("stage-1").unwrap(),
+            prefix: "a/".into(),
+            start_after: Some("a/b".into()),
+            max_keys: 1000,
+        },
+        Request::Status,
+    ];
+    for request in requests {
+        assert_eq!(decode_request(&request.encode()).unwrap(), request);
+    }
+}
+
+#[test]
+fn every_response_round_trips() {
+    let responses = [
+        Response::Stored {
+            version: Version(3),
+            crc: 1,
+            replicas: vec![0, 2],
+        },
+        Response::Object(ObjectInfo {
+            object: object("k"),
+            version: Version(3),
+            len: 10,
+            crc: 2,
+            frame_bytes: 4096,
+            write_type: WriteType::CacheThrough,
+            persisted: true,
+            replicas: vec![1],
+        }),
+        Response::Listing {
+            entries: vec![ListEntry {
+                key: ObjectKey::new("x").unwrap(),
+                version: Version(1),
+                len: 0,
+            }],
+            next_start_after: Some("x".into()),
+        },
+        Response::Status(NodeStatus {
+            node: 2,
+            backing: "hugetlb".into(),
+            pool_bytes: 1,
+            pinned_bytes: 2,
+            evictable_bytes: 3,
+            backlog_objects: 4,
+        }),
+        Response::error(ErrorKind::ClusterFull, "memory full"),
+    ];
+    for response in responses {
+        assert_eq!(decode_response(&response.encode()).unwrap(), response);
+    }
+}
+
+#[test]
+fn the_preamble_is_checked_first() {
+    let good = put("k").encode();
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    assert!(matches!(
+        decode_request(&bad_magic),
+        Err(WireError::BadMagic(_))
+    ));
+
+    let mut newer = good.clone();
+    newer[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let err = decode_request(&newer).unwrap_err();
+    assert_eq!(err, WireError::UnsupportedVersion { got: 2 });
+    assert!(err.to_string().contains("speaks version 1"));
+
+    let mut huge = good.clone();
+    huge[6..10].copy_from_slice(&(MAX_HEADER_BYTES as u32 + 1).to_le_bytes());
+    let err = decode_request(&huge).unwrap_err();
+    assert!(err.to_string().contains("MAX_HEADER_BYTES"), "{err}");
+
+    assert!(matches!(
+        decode_request(&good[..good.len() - 1]),
+        Err(WireError::Truncated { .. })
+    ));
+    assert!(matches!(
+        decode_request(&good[..3]),
+        Err(WireError::Truncated { .. })
+    ));
+}
+
+/// Builds a put whose names bypass the typed constructors, as a hostile peer would.
+fn raw_put(bucket: &[u8], key: &[u8], replicas: u8, quorum: u8, write_type: u8) -> Vec<u8> {
+    let raw = message::tests_support::raw_put(bucket, key, replicas, quorum, write_type);
+    with_header_bytes(&raw)
+}
+
+#[test]
+fn fields_are_validated_with_clear_errors() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (raw_put(b"stage-1", b"", 2, 2, 1), "object key is empty"),
+        (raw_put(b"stage-1", &[b'k'; 1025], 2, 2, 1), "MAX_KEY_BYTES"),
+        (
+            raw_put(b"stage-1", &[0xff, 0xfe], 2, 2, 1),
+            "object key is not valid UTF-8",
+        ),
+        (raw_put(b"Bad_Bucket", b"k", 2, 2, 1), "bucket name"),
+        (raw_put(b"stage-1", b"k", 2, 3, 1), "MAX_REPLICAS"),
+        (raw_put(b"stage-1", b"k", 2, 0, 1), "quorum 0"),
+        (raw_put(b"stage-1", b"k", 9, 2, 1), "MAX_REPLICAS"),
+        (
+            raw_put(b"stage-1", b"k", 2, 2, 9),
+            "unknown write type code 9",
+        ),
+    ];
+    for (bytes, needle) in cases {
+        let err = decode_request(&bytes).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    }
+}
+
+#[test]
+fn error_messages_are_bounded() {
+    let Response::Error { message, .. } = Response::error(ErrorKind::Internal, "é".repeat(5000))
+    else {
+        unreachable!()
+    };
+    assert!(message.len() <= MAX_ERROR_MESSAGE_BYTES);
+}
+
+proptest! {
+    /// No byte string makes the decoders panic; whatever they accept re-encodes to an
+    /// equal value.
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let bytes = with_header_bytes(&body);
+        if let Ok(request) = decode_request(&bytes) {
+            prop_assert_eq!(decode_request(&request.encode()).unwrap(), request);
+        }
+        if let Ok(response) = decode_response(&bytes) {
+            prop_assert_eq!(decode_response(&response.encode()).unwrap(), response);
+        }
+        let _ = decode_request(&body);
+    }
+
+    /// Flipping any byte of a valid header gives a valid request or a clean error.
+    #[test]
+    fn corrupted_headers_never_panic(at in any::<prop::sample::Index>(), xor in 1u8..) {
+        let mut bytes = put("some/key").encode();
+        let i = at.index(bytes.len());
+        bytes[i] ^= xor;
+        let _ = decode_request(&bytes);
+    }
+}
