@@ -8,13 +8,22 @@
 //!   that keeps unpersisted bytes pinned, LRU eviction of persisted objects, and
 //!   backpressure when memory is full of unpersisted data.
 //!
-//! Replication, membership and persist scheduling build on these with the write-path
-//! and persist work.
+//! - [`node`]: a worker serving QUIC requests from its store; as an object's primary it
+//!   assigns versions, forwards frames to the replicas as they arrive and acknowledges at
+//!   W copies.
+//! - [`local`]: a cluster of nodes in one process on loopback.
+//!
+//! Persist scheduling and failure handling build on these with the persist and
+//! fault-tolerance work.
 
+pub mod local;
+pub mod node;
 pub mod pool;
 pub mod store;
 mod sync;
 
+pub use local::LocalCluster;
+pub use node::{Node, NodeConfig, NodeError};
 pub use pool::{
     Backing, Chunk, HugePagePolicy, KernelView, Pool, PoolConfig, PoolError, PoolStats,
 };

@@ -11,5 +11,6 @@ mod write_type;
 pub use names::{BucketName, MAX_BUCKET_NAME_BYTES, MAX_KEY_BYTES, NameError, ObjectKey, Version};
 pub use write_type::{UnknownWriteType, WriteType};
 
+pub mod placement;
 pub mod transport;
 pub mod wire;

@@ -107,6 +107,14 @@ impl ObjectKey {
     }
 }
 
+/// Keys compare, hash and order exactly as their strings do, so maps keyed by
+/// `ObjectKey` can be searched by `&str` (prefix listing).
+impl std::borrow::Borrow<str> for ObjectKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -297,6 +297,35 @@ impl Index {
         Ok((meta, data))
     }
 
+    pub(super) fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Vec<ObjectMeta> {
+        let Some(keys) = self.buckets.get(bucket) else {
+            return Vec::new();
+        };
+        keys.range::<str, _>((
+            start_after.map_or(std::ops::Bound::Included(prefix), std::ops::Bound::Excluded),
+            std::ops::Bound::Unbounded,
+        ))
+        .skip_while(|(key, _)| !key.as_str().starts_with(prefix) && key.as_str() < prefix)
+        .take_while(|(key, _)| key.as_str().starts_with(prefix))
+        .filter_map(|(key, ks)| {
+            let entry = ks.versions.get(&ks.newest)?;
+            entry.data.as_ref()?;
+            Some(entry.meta(id_of(bucket, key, ks.newest)))
+        })
+        .take(max)
+        .collect()
+    }
+
+    pub(super) fn newest_version(&self, bucket: &BucketName, key: &ObjectKey) -> Option<Version> {
+        self.key_state(bucket, key).map(|ks| ks.newest)
+    }
+
     pub(super) fn get_version(
         &mut self,
         id: &ObjectId,

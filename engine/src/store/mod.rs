@@ -282,9 +282,9 @@ impl ObjectReader {
         Ok(out)
     }
 
-    /// The object's chunks in order, each verified just before it is yielded: the
-    /// zero-copy way to send or upload an object.
-    pub fn verified_chunks(&self) -> impl Iterator<Item = Result<&[u8], StoreError>> {
+    /// The object's chunks in order with their CRCs, each verified just before it is
+    /// yielded: the zero-copy way to send or upload an object.
+    pub fn verified_chunks(&self) -> impl Iterator<Item = Result<(&[u8], u32), StoreError>> {
         (0..self.data.chunk_count()).map(|i| self.data.verified_chunk(&self.meta.id, i))
     }
 
@@ -356,6 +356,23 @@ impl ObjectStore {
     pub fn get_version(&self, id: &ObjectId) -> Result<ObjectReader, StoreError> {
         let (meta, data) = self.index().get_version(id)?;
         Ok(ObjectReader { meta, data })
+    }
+
+    /// Up to `max` keys of `bucket` starting with `prefix`, after `start_after`, in key
+    /// order, each with its newest live version's metadata.
+    pub fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Vec<ObjectMeta> {
+        self.index().list(bucket, prefix, start_after, max)
+    }
+
+    /// The newest version known for a key, live, deleted or evicted-while-uploading.
+    pub fn newest_version(&self, bucket: &BucketName, key: &ObjectKey) -> Option<Version> {
+        self.index().newest_version(bucket, key)
     }
 
     /// The metadata of the newest live version of a key.

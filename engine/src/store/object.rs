@@ -57,8 +57,12 @@ impl ObjectData {
         self.chunks.len()
     }
 
-    /// The written bytes of chunk `i`, after checking its CRC.
-    pub(crate) fn verified_chunk(&self, id: &ObjectId, i: usize) -> Result<&[u8], StoreError> {
+    /// The written bytes of chunk `i` and their CRC, after checking it.
+    pub(crate) fn verified_chunk(
+        &self,
+        id: &ObjectId,
+        i: usize,
+    ) -> Result<(&[u8], u32), StoreError> {
         let chunk = &self.chunks[i];
         let start = i as u64 * chunk.capacity() as u64;
         let used = (self.len - start).min(chunk.capacity() as u64) as usize;
@@ -72,7 +76,7 @@ impl ObjectData {
                 actual,
             });
         }
-        Ok(bytes)
+        Ok((bytes, actual))
     }
 
     /// Appends `range` of the object to `out`, verifying each chunk it touches first.
@@ -99,7 +103,7 @@ impl ObjectData {
         let last = ((range.end - 1) / chunk_size) as usize;
         out.reserve((range.end - range.start) as usize);
         for i in first..=last {
-            let bytes = self.verified_chunk(id, i)?;
+            let (bytes, _) = self.verified_chunk(id, i)?;
             let chunk_start = i as u64 * chunk_size;
             let from = range.start.saturating_sub(chunk_start) as usize;
             let to = (range.end - chunk_start).min(bytes.len() as u64) as usize;

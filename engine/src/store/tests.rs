@@ -155,7 +155,7 @@ proptest! {
         let (a, b) = (range.0.index(len + 1), range.1.index(len + 1));
         let (start, end) = (a.min(b), a.max(b));
         prop_assert_eq!(&reader.read_range(start as u64..end as u64).unwrap()[..], &data[start..end]);
-        let streamed: Vec<u8> = reader.verified_chunks().map(|c| c.unwrap().to_vec()).collect::<Vec<_>>().concat();
+        let streamed: Vec<u8> = reader.verified_chunks().map(|c| c.unwrap().0.to_vec()).collect::<Vec<_>>().concat();
         prop_assert_eq!(streamed, data);
     }
 }
@@ -617,4 +617,65 @@ proptest! {
             prop_assert!(store.stats().pinned_bytes <= 8 * CHUNK as u64);
         }
     }
+}
+
+#[test]
+fn listing_walks_keys_in_order_under_a_prefix() {
+    let rt = paused_runtime();
+    let store = store(16, 16);
+    rt.block_on(async {
+        for name in ["a/1", "a/2", "a/3", "b/1", "a0"] {
+            put(&store, name, 1, b"x").await.unwrap();
+        }
+    });
+    store.delete(id("a/2", 2), WriteType::AsyncThrough).unwrap();
+    let keys = |prefix, after, max| {
+        store
+            .list(&bucket(), prefix, after, max)
+            .into_iter()
+            .map(|m| m.id.key.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys("a/", None, 10),
+        ["a/1", "a/3"],
+        "deleted keys are not listed"
+    );
+    assert_eq!(keys("a", None, 10), ["a/1", "a/3", "a0"]);
+    assert_eq!(keys("a/", Some("a/1"), 10), ["a/3"]);
+    assert_eq!(keys("", None, 2), ["a/1", "a/3"]);
+    assert_eq!(keys("", Some("a0"), 10), ["b/1"]);
+    assert!(keys("c", None, 10).is_empty());
+    assert_eq!(
+        store.newest_version(&bucket(), &key("a/2")),
+        Some(Version(2))
+    );
+}
+
+#[test]
+fn a_frame_whose_crc_does_not_match_is_refused() {
+    let rt = paused_runtime();
+    let store = store(16, 16);
+    let frame = bytes(CHUNK, 4);
+    let err = rt.block_on(async {
+        let mut writer = store.writer(id("k", 1), WriteType::AsyncThrough).unwrap();
+        let buf = writer.buffer(CHUNK).await.unwrap();
+        buf[..CHUNK].copy_from_slice(&frame);
+        writer.advance(CHUNK);
+        writer.seal_frame(crc32fast::hash(&frame)).unwrap();
+        let buf = writer.buffer(CHUNK).await.unwrap();
+        buf[..CHUNK].copy_from_slice(&frame);
+        writer.advance(CHUNK);
+        writer.seal_frame(crc32fast::hash(&frame) ^ 1).unwrap_err()
+    });
+    assert!(
+        matches!(err, StoreError::ChecksumMismatch { chunk: Some(1), .. }),
+        "{err}"
+    );
+    assert_eq!(
+        store.stats().pinned_bytes,
+        0,
+        "the refused object holds no memory"
+    );
+    assert!(store.get(&bucket(), &key("k")).is_err());
 }

@@ -124,6 +124,37 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Seals the chunk just filled by one data frame and checks its CRC against the one
+    /// the client computed (invariant 3: verified on every hop). The frame must have
+    /// filled the chunk, or be the object's last.
+    pub fn seal_frame(&mut self, expected_crc: u32) -> Result<(), StoreError> {
+        assert_eq!(
+            self.chunk_crcs.len() + 1,
+            self.chunks.len(),
+            "a frame fills one open chunk"
+        );
+        self.seal_open_chunk();
+        let index = self.chunk_crcs.len() - 1;
+        let actual = self.chunk_crcs[index];
+        if actual != expected_crc {
+            return Err(StoreError::ChecksumMismatch {
+                id: self.id.clone(),
+                chunk: Some(index),
+                expected: expected_crc,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bytes written into the last chunk: after [`seal_frame`](Self::seal_frame),
+    /// exactly the frame just received, ready to forward to the next replica.
+    pub fn last_chunk(&self) -> &[u8] {
+        self.chunks
+            .last()
+            .map_or(&[], |chunk| &chunk.as_slice()[..self.filled])
+    }
+
     fn seal_open_chunk(&mut self) {
         if self.chunk_crcs.len() < self.chunks.len() {
             let crc = std::mem::take(&mut self.open_crc).finalize();

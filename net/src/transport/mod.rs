@@ -126,21 +126,36 @@ impl From<quinn::ReadExactError> for TransportError {
     }
 }
 
-/// A server endpoint at `addr` presenting `identity` and requiring client certificates
+/// A server endpoint on `socket` presenting `identity` and requiring client certificates
 /// from the same CA. It can also open connections to other nodes.
 pub fn server_endpoint(
     identity: &NodeIdentity,
-    addr: SocketAddr,
+    socket: std::net::UdpSocket,
     tuning: &TransportTuning,
 ) -> Result<quinn::Endpoint, TransportError> {
     let crypto = QuicServerConfig::try_from(identity.server_crypto()?)
         .map_err(|e| TlsError::NoInitialCipherSuite(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(tuning.config()?));
-    let mut endpoint = quinn::Endpoint::server(server, addr)
-        .map_err(|source| TransportError::Bind { addr, source })?;
+    let addr = socket.local_addr().map_err(|source| TransportError::Bind {
+        addr: ([0, 0, 0, 0], 0).into(),
+        source,
+    })?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|source| TransportError::Bind { addr, source })?;
     endpoint.set_default_client_config(client_config(identity, tuning)?);
     Ok(endpoint)
+}
+
+/// Binds a UDP socket for [`server_endpoint`].
+pub fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+    std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })
 }
 
 /// A client-only endpoint bound to `bind` (use port 0).

@@ -22,6 +22,7 @@ fn serve(endpoint: quinn::Endpoint) {
                         Ok(Request::Status) => Response::Status(NodeStatus {
                             node: 7,
                             backing: "test".into(),
+                            frame_bytes: 4096,
                             pool_bytes: 1,
                             pinned_bytes: 0,
                             evictable_bytes: 0,
@@ -50,7 +51,8 @@ async fn status(conn: &quinn::Connection) -> Result<Response, TransportError> {
 async fn cluster_members_talk_and_strangers_are_refused() {
     let ca = ClusterCa::generate().unwrap();
     let tuning = TransportTuning::default();
-    let server = server_endpoint(&ca.issue("node-0").unwrap(), addr(), &tuning).unwrap();
+    let server =
+        server_endpoint(&ca.issue("node-0").unwrap(), bind(addr()).unwrap(), &tuning).unwrap();
     let server_addr = server.local_addr().unwrap();
     serve(server);
 
@@ -87,7 +89,8 @@ async fn cluster_members_talk_and_strangers_are_refused() {
 async fn garbage_gets_a_clear_error_and_the_server_keeps_serving() {
     let ca = ClusterCa::generate().unwrap();
     let tuning = TransportTuning::default();
-    let server = server_endpoint(&ca.issue("node-0").unwrap(), addr(), &tuning).unwrap();
+    let server =
+        server_endpoint(&ca.issue("node-0").unwrap(), bind(addr()).unwrap(), &tuning).unwrap();
     let server_addr = server.local_addr().unwrap();
     serve(server);
     let client = client_endpoint(&ca.issue("client").unwrap(), addr(), &tuning).unwrap();

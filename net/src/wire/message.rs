@@ -53,8 +53,10 @@ pub struct PutHeader {
     pub object: ObjectRef,
     /// Object size.
     pub len: u64,
-    /// CRC32 of the whole object.
-    pub crc: u32,
+    /// CRC32 of the whole object, when the sender knows it before sending (a whole-buffer
+    /// put); a streaming put leaves it out and checks the CRC in the acknowledgement.
+    /// Every frame carries its own CRC either way.
+    pub crc: Option<u32>,
     /// Size of every data frame but the last: the cluster's chunk size.
     pub frame_bytes: u32,
     /// Copies and durability.
@@ -183,6 +185,8 @@ pub struct NodeStatus {
     pub node: u16,
     /// Pool page backing.
     pub backing: String,
+    /// Chunk size, which is the frame size requests must use.
+    pub frame_bytes: u32,
     /// Pool size.
     pub pool_bytes: u64,
     /// Memory pinned by unpersisted objects.
@@ -240,7 +244,7 @@ enum RawRequest {
         bucket: Vec<u8>,
         key: Vec<u8>,
         len: u64,
-        crc: u32,
+        crc: Option<u32>,
         frame_bytes: u32,
         replication: RawReplication,
         version: Option<u64>,
@@ -304,6 +308,7 @@ enum RawResponse {
     Status {
         node: u16,
         backing: Vec<u8>,
+        frame_bytes: u32,
         pool_bytes: u64,
         pinned_bytes: u64,
         evictable_bytes: u64,
@@ -587,6 +592,7 @@ impl Response {
             Response::Status(s) => RawResponse::Status {
                 node: s.node,
                 backing: s.backing.as_bytes().to_vec(),
+                frame_bytes: s.frame_bytes,
                 pool_bytes: s.pool_bytes,
                 pinned_bytes: s.pinned_bytes,
                 evictable_bytes: s.evictable_bytes,
@@ -651,6 +657,7 @@ impl Response {
             RawResponse::Status {
                 node,
                 backing,
+                frame_bytes,
                 pool_bytes,
                 pinned_bytes,
                 evictable_bytes,
@@ -658,6 +665,10 @@ impl Response {
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
+                frame_bytes: {
+                    check_frame_bytes(frame_bytes)?;
+                    frame_bytes
+                },
                 pool_bytes,
                 pinned_bytes,
                 evictable_bytes,
@@ -687,7 +698,7 @@ pub(super) mod tests_support {
             bucket: bucket.to_vec(),
             key: key.to_vec(),
             len: 10,
-            crc: 0,
+            crc: None,
             frame_bytes: 4096,
             replication: RawReplication {
                 write_type,

@@ -16,7 +16,7 @@ fn put(key: &str) -> Request {
     Request::Put(PutHeader {
         object: object(key),
         len: 1 << 20,
-        crc: 0xdead_beef,
+        crc: Some(0xdead_beef),
         frame_bytes: 65536,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
         version: None,
@@ -87,6 +87,7 @@ fn every_response_round_trips() {
         Response::Status(NodeStatus {
             node: 2,
             backing: "hugetlb".into(),
+            frame_bytes: 65536,
             pool_bytes: 1,
             pinned_bytes: 2,
             evictable_bytes: 3,

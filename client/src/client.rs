@@ -1,0 +1,664 @@
+//! The client: connects to the cluster's members, routes each call by the same
+//! rendezvous placement the workers use, and checks every byte it receives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdw_net::placement::{Member, Placement};
+use fdw_net::transport::{self, NodeIdentity, TransportError, TransportTuning};
+use fdw_net::wire::{
+    ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication, Request,
+    Response, frame_count,
+};
+use fdw_net::{BucketName, ObjectKey, Version, WriteType};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::Error;
+
+/// How the client reaches the cluster and what it asks for by default.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The cluster's members.
+    pub members: Vec<Member>,
+    /// Replicas, quorum and write type of puts and deletes unless a call says otherwise.
+    pub replication: Replication,
+    /// Longest wait for a handshake before a member counts as down.
+    pub connect_timeout: Duration,
+    /// Longest wait for a response.
+    pub request_timeout: Duration,
+    /// QUIC tuning.
+    pub tuning: TransportTuning,
+}
+
+impl ClientConfig {
+    /// Defaults: R=2, W=2 (or fewer, for a smaller cluster), `ASYNC_THROUGH`.
+    pub fn new(members: Vec<Member>) -> Self {
+        let r = members.len().clamp(1, 2) as u8;
+        Self {
+            members,
+            replication: Replication {
+                write_type: WriteType::AsyncThrough,
+                replicas: r,
+                quorum: r,
+            },
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            tuning: TransportTuning::default(),
+        }
+    }
+}
+
+/// What an acknowledged put or delete tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutReceipt {
+    /// The version the primary assigned.
+    pub version: Version,
+    /// CRC32 of the object as stored.
+    pub crc: u32,
+    /// Nodes that held it when the write was acknowledged (at least W).
+    pub replicas: Vec<u16>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys in order, each with its newest version.
+    pub entries: Vec<ListEntry>,
+    /// Pass as `start_after` for the next page; `None` on the last.
+    pub next_start_after: Option<String>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    placement: Placement,
+    config: ClientConfig,
+    connections: Mutex<HashMap<u16, quinn::Connection>>,
+    frame_bytes: u32,
+}
+
+/// A connection to an fdw cluster. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(member: &Member, what: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("node {} ({}): {what}", member.id, member.addr),
+    )
+}
+
+fn transport_error(member: &Member, err: TransportError) -> Error {
+    match err {
+        TransportError::Wire(wire) => Error::new(
+            ErrorKind::Internal,
+            format!("node {} sent an invalid response: {wire}", member.id),
+        ),
+        other => unavailable(member, other),
+    }
+}
+
+fn refused(kind: ErrorKind, message: String) -> Error {
+    Error::new(kind, message)
+}
+
+impl Client {
+    /// Connects to the cluster and learns its chunk (frame) size from the first member
+    /// that answers.
+    pub async fn connect(config: ClientConfig, identity: &NodeIdentity) -> Result<Self, Error> {
+        let first = config
+            .members
+            .first()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "no members given"))?;
+        let bind: SocketAddr = if first.addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let endpoint = transport::client_endpoint(identity, bind, &config.tuning)
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+        let mut client = Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                placement: Placement::new(config.members.clone()),
+                config,
+                connections: Mutex::new(HashMap::new()),
+                frame_bytes: 0,
+            }),
+        };
+        let mut last_error = None;
+        for member in client.inner.placement.members() {
+            match client.status_of(member).await {
+                Ok(status) => {
+                    Arc::get_mut(&mut client.inner)
+                        .expect("not shared yet")
+                        .frame_bytes = status.frame_bytes;
+                    return Ok(client);
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member answered")))
+    }
+
+    /// The cluster's frame (chunk) size.
+    pub fn frame_bytes(&self) -> u32 {
+        self.inner.frame_bytes
+    }
+
+    async fn connection(&self, member: &Member) -> Result<quinn::Connection, Error> {
+        let cached = self
+            .lock()
+            .get(&member.id)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        if let Some(connection) = cached {
+            return Ok(connection);
+        }
+        let timeout = self.inner.config.connect_timeout;
+        let connection = tokio::time::timeout(
+            timeout,
+            transport::connect(&self.inner.endpoint, &member.name, member.addr),
+        )
+        .await
+        .map_err(|_| unavailable(member, format!("no handshake within {timeout:?}")))?
+        .map_err(|e| unavailable(member, e))?;
+        self.lock().insert(member.id, connection.clone());
+        Ok(connection)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, quinn::Connection>> {
+        self.inner
+            .connections
+            .lock()
+            .expect("connection map lock poisoned: a panic while holding it")
+    }
+
+    /// Opens a stream to `member` and sends `request`'s header.
+    async fn open(
+        &self,
+        member: &Member,
+        request: &Request,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), Error> {
+        let connection = self.connection(member).await?;
+        let (mut send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| unavailable(member, e))?;
+        transport::write_message(&mut send, &request.encode())
+            .await
+            .map_err(|e| transport_error(member, e))?;
+        Ok((send, recv))
+    }
+
+    async fn response(
+        &self,
+        member: &Member,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Response, Error> {
+        let timeout = self.inner.config.request_timeout;
+        tokio::time::timeout(timeout, transport::read_response(recv))
+            .await
+            .map_err(|_| unavailable(member, format!("no response within {timeout:?}")))?
+            .map_err(|e| transport_error(member, e))
+    }
+
+    /// Sends a header-only request to `member` and reads the response.
+    async fn call(&self, member: &Member, request: &Request) -> Result<Response, Error> {
+        let (mut send, mut recv) = self.open(member, request).await?;
+        let _ = send.finish();
+        self.response(member, &mut recv).await
+    }
+
+    fn object(bucket: &str, key: &str) -> Result<ObjectRef, Error> {
+        Ok(ObjectRef {
+            bucket: BucketName::new(bucket)?,
+            key: ObjectKey::new(key)?,
+        })
+    }
+
+    /// Stores `data` under `bucket/key` with the default replication.
+    pub async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<PutReceipt, Error> {
+        self.put_with(bucket, key, data, self.inner.config.replication)
+            .await
+    }
+
+    /// Stores `data` with explicit replication. Acknowledged once `replication.quorum`
+    /// replicas hold the complete, checksummed object in memory.
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
+        let frame = self.inner.frame_bytes as usize;
+        // One CRC per frame, computed once, here; the object CRC is combined from them.
+        let crcs: Vec<u32> = data.chunks(frame).map(crc32fast::hash).collect();
+        let mut whole = crc32fast::Hasher::new();
+        for (piece, crc) in data.chunks(frame).zip(&crcs) {
+            whole.combine(&crc32fast::Hasher::new_with_initial_len(
+                *crc,
+                piece.len() as u64,
+            ));
+        }
+        let crc = whole.finalize();
+        let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer {
+            data,
+            crcs: &crcs,
+            next: 0,
+        };
+        self.put_frames(
+            bucket,
+            key,
+            data.len() as u64,
+            Some(crc),
+            &mut source,
+            replication,
+        )
+        .await
+    }
+
+    /// Stores `len` bytes read from `reader`, sending each frame as soon as it is read:
+    /// memory use is one frame, whatever the object's size.
+    pub async fn put_stream<R: AsyncRead + Unpin>(
+        &self,
+        bucket: &str,
+        key: &str,
+        len: u64,
+        reader: R,
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
+        let mut source = FrameSource::Reader {
+            reader,
+            buf: vec![0; self.inner.frame_bytes as usize],
+            whole: crc32fast::Hasher::new(),
+        };
+        let receipt = self
+            .put_frames(bucket, key, len, None, &mut source, replication)
+            .await?;
+        if let FrameSource::Reader { whole, .. } = source
+            && whole.finalize() != receipt.crc
+        {
+            return Err(Error::new(
+                ErrorKind::DataCorruption,
+                format!("{bucket}/{key}: stored CRC differs from the bytes sent"),
+            ));
+        }
+        Ok(receipt)
+    }
+
+    async fn put_frames<R: AsyncRead + Unpin>(
+        &self,
+        bucket: &str,
+        key: &str,
+        len: u64,
+        crc: Option<u32>,
+        source: &mut FrameSource<'_, R>,
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
+        let object = Self::object(bucket, key)?;
+        let replication = Replication::new(
+            replication.write_type,
+            replication.replicas,
+            replication.quorum,
+        )?;
+        let header = PutHeader {
+            object: object.clone(),
+            len,
+            crc,
+            frame_bytes: self.inner.frame_bytes,
+            replication,
+            version: None,
+        };
+        let request = Request::Put(header);
+        // The first member of the preference list that answers is the primary; members
+        // that do not are skipped (hand-off).
+        let mut last_error = None;
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            let (mut send, mut recv) = match self.open(member, &request).await {
+                Ok(streams) => streams,
+                Err(err) => {
+                    last_error = Some(err);
+                    continue;
+                }
+            };
+            for index in 0..frame_count(len, self.inner.frame_bytes) {
+                let (bytes, crc) = source.frame(index, len, self.inner.frame_bytes).await?;
+                if let Err(err) = transport::write_frame(&mut send, crc, bytes).await {
+                    // The primary may have refused early (full, bad input): its answer
+                    // says why better than the broken stream does.
+                    return match self.response(member, &mut recv).await {
+                        Ok(Response::Error { kind, message }) => Err(refused(kind, message)),
+                        _ => Err(transport_error(member, err)),
+                    };
+                }
+            }
+            let _ = send.finish();
+            return match self.response(member, &mut recv).await? {
+                Response::Stored {
+                    version,
+                    crc,
+                    replicas,
+                } => Ok(PutReceipt {
+                    version,
+                    crc,
+                    replicas,
+                }),
+                Response::Error { kind, message } => Err(refused(kind, message)),
+                other => Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("unexpected response to put: {other:?}"),
+                )),
+            };
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member to write to")))
+    }
+
+    /// The whole object.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
+        self.read(bucket, key, None).await
+    }
+
+    /// Bytes `range` of the object.
+    pub async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, Error> {
+        self.read(bucket, key, Some(range)).await
+    }
+
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Vec<u8>, Error> {
+        let object = Self::object(bucket, key)?;
+        let request = Request::Get {
+            object: object.clone(),
+            range,
+        };
+        let mut last_error = None;
+        // Replicas first, in preference order; a member without the object says so and
+        // the next is asked.
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            let attempt = async {
+                let (mut send, mut recv) = self.open(member, &request).await?;
+                let _ = send.finish();
+                match self.response(member, &mut recv).await? {
+                    Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
+                    Response::Error { kind, message } => Err(refused(kind, message)),
+                    other => Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("unexpected response to get: {other:?}"),
+                    )),
+                }
+            };
+            match attempt.await {
+                Ok(bytes) => return Ok(bytes),
+                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Unavailable) => {
+                    last_error = Some(err)
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{bucket}/{key} not found"))
+        }))
+    }
+
+    /// Reads an object's frames, checking each frame's CRC and then the whole CRC.
+    async fn receive_object(
+        &self,
+        member: &Member,
+        info: &ObjectInfo,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Vec<u8>, Error> {
+        const MAX_UP_FRONT_BYTES: u64 = 64 * 1024 * 1024;
+        // Grow with the data rather than trusting a length from the network up front.
+        let mut out = Vec::with_capacity(info.len.min(MAX_UP_FRONT_BYTES) as usize);
+        let timeout = self.inner.config.request_timeout;
+        for index in 0..frame_count(info.len, info.frame_bytes) {
+            let frame = tokio::time::timeout(
+                timeout,
+                transport::read_frame_header(recv, index, info.len, info.frame_bytes),
+            )
+            .await
+            .map_err(|_| unavailable(member, "stalled mid-object"))?
+            .map_err(|e| match e {
+                TransportError::Truncated | TransportError::Read(_) => Error::new(
+                    ErrorKind::DataCorruption,
+                    format!(
+                        "node {} ended {} mid-object at frame {index} (it found a corrupt chunk)",
+                        member.id, info.object.key
+                    ),
+                ),
+                other => transport_error(member, other),
+            })?;
+            let start = out.len();
+            out.resize(start + frame.len as usize, 0);
+            transport::read_frame_data(recv, &mut out[start..])
+                .await
+                .map_err(|e| transport_error(member, e))?;
+            if crc32fast::hash(&out[start..]) != frame.crc {
+                return Err(Error::new(
+                    ErrorKind::DataCorruption,
+                    format!("frame {index} of {} failed its CRC check", info.object.key),
+                ));
+            }
+        }
+        if crc32fast::hash(&out) != info.crc {
+            return Err(Error::new(
+                ErrorKind::DataCorruption,
+                format!("{} failed its whole-object CRC check", info.object.key),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// What the newest version of the object is and where it is.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
+        let object = Self::object(bucket, key)?;
+        let request = Request::Head(object.clone());
+        let mut last_error = None;
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            match self.call(member, &request).await {
+                Ok(Response::Object(info)) => return Ok(info),
+                Ok(Response::Error { kind, message }) if kind != ErrorKind::NotFound => {
+                    return Err(refused(kind, message));
+                }
+                Ok(Response::Error { kind, message }) => last_error = Some(refused(kind, message)),
+                Ok(other) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("unexpected response to head: {other:?}"),
+                    ));
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{bucket}/{key} not found"))
+        }))
+    }
+
+    /// Deletes the key: a tombstone replicated like a put.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<Version, Error> {
+        let object = Self::object(bucket, key)?;
+        let request = Request::Delete {
+            object: object.clone(),
+            replication: self.inner.config.replication,
+            version: None,
+        };
+        let mut last_error = None;
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            match self.call(member, &request).await {
+                Ok(Response::Stored { version, .. }) => return Ok(version),
+                Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
+                Ok(other) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("unexpected response to delete: {other:?}"),
+                    ));
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member to delete on")))
+    }
+
+    /// Up to `max_keys` keys of `bucket` under `prefix` after `start_after`, merged
+    /// across every member that answers (newest version wins).
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, Error> {
+        let request = Request::List {
+            bucket: BucketName::new(bucket)?,
+            prefix: prefix.to_owned(),
+            start_after: start_after.map(str::to_owned),
+            max_keys,
+        };
+        let mut merged: BTreeMap<String, ListEntry> = BTreeMap::new();
+        let (mut answered, mut more) = (0, false);
+        let mut last_error = None;
+        for member in self.inner.placement.members() {
+            match self.call(member, &request).await {
+                Ok(Response::Listing {
+                    entries,
+                    next_start_after,
+                }) => {
+                    answered += 1;
+                    more |= next_start_after.is_some();
+                    for entry in entries {
+                        let key = entry.key.to_string();
+                        if merged
+                            .get(&key)
+                            .is_none_or(|have| have.version < entry.version)
+                        {
+                            merged.insert(key, entry);
+                        }
+                    }
+                }
+                Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
+                Ok(other) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("unexpected response to list: {other:?}"),
+                    ));
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        if answered == 0 {
+            return Err(last_error
+                .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member answered")));
+        }
+        // Each member returned its first `max_keys` keys, so the first `max_keys` of the
+        // union are complete up to the last one taken.
+        more |= merged.len() > max_keys as usize;
+        let entries: Vec<ListEntry> = merged.into_values().take(max_keys as usize).collect();
+        let next_start_after = if more {
+            entries.last().map(|e| e.key.to_string())
+        } else {
+            None
+        };
+        Ok(ListPage {
+            entries,
+            next_start_after,
+        })
+    }
+
+    async fn status_of(&self, member: &Member) -> Result<NodeStatus, Error> {
+        match self.call(member, &Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            Response::Error { kind, message } => Err(refused(kind, message)),
+            other => Err(Error::new(
+                ErrorKind::Internal,
+                format!("unexpected response to status: {other:?}"),
+            )),
+        }
+    }
+
+    /// Every member's status, or why it did not answer.
+    pub async fn status(&self) -> Vec<(Member, Result<NodeStatus, Error>)> {
+        let mut out = Vec::new();
+        for member in self.inner.placement.members() {
+            out.push((member.clone(), self.status_of(member).await));
+        }
+        out
+    }
+}
+
+/// Where a put's frames come from: a buffer with precomputed CRCs, or a reader hashed
+/// frame by frame.
+enum FrameSource<'a, R> {
+    Buffer {
+        data: &'a [u8],
+        crcs: &'a [u32],
+        next: usize,
+    },
+    Reader {
+        reader: R,
+        buf: Vec<u8>,
+        whole: crc32fast::Hasher,
+    },
+}
+
+impl<R: AsyncRead + Unpin> FrameSource<'_, R> {
+    async fn frame(
+        &mut self,
+        index: u64,
+        len: u64,
+        frame_bytes: u32,
+    ) -> Result<(&[u8], u32), Error> {
+        let start = index * u64::from(frame_bytes);
+        let size = (len - start).min(u64::from(frame_bytes)) as usize;
+        match self {
+            FrameSource::Buffer { data, crcs, next } => {
+                let i = *next;
+                *next += 1;
+                Ok((&data[start as usize..start as usize + size], crcs[i]))
+            }
+            FrameSource::Reader { reader, buf, whole } => {
+                reader.read_exact(&mut buf[..size]).await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("reading the object's bytes: {e}"),
+                    )
+                })?;
+                let crc = crc32fast::hash(&buf[..size]);
+                whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, size as u64));
+                Ok((&buf[..size], crc))
+            }
+        }
+    }
+}

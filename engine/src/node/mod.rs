@@ -1,0 +1,315 @@
+//! A worker node: accepts QUIC connections, serves requests from clients and peers out of
+//! its object store, and coordinates writes for which it is primary.
+//!
+//! One stream per request. A put from a client makes this node the object's primary: it
+//! assigns the version, receives each data frame straight into pool memory, checks the
+//! frame's CRC, and forwards the frame to the other replicas as it arrives (pipelined,
+//! never store-and-forward). The client is acknowledged once W replicas — this node
+//! included — hold the complete object (invariant 1).
+
+mod peers;
+mod quorum;
+mod read;
+mod write;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fdw_net::placement::{Member, Placement};
+use fdw_net::transport::{self, NodeIdentity, TransportError, TransportTuning};
+use fdw_net::wire::{ErrorKind, Request, Response};
+use fdw_net::{BucketName, ObjectKey, Version};
+
+use crate::pool::{Pool, PoolConfig, PoolError};
+use crate::store::{ObjectStore, StoreConfig, StoreError};
+use peers::Peers;
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id in `placement`.
+    pub id: u16,
+    /// The cluster's members.
+    pub placement: Placement,
+    /// Memory pool.
+    pub pool: PoolConfig,
+    /// Store limits; `None` for the defaults of the pool's size.
+    pub store: Option<StoreConfig>,
+    /// QUIC tuning.
+    pub tuning: TransportTuning,
+    /// Longest wait for the next bytes of a request, or for replicas' acknowledgements:
+    /// a stalled peer is cut off after this.
+    pub request_timeout: Duration,
+    /// Longest wait for a handshake with a peer before it counts as down.
+    pub connect_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` of `placement`.
+    pub fn new(id: u16, placement: Placement, pool: PoolConfig) -> Self {
+        Self {
+            id,
+            placement,
+            pool,
+            store: None,
+            tuning: TransportTuning::default(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// `id` is not among the members.
+    #[error("node id {0} is not a member of the cluster")]
+    NotAMember(u16),
+    /// The pool could not be mapped.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The store configuration is inconsistent.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The QUIC endpoint could not be made.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Versions this node assigns as a primary: increasing, and above anything the key has
+/// had. Seeded from the wall clock in microseconds, so a restarted primary continues
+/// above what it issued before.
+struct VersionClock {
+    last: AtomicU64,
+}
+
+impl VersionClock {
+    fn new() -> Self {
+        #[allow(clippy::disallowed_methods)] // read once, only to seed the counter
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            last: AtomicU64::new(now.as_micros() as u64),
+        }
+    }
+
+    fn next(&self, newest: Option<Version>) -> Version {
+        let floor = newest.map_or(0, |v| v.0);
+        let previous = self
+            .last
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(last.max(floor) + 1)
+            })
+            .expect("the update closure always returns Some");
+        Version(previous.max(floor) + 1)
+    }
+}
+
+struct NodeShared {
+    me: Member,
+    placement: Placement,
+    store: ObjectStore,
+    peers: Peers,
+    versions: VersionClock,
+    request_timeout: Duration,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    shared: Arc<NodeShared>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Node {
+    /// Maps the pool, binds the member's address and starts serving.
+    pub async fn start(config: NodeConfig, identity: &NodeIdentity) -> Result<Self, NodeError> {
+        let me = config
+            .placement
+            .member(config.id)
+            .cloned()
+            .ok_or(NodeError::NotAMember(config.id))?;
+        let socket = transport::bind(me.addr)?;
+        Self::start_on(config, identity, socket).await
+    }
+
+    /// As [`start`](Self::start), on a socket the caller bound (so a local cluster can
+    /// pick free ports before it writes the member list).
+    pub async fn start_on(
+        config: NodeConfig,
+        identity: &NodeIdentity,
+        socket: std::net::UdpSocket,
+    ) -> Result<Self, NodeError> {
+        let me = config
+            .placement
+            .member(config.id)
+            .cloned()
+            .ok_or(NodeError::NotAMember(config.id))?;
+        let pool = Pool::new(&config.pool)?;
+        let pool_bytes = config.pool.size_bytes as u64;
+        let store = ObjectStore::new(
+            pool,
+            config
+                .store
+                .clone()
+                .unwrap_or_else(|| StoreConfig::for_pool(pool_bytes)),
+        )?;
+        let endpoint = transport::server_endpoint(identity, socket, &config.tuning)?;
+        let bound = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: me.addr,
+                source,
+            })?;
+        tracing::info!(node = me.id, name = %me.name, addr = %bound, "node serving");
+        let shared = Arc::new(NodeShared {
+            me: Member { addr: bound, ..me },
+            placement: config.placement,
+            store,
+            peers: Peers::new(endpoint.clone(), config.connect_timeout),
+            versions: VersionClock::new(),
+            request_timeout: config.request_timeout,
+        });
+        tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
+        Ok(Self { shared, endpoint })
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.me.addr
+    }
+
+    /// This node's object store.
+    pub fn store(&self) -> &ObjectStore {
+        &self.shared.store
+    }
+
+    /// Stops accepting, closes every connection (requests in flight fail at their
+    /// clients with a connection error, so none is acknowledged falsely) and waits for
+    /// the endpoint to go idle.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn accept_loop(node: Arc<NodeShared>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(err) => {
+                    tracing::debug!("handshake refused: {err}");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(serve_stream(node.clone(), send, recv));
+            }
+        });
+    }
+}
+
+/// Serves one request. Errors caused by the peer go back to the peer; they never stop
+/// the node.
+async fn serve_stream(
+    node: Arc<NodeShared>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request = match tokio::time::timeout(
+        node.request_timeout,
+        transport::read_request(&mut recv),
+    )
+    .await
+    {
+        Ok(Ok(request)) => request,
+        Ok(Err(err)) => {
+            return respond(&mut send, &Response::error(ErrorKind::InvalidInput, err)).await;
+        }
+        Err(_) => {
+            let message = format!("no request header within {:?}", node.request_timeout);
+            return respond(
+                &mut send,
+                &Response::error(ErrorKind::InvalidInput, message),
+            )
+            .await;
+        }
+    };
+    let result = match request {
+        Request::Put(header) => write::put(&node, header, &mut send, &mut recv).await,
+        Request::Delete {
+            object,
+            replication,
+            version,
+        } => write::delete(&node, object, replication, version, &mut send).await,
+        Request::Get { object, range } => read::get(&node, object, range, &mut send).await,
+        Request::Head(object) => read::head(&node, object, &mut send).await,
+        Request::List {
+            bucket,
+            prefix,
+            start_after,
+            max_keys,
+        } => read::list(&node, bucket, prefix, start_after, max_keys, &mut send).await,
+        Request::Status => read::status(&node, &mut send).await,
+    };
+    if let Err(err) = result {
+        tracing::debug!("request ended early: {err}");
+    }
+}
+
+async fn respond(send: &mut quinn::SendStream, response: &Response) {
+    if transport::write_message(send, &response.encode())
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+/// What a store error tells a client to do.
+fn error_kind(err: &StoreError) -> ErrorKind {
+    match err {
+        StoreError::Backpressure { .. } => ErrorKind::ClusterFull,
+        StoreError::ChecksumMismatch { .. } => ErrorKind::DataCorruption,
+        StoreError::ObjectTooLarge { .. } | StoreError::RangeOutOfBounds { .. } => {
+            ErrorKind::InvalidInput
+        }
+        StoreError::NotFound { .. } | StoreError::VersionNotFound(_) => ErrorKind::NotFound,
+        StoreError::StaleVersion { .. } => ErrorKind::Unavailable,
+        StoreError::InvalidConfig(_)
+        | StoreError::InvalidState { .. }
+        | StoreError::NotPersistable(_) => ErrorKind::Internal,
+    }
+}
+
+fn store_error(err: StoreError) -> Response {
+    Response::error(error_kind(&err), err)
+}
+
+fn object_id(bucket: &BucketName, key: &ObjectKey, version: Version) -> crate::store::ObjectId {
+    crate::store::ObjectId {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_and_clear_what_the_key_has() {
+        let clock = VersionClock::new();
+        let a = clock.next(None);
+        let b = clock.next(None);
+        assert!(b > a);
+        let far = Version(u64::MAX / 2);
+        assert!(clock.next(Some(far)) > far);
+        assert!(clock.next(None) > far, "the counter never goes back");
+    }
+}

@@ -1,0 +1,154 @@
+//! Reads: get (whole or ranged), head, list and status, all from local memory. A client
+//! that gets `NotFound` here tries the next replica.
+
+use std::ops::Range;
+
+use fdw_net::BucketName;
+use fdw_net::transport::{self, TransportError};
+use fdw_net::wire::{ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
+
+use super::{NodeShared, respond, store_error};
+use crate::store::{ObjectReader, ObjectState};
+
+fn info(node: &NodeShared, reader: &ObjectReader, len: u64, crc: u32) -> ObjectInfo {
+    let meta = reader.meta();
+    ObjectInfo {
+        object: ObjectRef {
+            bucket: meta.id.bucket.clone(),
+            key: meta.id.key.clone(),
+        },
+        version: meta.id.version,
+        len,
+        crc,
+        frame_bytes: node.store.pool().chunk_size() as u32,
+        write_type: meta.write_type,
+        persisted: meta.state == ObjectState::Persisted,
+        replicas: vec![node.me.id],
+    }
+}
+
+pub(super) async fn get(
+    node: &NodeShared,
+    object: ObjectRef,
+    range: Option<Range<u64>>,
+    send: &mut quinn::SendStream,
+) -> Result<(), TransportError> {
+    let reader = match node.store.get(&object.bucket, &object.key) {
+        Ok(reader) => reader,
+        Err(err) => {
+            respond(send, &store_error(err)).await;
+            return Ok(());
+        }
+    };
+    match range {
+        None => {
+            let meta = reader.meta().clone();
+            transport::write_message(
+                send,
+                &Response::Object(info(node, &reader, meta.len, meta.crc)).encode(),
+            )
+            .await?;
+            // Stored chunks go out as they are, with their stored CRCs, each verified
+            // first. A corrupt chunk ends the stream early: the client sees a truncated
+            // object, never wrong bytes.
+            for chunk in reader.verified_chunks() {
+                match chunk {
+                    Ok((bytes, crc)) => transport::write_frame(send, crc, bytes).await?,
+                    Err(err) => {
+                        tracing::error!("serving {}: {err}", meta.id);
+                        let _ = send.reset(1u32.into());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Some(range) => {
+            let bytes = match reader.read_range(range) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    respond(send, &store_error(err)).await;
+                    return Ok(());
+                }
+            };
+            let response = Response::Object(info(
+                node,
+                &reader,
+                bytes.len() as u64,
+                crc32fast::hash(&bytes),
+            ));
+            transport::write_message(send, &response.encode()).await?;
+            for frame in bytes.chunks(node.store.pool().chunk_size()) {
+                transport::write_frame(send, crc32fast::hash(frame), frame).await?;
+            }
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+pub(super) async fn head(
+    node: &NodeShared,
+    object: ObjectRef,
+    send: &mut quinn::SendStream,
+) -> Result<(), TransportError> {
+    let response = match node.store.get(&object.bucket, &object.key) {
+        Ok(reader) => {
+            let (len, crc) = (reader.meta().len, reader.meta().crc);
+            Response::Object(info(node, &reader, len, crc))
+        }
+        Err(err) => store_error(err),
+    };
+    respond(send, &response).await;
+    Ok(())
+}
+
+pub(super) async fn list(
+    node: &NodeShared,
+    bucket: BucketName,
+    prefix: String,
+    start_after: Option<String>,
+    max_keys: u32,
+    send: &mut quinn::SendStream,
+) -> Result<(), TransportError> {
+    let metas = node
+        .store
+        .list(&bucket, &prefix, start_after.as_deref(), max_keys as usize);
+    let next_start_after = (metas.len() == max_keys as usize)
+        .then(|| metas.last().map(|m| m.id.key.to_string()))
+        .flatten();
+    let entries = metas
+        .into_iter()
+        .map(|m| ListEntry {
+            key: m.id.key,
+            version: m.id.version,
+            len: m.len,
+        })
+        .collect();
+    respond(
+        send,
+        &Response::Listing {
+            entries,
+            next_start_after,
+        },
+    )
+    .await;
+    Ok(())
+}
+
+pub(super) async fn status(
+    node: &NodeShared,
+    send: &mut quinn::SendStream,
+) -> Result<(), TransportError> {
+    let stats = node.store.stats();
+    let status = NodeStatus {
+        node: node.me.id,
+        backing: stats.pool.backing.to_string(),
+        frame_bytes: stats.pool.chunk_size_bytes as u32,
+        pool_bytes: u64::from(stats.pool.chunks_total) * stats.pool.chunk_size_bytes as u64,
+        pinned_bytes: stats.pinned_bytes,
+        evictable_bytes: stats.evictable_bytes,
+        backlog_objects: stats.backlog_objects as u64,
+    };
+    respond(send, &Response::Status(status)).await;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Puts and deletes: as primary (assign the version, fan out, count the quorum) and as
+//! replica (store what the primary forwards).
+
+use fdw_net::Version;
+use fdw_net::transport::{self, TransportError};
+use fdw_net::wire::{ErrorKind, ObjectRef, PutHeader, Replication, Request, Response, frame_count};
+use tokio::sync::mpsc;
+
+use super::quorum::{Outcome, Quorum};
+use super::{NodeShared, object_id, respond, store_error};
+use crate::store::StoreError;
+
+/// A replica the primary forwards to: the stream carrying this write to it.
+struct Forward {
+    member: u16,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+/// Opens the write to the other R − 1 replicas: the members after this one in the
+/// object's preference list, skipping those that do not answer (hand-off: the list goes
+/// on past R). `request` is sent as each stream's header.
+async fn open_forwards(
+    node: &NodeShared,
+    object: &ObjectRef,
+    replicas: u8,
+    request: &Request,
+    quorum: &mut Quorum,
+) -> Vec<Forward> {
+    let wanted = usize::from(replicas) - 1;
+    let header = request.encode();
+    let mut forwards = Vec::with_capacity(wanted);
+    let mut skipped = Vec::new();
+    for member in node.placement.preference_list(&object.bucket, &object.key) {
+        if forwards.len() == wanted {
+            break;
+        }
+        if member.id == node.me.id {
+            continue;
+        }
+        let opened = async {
+            let connection = node.peers.connection(member).await?;
+            let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            transport::write_message(&mut send, &header)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(Forward {
+                member: member.id,
+                send,
+                recv,
+            })
+        };
+        match opened.await {
+            Ok(forward) => forwards.push(forward),
+            Err(reason) => {
+                tracing::debug!(peer = member.id, "skipping replica: {reason}");
+                skipped.push((member.id, reason));
+            }
+        }
+    }
+    // Every replica slot left empty is a failure, explained by the members tried.
+    for slot in forwards.len()..wanted {
+        let reason = match skipped.get(slot) {
+            Some((id, why)) => format!("node {id} {why}"),
+            None => "no further member to hand off to".to_owned(),
+        };
+        quorum.fail(u16::MAX - slot as u16, reason);
+    }
+    forwards
+}
+
+/// Collects the forwards' responses into `quorum` until it is decided or the request
+/// timeout passes.
+async fn await_quorum(node: &NodeShared, forwards: Vec<Forward>, quorum: &mut Quorum) {
+    let (tx, mut rx) = mpsc::channel(forwards.len().max(1));
+    let pending = forwards.len();
+    for mut forward in forwards {
+        let tx = tx.clone();
+        let timeout = node.request_timeout;
+        tokio::spawn(async move {
+            let _ = forward.send.finish();
+            let reply =
+                match tokio::time::timeout(timeout, transport::read_response(&mut forward.recv))
+                    .await
+                {
+                    Ok(Ok(Response::Stored { .. })) => Ok(()),
+                    Ok(Ok(Response::Error { kind, message })) => {
+                        Err(format!("{kind:?}: {message}"))
+                    }
+                    Ok(Ok(other)) => Err(format!("unexpected reply {other:?}")),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
+                };
+            let _ = tx.send((forward.member, reply)).await;
+        });
+    }
+    drop(tx);
+    for _ in 0..pending {
+        if quorum.outcome() != Outcome::Pending {
+            break;
+        }
+        match rx.recv().await {
+            Some((member, Ok(()))) => quorum.ack(member),
+            Some((member, Err(reason))) => quorum.fail(member, reason),
+            None => break,
+        }
+    }
+}
+
+fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
+    match quorum.outcome() {
+        Outcome::Reached => Response::Stored {
+            version,
+            crc,
+            replicas: quorum.acked().to_vec(),
+        },
+        Outcome::Impossible | Outcome::Pending => {
+            Response::error(ErrorKind::Unavailable, quorum.failure_report())
+        }
+    }
+}
+
+pub(super) async fn put(
+    node: &NodeShared,
+    header: PutHeader,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<(), TransportError> {
+    let chunk = node.store.pool().chunk_size();
+    let response = if header.frame_bytes as usize != chunk {
+        Response::error(
+            ErrorKind::InvalidInput,
+            format!(
+                "frame size {} does not match the cluster's chunk size {chunk}",
+                header.frame_bytes
+            ),
+        )
+    } else {
+        match header.version {
+            Some(version) => receive(node, &header, version, recv, &mut Vec::new(), None).await,
+            None => coordinate_put(node, header, recv).await,
+        }
+    };
+    respond(send, &response).await;
+    Ok(())
+}
+
+/// The primary's side of a put.
+async fn coordinate_put(
+    node: &NodeShared,
+    header: PutHeader,
+    recv: &mut quinn::RecvStream,
+) -> Response {
+    let version = node.versions.next(
+        node.store
+            .newest_version(&header.object.bucket, &header.object.key),
+    );
+    let replication = header.replication;
+    let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+    let forward = Request::Put(PutHeader {
+        version: Some(version),
+        ..header.clone()
+    });
+    let mut forwards = open_forwards(
+        node,
+        &header.object,
+        replication.replicas,
+        &forward,
+        &mut quorum,
+    )
+    .await;
+    if quorum.outcome() == Outcome::Impossible {
+        return Response::error(ErrorKind::Unavailable, quorum.failure_report());
+    }
+    match receive(
+        node,
+        &header,
+        version,
+        recv,
+        &mut forwards,
+        Some(&mut quorum),
+    )
+    .await
+    {
+        Response::Stored { crc, .. } => {
+            quorum.ack(node.me.id);
+            await_quorum(node, forwards, &mut quorum).await;
+            decided(&quorum, version, crc)
+        }
+        failure => {
+            for mut forward in forwards {
+                let _ = forward.send.reset(1u32.into());
+            }
+            failure
+        }
+    }
+}
+
+/// Receives an object's frames into a writer, checking each frame's CRC and forwarding
+/// it to `forwards` as it arrives, then commits it under `version`.
+async fn receive(
+    node: &NodeShared,
+    header: &PutHeader,
+    version: Version,
+    recv: &mut quinn::RecvStream,
+    forwards: &mut Vec<Forward>,
+    mut quorum: Option<&mut Quorum>,
+) -> Response {
+    let id = object_id(&header.object.bucket, &header.object.key, version);
+    let mut writer = match node.store.writer(id.clone(), header.replication.write_type) {
+        Ok(writer) => writer,
+        // A newer version is already here: this one is superseded, which is success.
+        Err(StoreError::StaleVersion { .. }) => {
+            return Response::Stored {
+                version,
+                crc: header.crc.unwrap_or(0),
+                replicas: vec![],
+            };
+        }
+        Err(err) => return store_error(err),
+    };
+    let timeout = node.request_timeout;
+    let stalled = |what: &str| {
+        Response::error(
+            ErrorKind::Unavailable,
+            format!("{id}: no {what} within {timeout:?}; write abandoned"),
+        )
+    };
+    for index in 0..frame_count(header.len, header.frame_bytes) {
+        let frame = match tokio::time::timeout(
+            timeout,
+            transport::read_frame_header(recv, index, header.len, header.frame_bytes),
+        )
+        .await
+        {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(err)) => {
+                return Response::error(
+                    ErrorKind::InvalidInput,
+                    format!("{id}: frame {index}: {err}"),
+                );
+            }
+            Err(_) => return stalled("data"),
+        };
+        let len = frame.len as usize;
+        let buf = match writer.buffer(len).await {
+            Ok(buf) => buf,
+            Err(err) => return store_error(err),
+        };
+        match tokio::time::timeout(timeout, transport::read_frame_data(recv, &mut buf[..len])).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                return Response::error(
+                    ErrorKind::InvalidInput,
+                    format!("{id}: frame {index}: {err}"),
+                );
+            }
+            Err(_) => return stalled("data"),
+        }
+        writer.advance(len);
+        if let Err(err) = writer.seal_frame(frame.crc) {
+            return store_error(err);
+        }
+        let mut failed = Vec::new();
+        for (i, forward) in forwards.iter_mut().enumerate() {
+            if let Err(err) =
+                transport::write_frame(&mut forward.send, frame.crc, writer.last_chunk()).await
+            {
+                failed.push((i, err.to_string()));
+            }
+        }
+        for (i, reason) in failed.into_iter().rev() {
+            let forward = forwards.remove(i);
+            if let Some(quorum) = quorum.as_deref_mut() {
+                quorum.fail(forward.member, reason);
+            }
+        }
+    }
+    let committed = match header.crc {
+        Some(expected) => writer.commit_expecting(expected),
+        None => writer.commit(),
+    };
+    match committed {
+        Ok(meta) => Response::Stored {
+            version,
+            crc: meta.crc,
+            replicas: vec![node.me.id],
+        },
+        Err(StoreError::StaleVersion { .. }) => Response::Stored {
+            version,
+            crc: header.crc.unwrap_or(0),
+            replicas: vec![],
+        },
+        Err(err) => store_error(err),
+    }
+}
+
+pub(super) async fn delete(
+    node: &NodeShared,
+    object: ObjectRef,
+    replication: Replication,
+    version: Option<Version>,
+    send: &mut quinn::SendStream,
+) -> Result<(), TransportError> {
+    let local = |version| match node.store.delete(
+        object_id(&object.bucket, &object.key, version),
+        replication.write_type,
+    ) {
+        Ok(()) | Err(StoreError::StaleVersion { .. }) => Ok(()),
+        Err(err) => Err(err),
+    };
+    let response = match version {
+        Some(version) => match local(version) {
+            Ok(()) => Response::Stored {
+                version,
+                crc: 0,
+                replicas: vec![node.me.id],
+            },
+            Err(err) => store_error(err),
+        },
+        None => {
+            let version = node
+                .versions
+                .next(node.store.newest_version(&object.bucket, &object.key));
+            let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+            let forward = Request::Delete {
+                object: object.clone(),
+                replication,
+                version: Some(version),
+            };
+            let forwards =
+                open_forwards(node, &object, replication.replicas, &forward, &mut quorum).await;
+            match local(version) {
+                Ok(()) => quorum.ack(node.me.id),
+                Err(err) => quorum.fail(node.me.id, err.to_string()),
+            }
+            await_quorum(node, forwards, &mut quorum).await;
+            decided(&quorum, version, 0)
+        }
+    };
+    respond(send, &response).await;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! A three-worker cluster in one process, real QUIC on loopback, the real SDK.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::time::Duration;
+
+use fdw_client::{Client, ClientConfig, ErrorKind, Replication, WriteType};
+use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_net::transport::{self, TransportTuning};
+use fdw_net::wire::{FrameHeader, PutHeader, Request, Response};
+use fdw_net::{BucketName, ObjectKey};
+
+const CHUNK: usize = 64 * 1024;
+const BUCKET: &str = "stage-1";
+
+fn pool(size_bytes: usize) -> PoolConfig {
+    PoolConfig {
+        size_bytes,
+        chunk_size_bytes: CHUNK,
+        huge_pages: HugePagePolicy::Off,
+        populate: false,
+        lock: false,
+    }
+}
+
+async fn cluster(pool_bytes: usize, request_timeout: Duration) -> (LocalCluster, Client) {
+    let cluster = LocalCluster::start(3, pool(pool_bytes), |c| c.request_timeout = request_timeout)
+        .await
+        .unwrap();
+    let client = Client::connect(
+        ClientConfig::new(cluster.members().to_vec()),
+        &cluster.client_identity("client").unwrap(),
+    )
+    .await
+    .unwrap();
+    (cluster, client)
+}
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn replication(write_type: WriteType, replicas: u8, quorum: u8) -> Replication {
+    Replication {
+        write_type,
+        replicas,
+        quorum,
+    }
+}
+
+/// Which nodes hold `key` in memory.
+fn holders(cluster: &LocalCluster, key: &str) -> Vec<u16> {
+    let (bucket, key) = (
+        BucketName::new(BUCKET).unwrap(),
+        ObjectKey::new(key).unwrap(),
+    );
+    (0..3)
+        .filter(|&id| {
+            cluster
+                .node(id)
+                .is_some_and(|n| n.store().get(&bucket, &key).is_ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_read_equality_across_sizes_up_to_64_mib() {
+    let (cluster, client) = cluster(256 << 20, Duration::from_secs(10)).await;
+    let sizes = [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        3 * CHUNK + 5,
+        1 << 20,
+        64 << 20,
+    ];
+    for (i, &len) in sizes.iter().enumerate() {
+        let data = bytes(len, i as u64);
+        let key = format!("sizes/{len}");
+        let receipt = client.put(BUCKET, &key, &data).await.unwrap();
+        assert_eq!(receipt.crc, crc32fast::hash(&data));
+        assert_eq!(receipt.replicas.len(), 2, "R=2, W=2 by default");
+        assert_eq!(client.get(BUCKET, &key).await.unwrap(), data, "len {len}");
+        assert_eq!(
+            holders(&cluster, &key).len(),
+            2,
+            "exactly R replicas hold {key}"
+        );
+        if len > 10 {
+            let range = client
+                .get_range(BUCKET, &key, 3..len as u64 - 2)
+                .await
+                .unwrap();
+            assert_eq!(range, data[3..len - 2]);
+        }
+    }
+    // The streaming writer: one frame of memory at the client, same result.
+    let data = bytes(5 * CHUNK + 123, 99);
+    let receipt = client
+        .put_stream(
+            BUCKET,
+            "streamed",
+            data.len() as u64,
+            &data[..],
+            replication(WriteType::AsyncThrough, 3, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.crc, crc32fast::hash(&data));
+    assert_eq!(client.get(BUCKET, "streamed").await.unwrap(), data);
+    cluster.shutdown().await;
+}
+
+mod random_sizes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn any_size_reads_back_identical(len in 0usize..(3 << 20), seed in any::<u64>()) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let (cluster, client) = cluster(64 << 20, Duration::from_secs(10)).await;
+                let data = bytes(len, seed);
+                client.put(BUCKET, "k", &data).await.unwrap();
+                assert_eq!(client.get(BUCKET, "k").await.unwrap(), data);
+                cluster.shutdown().await;
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_list_delete_and_overwrite() {
+    let (cluster, client) = cluster(64 << 20, Duration::from_secs(10)).await;
+    for key in ["a/1", "a/2", "a/3", "b/1"] {
+        client.put(BUCKET, key, key.as_bytes()).await.unwrap();
+    }
+    let first = client.head(BUCKET, "a/2").await.unwrap();
+    assert_eq!((first.len, first.crc), (3, crc32fast::hash(b"a/2")));
+    assert!(!first.persisted);
+
+    // Overwrite: a newer version, new bytes.
+    let second = client.put(BUCKET, "a/2", b"version two").await.unwrap();
+    assert!(second.version > first.version);
+    assert_eq!(client.get(BUCKET, "a/2").await.unwrap(), b"version two");
+
+    // Listing merges every node, in key order, paginated.
+    let page = client.list(BUCKET, "a/", None, 2).await.unwrap();
+    let keys: Vec<String> = page.entries.iter().map(|e| e.key.to_string()).collect();
+    assert_eq!(keys, ["a/1", "a/2"]);
+    assert_eq!(
+        page.entries[1].version, second.version,
+        "the newest version is listed"
+    );
+    let rest = client
+        .list(BUCKET, "a/", page.next_start_after.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.entries
+            .iter()
+            .map(|e| e.key.to_string())
+            .collect::<Vec<_>>(),
+        ["a/3"]
+    );
+    assert_eq!(rest.next_start_after, None);
+
+    // Delete is a replicated tombstone.
+    let deleted = client.delete(BUCKET, "a/1").await.unwrap();
+    assert!(deleted > first.version);
+    assert_eq!(
+        client.get(BUCKET, "a/1").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        client.head(BUCKET, "a/1").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(holders(&cluster, "a/1").is_empty());
+    let all = client.list(BUCKET, "", None, 100).await.unwrap();
+    assert_eq!(
+        all.entries
+            .iter()
+            .map(|e| e.key.to_string())
+            .collect::<Vec<_>>(),
+        ["a/2", "a/3", "b/1"]
+    );
+
+    // Bad names come back as invalid input before anything is sent.
+    assert_eq!(
+        client.put(BUCKET, "", b"x").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        client
+            .put("Bad_Bucket", "k", b"x")
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_with_one_replica_stopped() {
+    let (mut cluster, client) = cluster(64 << 20, Duration::from_secs(5)).await;
+    cluster.stop(1).await;
+    let data = bytes(300_000, 7);
+
+    // W=2 of R=3: two live replicas are enough.
+    let receipt = client
+        .put_with(
+            BUCKET,
+            "w2",
+            &data,
+            replication(WriteType::AsyncThrough, 3, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.replicas.len(), 2);
+    assert_eq!(
+        holders(&cluster, "w2"),
+        [0, 2],
+        "the survivors hold the acknowledged data"
+    );
+    assert_eq!(client.get(BUCKET, "w2").await.unwrap(), data);
+
+    // W=3 of R=3: cannot be met; the error says so, promptly.
+    let started = tokio::time::Instant::now();
+    let err = client
+        .put_with(
+            BUCKET,
+            "w3",
+            &data,
+            replication(WriteType::AsyncThrough, 3, 3),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    assert!(err.message().contains("W=3 of R=3"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the connect timeout, took {:?}",
+        started.elapsed()
+    );
+    cluster.shutdown().await;
+}
+
+/// A raw connection to node 0, as a misbehaving peer would have.
+async fn raw_connection(cluster: &LocalCluster) -> quinn::Connection {
+    let identity = cluster.client_identity("raw").unwrap();
+    let endpoint = transport::client_endpoint(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        &TransportTuning::default(),
+    )
+    .unwrap();
+    let member = &cluster.members()[0];
+    transport::connect(&endpoint, &member.name, member.addr)
+        .await
+        .unwrap()
+}
+
+fn put_header(key: &str, len: u64) -> Request {
+    Request::Put(PutHeader {
+        object: fdw_net::wire::ObjectRef {
+            bucket: BucketName::new(BUCKET).unwrap(),
+            key: ObjectKey::new(key).unwrap(),
+        },
+        len,
+        crc: None,
+        frame_bytes: CHUNK as u32,
+        replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
+        version: None,
+    })
+}
+
+/// Sends `bytes` on a new stream of `conn`, finishes it, and reads the response.
+async fn raw_request(conn: &quinn::Connection, bytes: &[&[u8]], finish: bool) -> Response {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    for part in bytes {
+        send.write_all(part).await.unwrap();
+    }
+    if finish {
+        send.finish().unwrap();
+    }
+    transport::read_response(&mut recv).await.unwrap()
+}
+
+fn expect_error(response: Response, kind: ErrorKind, needle: &str) {
+    match response {
+        Response::Error { kind: got, message } => {
+            assert_eq!(got, kind, "{message}");
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        other => panic!("expected {kind:?} error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_a_bad_crc_is_refused_and_the_worker_survives() {
+    let (cluster, client) = cluster(64 << 20, Duration::from_secs(5)).await;
+    let conn = raw_connection(&cluster).await;
+    let data = bytes(CHUNK + 10, 3);
+    let good = FrameHeader::for_data(&data[..CHUNK]).encode();
+    let bad = FrameHeader {
+        len: 10,
+        crc: crc32fast::hash(&data[CHUNK..]) ^ 0xff,
+    }
+    .encode();
+    let header = put_header("corrupt", data.len() as u64).encode();
+    let response = raw_request(
+        &conn,
+        &[&header, &good, &data[..CHUNK], &bad, &data[CHUNK..]],
+        true,
+    )
+    .await;
+    expect_error(
+        response,
+        ErrorKind::DataCorruption,
+        "checksum mismatch in chunk 1",
+    );
+    assert!(
+        holders(&cluster, "corrupt").is_empty(),
+        "nothing of a refused object is stored anywhere"
+    );
+    // The same connection, and the worker, go on serving.
+    let header = put_header("fine", 3).encode();
+    let frame = FrameHeader::for_data(b"abc").encode();
+    assert!(matches!(
+        raw_request(&conn, &[&header, &frame, b"abc"], true).await,
+        Response::Stored { .. }
+    ));
+    assert_eq!(client.get(BUCKET, "fine").await.unwrap(), b"abc");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_nothing_partial_is_visible() {
+    let (cluster, client) = cluster(64 << 20, Duration::from_secs(1)).await;
+    let conn = raw_connection(&cluster).await;
+    let header = put_header("partial", 3 * CHUNK as u64).encode();
+    let data = bytes(CHUNK, 1);
+    let frame = FrameHeader::for_data(&data).encode();
+
+    // Oversized header.
+    let mut huge = header.clone();
+    huge[6..10].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    expect_error(
+        raw_request(&conn, &[&huge], true).await,
+        ErrorKind::InvalidInput,
+        "MAX_HEADER_BYTES",
+    );
+
+    // Unknown protocol version.
+    let mut newer = header.clone();
+    newer[4..6].copy_from_slice(&9u16.to_le_bytes());
+    expect_error(
+        raw_request(&conn, &[&newer], true).await,
+        ErrorKind::InvalidInput,
+        "unsupported protocol version 9",
+    );
+
+    // A frame size that is not the cluster's chunk size.
+    let Request::Put(mut odd) = put_header("odd", 10) else {
+        unreachable!()
+    };
+    odd.frame_bytes = 4096;
+    expect_error(
+        raw_request(&conn, &[&Request::Put(odd).encode()], true).await,
+        ErrorKind::InvalidInput,
+        "chunk size",
+    );
+
+    // Truncated: one frame of three, then the stream ends.
+    expect_error(
+        raw_request(&conn, &[&header, &frame, &data], true).await,
+        ErrorKind::InvalidInput,
+        "frame 1",
+    );
+
+    // Stalled: one frame of three, then silence (the stream stays open).
+    expect_error(
+        raw_request(&conn, &[&header, &frame, &data], false).await,
+        ErrorKind::Unavailable,
+        "no data within",
+    );
+
+    assert!(
+        holders(&cluster, "partial").is_empty(),
+        "nothing partial became visible"
+    );
+    assert_eq!(
+        client.head(BUCKET, "partial").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // And the worker keeps serving.
+    client.put(BUCKET, "after", b"still here").await.unwrap();
+    assert_eq!(client.get(BUCKET, "after").await.unwrap(), b"still here");
+    cluster.shutdown().await;
+}
