@@ -1,38 +1,55 @@
 //! `fdw-engine`, the per-node worker daemon.
 //!
-//! Run with no arguments it is the local demo: it maps the memory pool, writes, reads
-//! and evicts objects through the object store, and prints what it did. The cluster node
-//! (QUIC replication, config file) grows out of it with the write-path work.
+//! With no arguments it runs the main job: a local three-worker cluster on loopback,
+//! written to and read from through the SDK, printing acknowledgement latencies.
+//! `store-demo` walks through the memory pool and object store on their own.
 
-mod demo;
+mod cluster_demo;
+mod store_demo;
 
 use bytesize::ByteSize;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fdw_engine::HugePagePolicy;
 use tracing_subscriber::EnvFilter;
 
-/// fdw worker. With no arguments: a local demo of the memory pool and object store.
+/// fdw worker. With no subcommand: a local three-worker cluster demo.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Pool size (human units: 256MiB, 1GiB).
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Objects written by the cluster demo.
+    #[arg(long, default_value_t = 200)]
+    objects: usize,
+    /// Pool size per worker (human units: 256MiB, 1GiB).
     #[arg(long, default_value = "256MiB")]
     pool_size: ByteSize,
     /// Chunk size, a multiple of 4 KiB.
     #[arg(long, default_value = "64KiB")]
     chunk_size: ByteSize,
-    /// Page backing: auto (hugetlb, else THP, else plain), require, transparent or off.
-    #[arg(long, default_value = "auto")]
-    huge_pages: HugePagePolicy,
-    /// mlock the pool.
-    #[arg(long)]
-    lock: bool,
-    /// Objects written in the first round.
-    #[arg(long, default_value_t = 300)]
-    objects: usize,
-    /// Seed of the object sizes and contents.
+    /// Replicas per object.
+    #[arg(long, default_value_t = 2)]
+    replicas: u8,
+    /// Replicas that must hold an object before it is acknowledged.
+    #[arg(long, default_value_t = 2)]
+    quorum: u8,
+    /// Seed of the object contents.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The memory pool and object store on their own: write, read, persist states,
+    /// eviction and backpressure.
+    StoreDemo {
+        /// Page backing: auto (hugetlb, else THP, else plain), require, transparent or off.
+        #[arg(long, default_value = "auto")]
+        huge_pages: HugePagePolicy,
+        /// mlock the pool.
+        #[arg(long)]
+        lock: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,15 +60,30 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
         .build()?;
-    runtime.block_on(demo::run(demo::Settings {
-        pool_size_bytes: usize::try_from(args.pool_size.as_u64())?,
-        chunk_size_bytes: usize::try_from(args.chunk_size.as_u64())?,
-        huge_pages: args.huge_pages,
-        lock: args.lock,
-        objects: args.objects,
-        seed: args.seed,
-    }))
+    let pool_size_bytes = usize::try_from(args.pool_size.as_u64())?;
+    let chunk_size_bytes = usize::try_from(args.chunk_size.as_u64())?;
+    match args.command {
+        None => runtime.block_on(cluster_demo::run(cluster_demo::Settings {
+            nodes: 3,
+            pool_size_bytes,
+            chunk_size_bytes,
+            replicas: args.replicas,
+            quorum: args.quorum,
+            objects: args.objects,
+            seed: args.seed,
+        })),
+        Some(Command::StoreDemo { huge_pages, lock }) => {
+            runtime.block_on(store_demo::run(store_demo::Settings {
+                pool_size_bytes,
+                chunk_size_bytes,
+                huge_pages,
+                lock,
+                objects: 300,
+                seed: args.seed,
+            }))
+        }
+    }
 }

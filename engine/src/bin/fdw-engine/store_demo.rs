@@ -148,7 +148,9 @@ fn print_stats(stats: &StoreStats) {
 
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let seed = settings.seed;
-    println!("fdw-engine local demo (seed {seed})\n");
+    println!(
+        "fdw-engine store-demo: the memory pool and object store on their own (seed {seed})\n"
+    );
 
     let started = Instant::now();
     let pool = Pool::new(&PoolConfig {
