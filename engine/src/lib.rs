@@ -16,14 +16,16 @@
 //! Persist scheduling and failure handling build on these with the persist and
 //! fault-tolerance work.
 
+pub mod config;
 pub mod local;
 pub mod node;
 pub mod pool;
 pub mod store;
 mod sync;
 
+pub use config::{Config, ConfigError};
 pub use local::LocalCluster;
-pub use node::{Node, NodeConfig, NodeError};
+pub use node::{Node, NodeConfig, NodeError, ShutdownReport};
 pub use pool::{
     Backing, Chunk, HugePagePolicy, KernelView, Pool, PoolConfig, PoolError, PoolStats,
 };

@@ -59,15 +59,24 @@ impl LocalCluster {
         self.ca.issue(name)
     }
 
+    /// Writes the CA and a client certificate `client` into `dir`, as `fdw-engine certs`
+    /// would, so tools that read certificate files (the `fdw` CLI) can talk to this
+    /// cluster.
+    pub fn save_client_certs(&self, dir: &std::path::Path, client: &str) -> Result<(), TlsError> {
+        self.ca.save(dir)?;
+        self.ca.issue(client)?.save(dir)
+    }
+
     /// Node `id`, if running.
     pub fn node(&self, id: u16) -> Option<&Node> {
         self.nodes.get(usize::from(id)).and_then(Option::as_ref)
     }
 
-    /// Stops node `id`: its connections close and its memory is gone.
+    /// Stops node `id` at once (no grace period): its connections close and its memory
+    /// is gone.
     pub async fn stop(&mut self, id: u16) {
         if let Some(node) = self.nodes.get_mut(usize::from(id)).and_then(Option::take) {
-            node.shutdown().await;
+            node.shutdown(std::time::Duration::ZERO).await;
         }
     }
 

@@ -1,6 +1,6 @@
 //! fdw's command-line tools.
 //!
-//! `fdw` (put, get, head, ls, rm, cluster status) arrives with the write path and
-//! `fdw-bench` (latency histograms against baselines) with the benchmark work; both are
-//! thin shells over `fdw-client` and `fdw-engine`. Until then the local demo is
-//! `fdw-engine` itself, run with no arguments.
+//! - `fdw` (`src/bin/fdw.rs`): put, get, head, ls, rm and cluster status, reading the
+//!   cluster's TOML file for members and certificates.
+//! - `fdw-bench` (latency histograms against baselines) arrives with the benchmark work.
+//! - `test.sh`: every test of the workspace, with its set-up.

@@ -14,7 +14,7 @@ mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fdw_net::placement::{Member, Placement};
@@ -115,6 +115,38 @@ struct NodeShared {
     peers: Peers,
     versions: VersionClock,
     request_timeout: Duration,
+    /// Set at shutdown: new requests are refused, those in flight may finish.
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one request in flight for as long as it lives.
+struct InFlight<'a>(&'a NodeShared);
+
+impl<'a> InFlight<'a> {
+    fn enter(node: &'a NodeShared) -> Self {
+        node.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(node)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What a shutdown did with the requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Requests that were in flight when the shutdown began.
+    pub in_flight_at_start: usize,
+    /// Requests still unfinished when the grace period ended; their peers see the
+    /// connection close, so none of them was acknowledged.
+    pub abandoned: usize,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -171,6 +203,9 @@ impl Node {
             peers: Peers::new(endpoint.clone(), config.connect_timeout),
             versions: VersionClock::new(),
             request_timeout: config.request_timeout,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
         });
         tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
         Ok(Self { shared, endpoint })
@@ -186,12 +221,39 @@ impl Node {
         &self.shared.store
     }
 
-    /// Stops accepting, closes every connection (requests in flight fail at their
-    /// clients with a connection error, so none is acknowledged falsely) and waits for
-    /// the endpoint to go idle.
-    pub async fn shutdown(self) {
+    /// Shuts down gracefully: new requests are refused with `Unavailable`, requests in
+    /// flight get up to `grace` to finish, then every connection closes — a request still
+    /// unfinished fails at its peer with a connection error, so nothing is acknowledged
+    /// that is not stored.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        let node = &self.shared;
+        node.draining.store(true, Ordering::Release);
+        let in_flight_at_start = node.in_flight.load(Ordering::Acquire);
+        let drained = async {
+            loop {
+                let idle = node.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if node.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, drained).await;
+        let abandoned = node.in_flight.load(Ordering::Acquire);
         self.endpoint.close(0u32.into(), b"node shutting down");
         self.endpoint.wait_idle().await;
+        tracing::info!(
+            node = node.me.id,
+            in_flight_at_start,
+            abandoned,
+            "node stopped"
+        );
+        ShutdownReport {
+            in_flight_at_start,
+            abandoned,
+        }
     }
 }
 
@@ -220,6 +282,11 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let _in_flight = InFlight::enter(&node);
+    if node.draining.load(Ordering::Acquire) {
+        let message = format!("node {} is shutting down; try another replica", node.me.id);
+        return respond(&mut send, &Response::error(ErrorKind::Unavailable, message)).await;
+    }
     let request = match tokio::time::timeout(
         node.request_timeout,
         transport::read_request(&mut recv),

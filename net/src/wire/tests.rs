@@ -194,3 +194,57 @@ proptest! {
         let _ = decode_request(&bytes);
     }
 }
+
+/// Writes one encoded message of every kind into `$FDW_WRITE_FUZZ_SEEDS`, as a starting
+/// corpus for the fuzzer: `FDW_WRITE_FUZZ_SEEDS=fuzz/seeds/wire_header cargo test -p fdw-net seeds`.
+#[test]
+fn seeds() {
+    let Ok(dir) = std::env::var("FDW_WRITE_FUZZ_SEEDS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut messages: Vec<Vec<u8>> = vec![
+        put("a/b.parquet").encode(),
+        Request::Get {
+            object: object("k"),
+            range: Some(5..10),
+        }
+        .encode(),
+        Request::Head(object("k")).encode(),
+        Request::Status.encode(),
+        Request::List {
+            bucket: BucketName::new("stage-1").unwrap(),
+            prefix: "a/".into(),
+            start_after: None,
+            max_keys: 10,
+        }
+        .encode(),
+        Request::Delete {
+            object: object("k"),
+            replication: Replication::new(WriteType::MustCache, 3, 1).unwrap(),
+            version: Some(Version(9)),
+        }
+        .encode(),
+        Response::Stored {
+            version: Version(3),
+            crc: 1,
+            replicas: vec![0, 2],
+        }
+        .encode(),
+        Response::error(ErrorKind::ClusterFull, "memory full").encode(),
+    ];
+    messages.push(
+        Response::Listing {
+            entries: vec![ListEntry {
+                key: ObjectKey::new("x").unwrap(),
+                version: Version(1),
+                len: 0,
+            }],
+            next_start_after: Some("x".into()),
+        }
+        .encode(),
+    );
+    for (i, message) in messages.iter().enumerate() {
+        std::fs::write(format!("{dir}/seed-{i}"), message).unwrap();
+    }
+}

@@ -2,10 +2,14 @@
 //!
 //! With no arguments it runs the main job: a local three-worker cluster on loopback,
 //! written to and read from through the SDK, printing acknowledgement latencies.
-//! `store-demo` walks through the memory pool and object store on their own.
+//! With `--config PATH` it runs one node of a real cluster. `certs` writes a cluster CA
+//! and certificates; `store-demo` walks through the memory pool and object store alone.
 
 mod cluster_demo;
+mod run_node;
 mod store_demo;
+
+use std::path::PathBuf;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
@@ -18,6 +22,9 @@ use tracing_subscriber::EnvFilter;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Run one node of a real cluster from this TOML file (see `fdw_engine::config`).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Objects written by the cluster demo.
     #[arg(long, default_value_t = 200)]
     objects: usize,
@@ -40,6 +47,16 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a cluster CA and a certificate for each name (nodes and clients) into a
+    /// directory, for `[node] certs` in the config.
+    Certs {
+        /// Directory to write `ca.pem`, `ca.key`, `<name>.pem`, `<name>.key` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Names, comma-separated: every member's name, and clients' names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        names: Vec<String>,
+    },
     /// The memory pool and object store on their own: write, read, persist states,
     /// eviction and backpressure.
     StoreDemo {
@@ -65,7 +82,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let pool_size_bytes = usize::try_from(args.pool_size.as_u64())?;
     let chunk_size_bytes = usize::try_from(args.chunk_size.as_u64())?;
+    if let Some(path) = args.config {
+        return runtime.block_on(run_node::run(&path));
+    }
     match args.command {
+        Some(Command::Certs { out, names }) => run_node::certs(&out, &names),
         None => runtime.block_on(cluster_demo::run(cluster_demo::Settings {
             nodes: 3,
             pool_size_bytes,

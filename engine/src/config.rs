@@ -1,0 +1,497 @@
+//! The node's TOML configuration, with environment overrides and human units.
+//!
+//! ```toml
+//! [node]
+//! id = 0                         # which member this node is
+//! certs = "/etc/fdw/certs"       # ca.pem, <name>.pem, <name>.key (fdw-engine certs)
+//!
+//! [[members]]
+//! id = 0
+//! name = "node-0"                # certificate subject and placement input
+//! addr = "10.0.0.1:7400"
+//!
+//! [memory]
+//! pool_size = "8GiB"
+//! chunk_size = "64KiB"
+//! huge_pages = "auto"            # auto | require | transparent | off
+//! lock = false
+//! unpersisted_limit = "7GiB"     # default: 90 % of the pool
+//! backpressure_timeout = "10s"
+//!
+//! [defaults]                     # what clients and the gateway ask for by default
+//! replicas = 2
+//! quorum = 2
+//! write_type = "ASYNC_THROUGH"
+//!
+//! [limits]
+//! request_timeout = "10s"        # a stalled peer is cut off after this
+//! connect_timeout = "1s"         # a peer that does not answer is down
+//! shutdown_grace = "10s"         # in-flight requests get this long to finish
+//!
+//! [buckets]                      # bucket -> under-store
+//! stage-1 = "file:///var/lib/fdw/stage-1"
+//! ```
+//!
+//! Any value can be overridden from the environment as `FDW__<SECTION>__<KEY>`, for
+//! example `FDW__MEMORY__POOL_SIZE=2GiB` or `FDW__NODE__ID=1`; the value is read as TOML
+//! (numbers, booleans) or else as a string.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use fdw_net::WriteType;
+use fdw_net::placement::{Member, Placement};
+use fdw_net::wire::Replication;
+use fdw_persist::UnderStoreLocation;
+use serde::Deserialize;
+
+use crate::node::NodeConfig;
+use crate::pool::{HugePagePolicy, PoolConfig};
+use crate::store::StoreConfig;
+
+/// The environment prefix of overrides.
+pub const ENV_PREFIX: &str = "FDW__";
+
+/// Why a configuration was refused. The message names the file and setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown setting, or a value of the wrong kind.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the setting's name.
+        message: String,
+    },
+    /// Settings that do not fit together.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which settings and why.
+        message: String,
+    },
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's member id.
+    pub id: u16,
+    /// Directory with `ca.pem`, `<name>.pem`, `<name>.key`.
+    pub certs: PathBuf,
+}
+
+/// One `[[members]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// Stable id.
+    pub id: u16,
+    /// Name: certificate subject.
+    pub name: String,
+    /// Address.
+    pub addr: SocketAddr,
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Pool size.
+    pub pool_size: ByteSize,
+    /// Chunk size.
+    pub chunk_size: ByteSize,
+    /// Page backing policy.
+    #[serde(deserialize_with = "from_str")]
+    pub huge_pages: HugePagePolicy,
+    /// mlock the pool.
+    pub lock: bool,
+    /// Unpersisted limit; default 90 % of the pool.
+    pub unpersisted_limit: Option<ByteSize>,
+    /// How long writes wait for memory.
+    #[serde(deserialize_with = "duration")]
+    pub backpressure_timeout: Duration,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        Self {
+            pool_size: ByteSize::gib(1),
+            chunk_size: ByteSize::kib(64),
+            huge_pages: HugePagePolicy::Auto,
+            lock: false,
+            unpersisted_limit: None,
+            backpressure_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[defaults]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsSection {
+    /// Replicas R; default 2, or 1 for a one-member cluster.
+    pub replicas: Option<u8>,
+    /// Quorum W; default R.
+    pub quorum: Option<u8>,
+    /// Write type.
+    #[serde(deserialize_with = "from_str")]
+    pub write_type: WriteType,
+}
+
+impl Default for DefaultsSection {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            quorum: None,
+            write_type: WriteType::AsyncThrough,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Stalled-peer cut-off.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Handshake timeout.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[[members]]`.
+    pub members: Vec<MemberSection>,
+    /// `[memory]`.
+    #[serde(default)]
+    pub memory: MemorySection,
+    /// `[defaults]`.
+    #[serde(default)]
+    pub defaults: DefaultsSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[buckets]`: bucket → under-store location.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads `path`, applies `FDW__SECTION__KEY` overrides from the environment, and
+    /// checks the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(path, &text, std::env::vars())
+    }
+
+    /// Parses `text` (read from `path`) with `env` as the environment.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        for (name, value) in env {
+            let Some(setting) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = setting.split_once("__") else {
+                return Err(parse_error(format!(
+                    "environment override {name} must be {ENV_PREFIX}<SECTION>__<KEY>"
+                )));
+            };
+            let value = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let section = table
+                .entry(section.to_ascii_lowercase())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section) = section else {
+                return Err(parse_error(format!(
+                    "{name} overrides a setting that is not a section"
+                )));
+            };
+            section.insert(key.to_ascii_lowercase(), value);
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut ids: Vec<u16> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("[[members]]: two members share an id".into());
+        }
+        let mut names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("[[members]]: two members share a name".into());
+        }
+        if !ids.contains(&self.node.id) {
+            return Err(format!(
+                "[node] id = {} is not among [[members]] ids {ids:?}",
+                self.node.id
+            ));
+        }
+        let replication = self.default_replication();
+        Replication::new(
+            replication.write_type,
+            replication.replicas,
+            replication.quorum,
+        )
+        .map_err(|e| format!("[defaults]: {e}"))?;
+        if usize::from(replication.replicas) > self.members.len() {
+            return Err(format!(
+                "[defaults] replicas = {} but there are only {} members",
+                replication.replicas,
+                self.members.len()
+            ));
+        }
+        for (bucket, location) in &self.buckets {
+            fdw_net::BucketName::new(bucket.as_str()).map_err(|e| format!("[buckets]: {e}"))?;
+            location
+                .parse::<UnderStoreLocation>()
+                .map_err(|e| format!("[buckets] {bucket}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// What clients and the gateway ask for unless told otherwise.
+    pub fn default_replication(&self) -> Replication {
+        let replicas = self
+            .defaults
+            .replicas
+            .unwrap_or(self.members.len().clamp(1, 2) as u8);
+        Replication {
+            write_type: self.defaults.write_type,
+            replicas,
+            quorum: self.defaults.quorum.unwrap_or(replicas),
+        }
+    }
+
+    /// This node's member entry.
+    pub fn me(&self) -> &MemberSection {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node.id)
+            .expect("validated: node id is a member")
+    }
+
+    /// The cluster's placement.
+    pub fn placement(&self) -> Placement {
+        Placement::new(
+            self.members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    name: m.name.clone(),
+                    addr: m.addr,
+                })
+                .collect(),
+        )
+    }
+
+    /// The node configuration this file describes.
+    pub fn node_config(&self) -> Result<NodeConfig, String> {
+        let m = &self.memory;
+        let as_usize = |b: ByteSize, what: &str| {
+            usize::try_from(b.as_u64()).map_err(|_| format!("[memory] {what} too large"))
+        };
+        let pool = PoolConfig {
+            size_bytes: as_usize(m.pool_size, "pool_size")?,
+            chunk_size_bytes: as_usize(m.chunk_size, "chunk_size")?,
+            huge_pages: m.huge_pages,
+            populate: true,
+            lock: m.lock,
+        };
+        let mut store = StoreConfig::for_pool(m.pool_size.as_u64());
+        if let Some(limit) = m.unpersisted_limit {
+            store.unpersisted_limit_bytes = limit.as_u64();
+            store.max_object_bytes = limit.as_u64();
+        }
+        store.backpressure_timeout = m.backpressure_timeout;
+        let mut config = NodeConfig::new(self.node.id, self.placement(), pool);
+        config.store = Some(store);
+        config.request_timeout = self.limits.request_timeout;
+        config.connect_timeout = self.limits.connect_timeout;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = 1
+certs = "/etc/fdw/certs"
+
+[[members]]
+id = 0
+name = "node-0"
+addr = "127.0.0.1:7400"
+
+[[members]]
+id = 1
+name = "node-1"
+addr = "127.0.0.1:7401"
+
+[memory]
+pool_size = "512MiB"
+chunk_size = "128KiB"
+huge_pages = "transparent"
+backpressure_timeout = "3s"
+
+[limits]
+request_timeout = "2s 500ms"
+
+[buckets]
+stage-1 = "s3://data/stage-1"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("node.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn a_good_file_with_human_units() {
+        let config = parse(GOOD, &[]).unwrap();
+        assert_eq!(config.me().name, "node-1");
+        let node = config.node_config().unwrap();
+        assert_eq!(node.pool.size_bytes, 512 << 20);
+        assert_eq!(node.pool.chunk_size_bytes, 128 << 10);
+        assert_eq!(node.pool.huge_pages, HugePagePolicy::TransparentOnly);
+        assert_eq!(node.request_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            node.store.unwrap().backpressure_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            config.default_replication().replicas,
+            2,
+            "defaults apply to what the file leaves out"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let config = parse(
+            GOOD,
+            &[
+                ("FDW__MEMORY__POOL_SIZE", "2GiB"),
+                ("FDW__NODE__ID", "0"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.memory.pool_size, ByteSize::gib(2));
+        assert_eq!(config.me().name, "node-0");
+        let err = parse(GOOD, &[("FDW__NODE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("FDW__<SECTION>__<KEY>"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (GOOD.replace("pool_size", "pool_sise"), "pool_sise"),
+            (GOOD.replace("\"512MiB\"", "\"lots\""), "pool_size"),
+            (GOOD.replace("\"3s\"", "\"soon\""), "soon"),
+            (
+                GOOD.replace("id = 1\ncerts", "id = 7\ncerts"),
+                "[node] id = 7",
+            ),
+            (
+                GOOD.replace("s3://data/stage-1", "gs://x"),
+                "[buckets] stage-1",
+            ),
+            (
+                GOOD.replace("\"transparent\"", "\"sometimes\""),
+                "huge-page policy",
+            ),
+            (
+                GOOD.replace("name = \"node-1\"", "name = \"node-0\""),
+                "share a name",
+            ),
+            (
+                format!("{GOOD}\n[defaults]\nreplicas = 3\nquorum = 2\n"),
+                "only 2 members",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+            assert!(err.starts_with("node.toml"), "the file is named: {err}");
+        }
+    }
+}
