@@ -2,6 +2,7 @@
 //! baseline in the same run, because the machine is shared and noisy:
 //!
 //! - `pool`: chunk alloc+free, alone and contended, beside a 64 KiB memcpy;
-//! - `checksum`: CRC32 beside memcpy of the same bytes, and CRC combining.
+//! - `checksum`: CRC32 beside memcpy of the same bytes, and CRC combining;
+//! - `transport`: fdw puts beside bare quinn request/response and streams, and bare TCP.
 //!
 //! Run with `cargo bench -p fdw-benches`. The whole-system view is `fdw-bench`.
