@@ -1,14 +1,14 @@
 //! The client: connects to the cluster's members, routes each call by the same
 //! rendezvous placement the workers use, and checks every byte it receives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fdw_net::placement::{Member, Placement};
-use fdw_net::transport::{self, NodeIdentity, TransportError, TransportTuning};
+use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
     ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication, Request,
     Response, frame_count,
@@ -72,10 +72,9 @@ pub struct ListPage {
 }
 
 struct Inner {
-    endpoint: quinn::Endpoint,
+    peers: Peers,
     placement: Placement,
     config: ClientConfig,
-    connections: Mutex<HashMap<u16, quinn::Connection>>,
     frame_bytes: u32,
 }
 
@@ -123,10 +122,9 @@ impl Client {
             .map_err(|e| Error::new(ErrorKind::InvalidInput, e.to_string()))?;
         let mut client = Self {
             inner: Arc::new(Inner {
-                endpoint,
+                peers: Peers::new(endpoint, config.connect_timeout),
                 placement: Placement::new(config.members.clone()),
                 config,
-                connections: Mutex::new(HashMap::new()),
                 frame_bytes: 0,
             }),
         };
@@ -151,31 +149,11 @@ impl Client {
     }
 
     async fn connection(&self, member: &Member) -> Result<quinn::Connection, Error> {
-        let cached = self
-            .lock()
-            .get(&member.id)
-            .filter(|c| c.close_reason().is_none())
-            .cloned();
-        if let Some(connection) = cached {
-            return Ok(connection);
-        }
-        let timeout = self.inner.config.connect_timeout;
-        let connection = tokio::time::timeout(
-            timeout,
-            transport::connect(&self.inner.endpoint, &member.name, member.addr),
-        )
-        .await
-        .map_err(|_| unavailable(member, format!("no handshake within {timeout:?}")))?
-        .map_err(|e| unavailable(member, e))?;
-        self.lock().insert(member.id, connection.clone());
-        Ok(connection)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, quinn::Connection>> {
         self.inner
-            .connections
-            .lock()
-            .expect("connection map lock poisoned: a panic while holding it")
+            .peers
+            .connection(member)
+            .await
+            .map_err(|e| unavailable(member, e))
     }
 
     /// Opens a stream to `member` and sends `request`'s header.

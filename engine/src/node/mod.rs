@@ -7,7 +7,6 @@
 //! never store-and-forward). The client is acknowledged once W replicas — this node
 //! included — hold the complete object (invariant 1).
 
-mod peers;
 mod quorum;
 mod read;
 mod write;
@@ -18,13 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fdw_net::placement::{Member, Placement};
-use fdw_net::transport::{self, NodeIdentity, TransportError, TransportTuning};
+use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{ErrorKind, Request, Response};
 use fdw_net::{BucketName, ObjectKey, Version};
 
 use crate::pool::{Pool, PoolConfig, PoolError};
 use crate::store::{ObjectStore, StoreConfig, StoreError};
-use peers::Peers;
 
 /// What a node needs to start.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! One stream carries one request and its response. A connection per peer is kept and
 //! reused by the callers; quinn multiplexes streams over it.
 
+mod peers;
 mod tls;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
+pub use peers::Peers;
 pub use tls::{ALPN, ClusterCa, NodeIdentity, TlsError};
 
 use crate::wire::{

@@ -36,31 +36,56 @@ fn object(seed: u64, n: usize, len: usize) -> Vec<u8> {
     out
 }
 
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    // Microseconds, 1 µs to 100 s, 3 significant digits.
-    Ok(Histogram::new_with_bounds(1, 100_000_000, 3)?)
+/// Latency histograms and byte totals per object size.
+struct Latencies {
+    by_size: Vec<(Histogram<u64>, u64, Duration)>,
 }
 
-fn print_row(label: &str, h: &Histogram<u64>, bytes: u64, elapsed: Duration) {
-    let us = |q: f64| Duration::from_micros(h.value_at_quantile(q));
-    println!(
-        "  {label:>8} {:>6} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?} {:>12}/s",
-        h.len(),
-        us(0.5),
-        us(0.9),
-        us(0.99),
-        us(0.999),
-        Duration::from_micros(h.max()),
-        ByteSize((bytes as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
-    );
-}
+impl Latencies {
+    fn new() -> anyhow::Result<Self> {
+        // Microseconds, 1 µs to 100 s, 3 significant digits.
+        let by_size = SIZES
+            .iter()
+            .map(|_| {
+                Ok((
+                    Histogram::new_with_bounds(1, 100_000_000, 3)?,
+                    0,
+                    Duration::ZERO,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { by_size })
+    }
 
-fn header(what: &str) {
-    println!("\n{what}");
-    println!(
-        "  {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
-        "size", "count", "p50", "p90", "p99", "p99.9", "max", "throughput"
-    );
+    fn record(&mut self, size: usize, len: usize, elapsed: Duration) -> anyhow::Result<()> {
+        let (hist, bytes, total) = &mut self.by_size[size];
+        hist.record(elapsed.as_micros().max(1) as u64)?;
+        *bytes += len as u64;
+        *total += elapsed;
+        Ok(())
+    }
+
+    fn print(&self, title: &str) {
+        println!("\n{title}");
+        println!(
+            "  {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
+            "size", "count", "p50", "p90", "p99", "p99.9", "max", "throughput"
+        );
+        for (len, (h, bytes, elapsed)) in SIZES.iter().zip(&self.by_size) {
+            let us = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+            println!(
+                "  {:>8} {:>6} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?} {:>10.1?} {:>12}/s",
+                ByteSize(*len as u64).to_string(),
+                h.len(),
+                us(0.5),
+                us(0.9),
+                us(0.99),
+                us(0.999),
+                Duration::from_micros(h.max()),
+                ByteSize((*bytes as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
+            );
+        }
+    }
 }
 
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -108,12 +133,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         })
         .collect();
 
-    header("put: acknowledged once W replicas hold the whole object in memory");
-    let mut hist = Vec::new();
-    let mut totals = vec![(0u64, Duration::ZERO); SIZES.len()];
-    for _ in SIZES {
-        hist.push(histogram()?);
-    }
+    let mut puts = Latencies::new()?;
     for (n, (key, s, len)) in keys.iter().enumerate() {
         let data = object(settings.seed, n, *len);
         let started = Instant::now();
@@ -121,52 +141,28 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
             .put("demo", key, &data)
             .await
             .with_context(|| format!("put {key}"))?;
-        let elapsed = started.elapsed();
+        puts.record(*s, *len, started.elapsed())?;
         ensure!(
             receipt.crc == crc32fast::hash(&data),
             "{key}: acknowledged CRC differs"
         );
-        hist[*s].record(elapsed.as_micros().max(1) as u64)?;
-        totals[*s].0 += *len as u64;
-        totals[*s].1 += elapsed;
     }
-    for (s, len) in SIZES.iter().enumerate() {
-        print_row(
-            &ByteSize(*len as u64).to_string(),
-            &hist[s],
-            totals[s].0,
-            totals[s].1,
-        );
-    }
+    puts.print("put: acknowledged once W replicas hold the whole object in memory");
 
-    header("get: every frame's CRC and the whole object's checked by the client");
-    for h in &mut hist {
-        h.reset();
-    }
-    let mut totals = vec![(0u64, Duration::ZERO); SIZES.len()];
+    let mut gets = Latencies::new()?;
     for (n, (key, s, len)) in keys.iter().enumerate() {
         let started = Instant::now();
         let read = client
             .get("demo", key)
             .await
             .with_context(|| format!("get {key}"))?;
-        let elapsed = started.elapsed();
+        gets.record(*s, *len, started.elapsed())?;
         ensure!(
             read == object(settings.seed, n, *len),
             "{key} read back different bytes"
         );
-        hist[*s].record(elapsed.as_micros().max(1) as u64)?;
-        totals[*s].0 += *len as u64;
-        totals[*s].1 += elapsed;
     }
-    for (s, len) in SIZES.iter().enumerate() {
-        print_row(
-            &ByteSize(*len as u64).to_string(),
-            &hist[s],
-            totals[s].0,
-            totals[s].1,
-        );
-    }
+    gets.print("get: every frame's CRC and the whole object's checked by the client");
     println!("\nall {} objects read back byte-identical", keys.len());
 
     println!("\ncluster status:");

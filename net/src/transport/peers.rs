@@ -1,20 +1,22 @@
-//! One QUIC connection per peer, made on first use and reused until it closes.
+//! One QUIC connection per peer, made on first use and reused until it closes: what the
+//! client SDK and every worker keep towards the members they talk to.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fdw_net::placement::Member;
-use fdw_net::transport;
+use crate::placement::Member;
 
-pub(crate) struct Peers {
+/// Connections to the members of a cluster, by member id.
+pub struct Peers {
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<u16, quinn::Connection>>,
     connect_timeout: Duration,
 }
 
 impl Peers {
-    pub(crate) fn new(endpoint: quinn::Endpoint, connect_timeout: Duration) -> Self {
+    /// Connections made from `endpoint`; a handshake slower than `connect_timeout` fails.
+    pub fn new(endpoint: quinn::Endpoint, connect_timeout: Duration) -> Self {
         Self {
             endpoint,
             connections: Mutex::new(HashMap::new()),
@@ -24,7 +26,7 @@ impl Peers {
 
     /// The live connection to `member`, connecting if there is none. A member that does
     /// not complete the handshake within the connect timeout counts as down.
-    pub(crate) async fn connection(&self, member: &Member) -> Result<quinn::Connection, String> {
+    pub async fn connection(&self, member: &Member) -> Result<quinn::Connection, String> {
         let cached = self
             .lock()
             .get(&member.id)
@@ -33,7 +35,7 @@ impl Peers {
         if let Some(connection) = cached {
             return Ok(connection);
         }
-        let connecting = transport::connect(&self.endpoint, &member.name, member.addr);
+        let connecting = super::connect(&self.endpoint, &member.name, member.addr);
         let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(err)) => return Err(format!("unreachable: {err}")),
@@ -46,6 +48,11 @@ impl Peers {
         };
         self.lock().insert(member.id, connection.clone());
         Ok(connection)
+    }
+
+    /// The endpoint connections are made from.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, quinn::Connection>> {
