@@ -101,6 +101,13 @@ fn transport_error(member: &Member, err: TransportError) -> Error {
     }
 }
 
+fn unexpected(request: &str, response: &Response) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("unexpected response to {request}: {response:?}"),
+    )
+}
+
 fn refused(kind: ErrorKind, message: String) -> Error {
     Error::new(kind, message)
 }
@@ -190,6 +197,59 @@ impl Client {
         let (mut send, mut recv) = self.open(member, request).await?;
         let _ = send.finish();
         self.response(member, &mut recv).await
+    }
+
+    /// Writes go to the object's primary: the first member of its preference list that
+    /// takes the request (members that cannot be reached are skipped: hand-off). Once a
+    /// member has the request, its answer is final, so a write is never sent twice.
+    async fn open_primary(
+        &self,
+        object: &ObjectRef,
+        request: &Request,
+    ) -> Result<(&Member, quinn::SendStream, quinn::RecvStream), Error> {
+        let mut last_error = None;
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            match self.open(member, request).await {
+                Ok((send, recv)) => return Ok((member, send, recv)),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "the cluster has no members")))
+    }
+
+    /// Reads go to the object's members in preference order until one answers: a member
+    /// that does not have the object (`NotFound`) or cannot serve now (`Unavailable`) is
+    /// skipped; any other answer is final.
+    async fn first_answer<'a, T, F, Fut>(
+        &'a self,
+        object: &ObjectRef,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(&'a Member) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut last_error = None;
+        for member in self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key)
+        {
+            match attempt(member).await {
+                Ok(answer) => return Ok(answer),
+                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Unavailable) => {
+                    last_error = Some(err)
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "the cluster has no members")))
     }
 
     fn object(bucket: &str, key: &str) -> Result<ObjectRef, Error> {
@@ -294,52 +354,32 @@ impl Client {
             version: None,
         };
         let request = Request::Put(header);
-        // The first member of the preference list that answers is the primary; members
-        // that do not are skipped (hand-off).
-        let mut last_error = None;
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
-            let (mut send, mut recv) = match self.open(member, &request).await {
-                Ok(streams) => streams,
-                Err(err) => {
-                    last_error = Some(err);
-                    continue;
-                }
-            };
-            for index in 0..frame_count(len, self.inner.frame_bytes) {
-                let (bytes, crc) = source.frame(index, len, self.inner.frame_bytes).await?;
-                if let Err(err) = transport::write_frame(&mut send, crc, bytes).await {
-                    // The primary may have refused early (full, bad input): its answer
-                    // says why better than the broken stream does.
-                    return match self.response(member, &mut recv).await {
-                        Ok(Response::Error { kind, message }) => Err(refused(kind, message)),
-                        _ => Err(transport_error(member, err)),
-                    };
-                }
+        let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
+        for index in 0..frame_count(len, self.inner.frame_bytes) {
+            let (bytes, crc) = source.frame(index, len, self.inner.frame_bytes).await?;
+            if let Err(err) = transport::write_frame(&mut send, crc, bytes).await {
+                // The primary may have refused early (full, bad input): its answer says
+                // why better than the broken stream does.
+                return match self.response(member, &mut recv).await {
+                    Ok(Response::Error { kind, message }) => Err(refused(kind, message)),
+                    _ => Err(transport_error(member, err)),
+                };
             }
-            let _ = send.finish();
-            return match self.response(member, &mut recv).await? {
-                Response::Stored {
-                    version,
-                    crc,
-                    replicas,
-                } => Ok(PutReceipt {
-                    version,
-                    crc,
-                    replicas,
-                }),
-                Response::Error { kind, message } => Err(refused(kind, message)),
-                other => Err(Error::new(
-                    ErrorKind::Internal,
-                    format!("unexpected response to put: {other:?}"),
-                )),
-            };
         }
-        Err(last_error
-            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member to write to")))
+        let _ = send.finish();
+        match self.response(member, &mut recv).await? {
+            Response::Stored {
+                version,
+                crc,
+                replicas,
+            } => Ok(PutReceipt {
+                version,
+                crc,
+                replicas,
+            }),
+            Response::Error { kind, message } => Err(refused(kind, message)),
+            other => Err(unexpected("put", &other)),
+        }
     }
 
     /// The whole object.
@@ -368,37 +408,17 @@ impl Client {
             object: object.clone(),
             range,
         };
-        let mut last_error = None;
-        // Replicas first, in preference order; a member without the object says so and
-        // the next is asked.
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
-            let attempt = async {
-                let (mut send, mut recv) = self.open(member, &request).await?;
-                let _ = send.finish();
-                match self.response(member, &mut recv).await? {
-                    Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
-                    Response::Error { kind, message } => Err(refused(kind, message)),
-                    other => Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("unexpected response to get: {other:?}"),
-                    )),
-                }
-            };
-            match attempt.await {
-                Ok(bytes) => return Ok(bytes),
-                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Unavailable) => {
-                    last_error = Some(err)
-                }
-                Err(err) => return Err(err),
+        // Replicas first, in preference order.
+        self.first_answer(&object, |member| async {
+            let (mut send, mut recv) = self.open(member, &request).await?;
+            let _ = send.finish();
+            match self.response(member, &mut recv).await? {
+                Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
+                Response::Error { kind, message } => Err(refused(kind, message)),
+                other => Err(unexpected("get", &other)),
             }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{bucket}/{key} not found"))
-        }))
+        })
+        .await
     }
 
     /// Reads an object's frames, checking each frame's CRC and then the whole CRC.
@@ -413,13 +433,8 @@ impl Client {
         let mut out = Vec::with_capacity(info.len.min(MAX_UP_FRONT_BYTES) as usize);
         let timeout = self.inner.config.request_timeout;
         for index in 0..frame_count(info.len, info.frame_bytes) {
-            let frame = tokio::time::timeout(
-                timeout,
-                transport::read_frame_header(recv, index, info.len, info.frame_bytes),
-            )
-            .await
-            .map_err(|_| unavailable(member, "stalled mid-object"))?
-            .map_err(|e| match e {
+            let read = transport::read_frame_header(recv, index, info.len, info.frame_bytes);
+            let frame = transport::within(timeout, read).await.map_err(|e| match e {
                 TransportError::Truncated | TransportError::Read(_) => Error::new(
                     ErrorKind::DataCorruption,
                     format!(
@@ -454,30 +469,14 @@ impl Client {
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
         let object = Self::object(bucket, key)?;
         let request = Request::Head(object.clone());
-        let mut last_error = None;
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
-            match self.call(member, &request).await {
-                Ok(Response::Object(info)) => return Ok(info),
-                Ok(Response::Error { kind, message }) if kind != ErrorKind::NotFound => {
-                    return Err(refused(kind, message));
-                }
-                Ok(Response::Error { kind, message }) => last_error = Some(refused(kind, message)),
-                Ok(other) => {
-                    return Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("unexpected response to head: {other:?}"),
-                    ));
-                }
-                Err(err) => last_error = Some(err),
+        self.first_answer(&object, |member| async {
+            match self.call(member, &request).await? {
+                Response::Object(info) => Ok(info),
+                Response::Error { kind, message } => Err(refused(kind, message)),
+                other => Err(unexpected("head", &other)),
             }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{bucket}/{key} not found"))
-        }))
+        })
+        .await
     }
 
     /// Deletes the key: a tombstone replicated like a put.
@@ -488,26 +487,13 @@ impl Client {
             replication: self.inner.config.replication,
             version: None,
         };
-        let mut last_error = None;
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
-            match self.call(member, &request).await {
-                Ok(Response::Stored { version, .. }) => return Ok(version),
-                Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
-                Ok(other) => {
-                    return Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("unexpected response to delete: {other:?}"),
-                    ));
-                }
-                Err(err) => last_error = Some(err),
-            }
+        let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
+        let _ = send.finish();
+        match self.response(member, &mut recv).await? {
+            Response::Stored { version, .. } => Ok(version),
+            Response::Error { kind, message } => Err(refused(kind, message)),
+            other => Err(unexpected("delete", &other)),
         }
-        Err(last_error
-            .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member to delete on")))
     }
 
     /// Up to `max_keys` keys of `bucket` under `prefix` after `start_after`, merged
@@ -547,12 +533,7 @@ impl Client {
                     }
                 }
                 Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
-                Ok(other) => {
-                    return Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("unexpected response to list: {other:?}"),
-                    ));
-                }
+                Ok(other) => return Err(unexpected("list", &other)),
                 Err(err) => last_error = Some(err),
             }
         }
@@ -579,10 +560,7 @@ impl Client {
         match self.call(member, &Request::Status).await? {
             Response::Status(status) => Ok(status),
             Response::Error { kind, message } => Err(refused(kind, message)),
-            other => Err(Error::new(
-                ErrorKind::Internal,
-                format!("unexpected response to status: {other:?}"),
-            )),
+            other => Err(unexpected("status", &other)),
         }
     }
 

@@ -285,45 +285,42 @@ async fn serve_stream(
         let message = format!("node {} is shutting down; try another replica", node.me.id);
         return respond(&mut send, &Response::error(ErrorKind::Unavailable, message)).await;
     }
-    let request = match tokio::time::timeout(
-        node.request_timeout,
-        transport::read_request(&mut recv),
-    )
-    .await
-    {
-        Ok(Ok(request)) => request,
-        Ok(Err(err)) => {
-            return respond(&mut send, &Response::error(ErrorKind::InvalidInput, err)).await;
+    let request =
+        match transport::within(node.request_timeout, transport::read_request(&mut recv)).await {
+            Ok(request) => request,
+            Err(err) => {
+                let message = format!("reading the request header: {err}");
+                return respond(
+                    &mut send,
+                    &Response::error(ErrorKind::InvalidInput, message),
+                )
+                .await;
+            }
+        };
+    let response = match request {
+        // The one request that streams its answer.
+        Request::Get { object, range } => {
+            if let Err(err) = read::get(&node, object, range, &mut send).await {
+                tracing::debug!("get ended early: {err}");
+            }
+            return;
         }
-        Err(_) => {
-            let message = format!("no request header within {:?}", node.request_timeout);
-            return respond(
-                &mut send,
-                &Response::error(ErrorKind::InvalidInput, message),
-            )
-            .await;
-        }
-    };
-    let result = match request {
-        Request::Put(header) => write::put(&node, header, &mut send, &mut recv).await,
+        Request::Put(header) => write::put(&node, header, &mut recv).await,
         Request::Delete {
             object,
             replication,
             version,
-        } => write::delete(&node, object, replication, version, &mut send).await,
-        Request::Get { object, range } => read::get(&node, object, range, &mut send).await,
-        Request::Head(object) => read::head(&node, object, &mut send).await,
+        } => write::delete(&node, object, replication, version).await,
+        Request::Head(object) => read::head(&node, object),
         Request::List {
             bucket,
             prefix,
             start_after,
             max_keys,
-        } => read::list(&node, bucket, prefix, start_after, max_keys, &mut send).await,
-        Request::Status => read::status(&node, &mut send).await,
+        } => read::list(&node, bucket, prefix, start_after, max_keys),
+        Request::Status => read::status(&node),
     };
-    if let Err(err) = result {
-        tracing::debug!("request ended early: {err}");
-    }
+    respond(&mut send, &response).await;
 }
 
 async fn respond(send: &mut quinn::SendStream, response: &Response) {

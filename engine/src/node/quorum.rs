@@ -20,7 +20,8 @@ pub(crate) struct Quorum {
     replicas: usize,
     needed: usize,
     acked: Vec<u16>,
-    failed: Vec<(u16, String)>,
+    /// Why each failed replica failed, naming it.
+    failed: Vec<String>,
 }
 
 impl Quorum {
@@ -42,8 +43,9 @@ impl Quorum {
         self.acked.push(node);
     }
 
-    pub(crate) fn fail(&mut self, node: u16, reason: String) {
-        self.failed.push((node, reason));
+    /// A replica (or an empty replica slot) failed; `reason` names it.
+    pub(crate) fn fail(&mut self, reason: String) {
+        self.failed.push(reason);
     }
 
     pub(crate) fn outcome(&self) -> Outcome {
@@ -62,11 +64,7 @@ impl Quorum {
 
     /// Why the quorum could not be reached, naming each failed replica.
     pub(crate) fn failure_report(&self) -> String {
-        let reasons: Vec<String> = self
-            .failed
-            .iter()
-            .map(|(node, why)| format!("node {node}: {why}"))
-            .collect();
+        let reasons = &self.failed;
         format!(
             "{} of the {} acknowledgements needed (quorum W={} of R={}); {}",
             self.acked.len(),
@@ -91,7 +89,7 @@ mod tests {
         let mut q = Quorum::new(3, 2);
         q.ack(0);
         assert_eq!(q.outcome(), Outcome::Pending);
-        q.fail(1, "down".into());
+        q.fail("node 1: down".into());
         assert_eq!(q.outcome(), Outcome::Pending);
         q.ack(2);
         assert_eq!(q.outcome(), Outcome::Reached);
@@ -103,7 +101,7 @@ mod tests {
         let mut q = Quorum::new(3, 3);
         q.ack(0);
         assert_eq!(q.outcome(), Outcome::Pending);
-        q.fail(2, "unreachable".into());
+        q.fail("node 2: unreachable".into());
         assert_eq!(q.outcome(), Outcome::Impossible);
         let report = q.failure_report();
         assert!(
@@ -120,7 +118,7 @@ mod tests {
                     for fails in 0..=(r - acks) {
                         let mut q = Quorum::new(r, w);
                         (0..acks).for_each(|n| q.ack(n as u16));
-                        (0..fails).for_each(|n| q.fail(100 + n as u16, String::new()));
+                        (0..fails).for_each(|n| q.fail(format!("node {}", 100 + n)));
                         let expected = if acks >= w {
                             Outcome::Reached
                         } else if r - fails < w {

@@ -1,5 +1,6 @@
 //! Reads: get (whole or ranged), head, list and status, all from local memory. A client
-//! that gets `NotFound` here tries the next replica.
+//! that gets `NotFound` here tries the next replica. Only `get` writes to the stream
+//! itself (it streams frames); the others return their one response.
 
 use std::ops::Range;
 
@@ -86,30 +87,23 @@ pub(super) async fn get(
     Ok(())
 }
 
-pub(super) async fn head(
-    node: &NodeShared,
-    object: ObjectRef,
-    send: &mut quinn::SendStream,
-) -> Result<(), TransportError> {
-    let response = match node.store.get(&object.bucket, &object.key) {
+pub(super) fn head(node: &NodeShared, object: ObjectRef) -> Response {
+    match node.store.get(&object.bucket, &object.key) {
         Ok(reader) => {
             let (len, crc) = (reader.meta().len, reader.meta().crc);
             Response::Object(info(node, &reader, len, crc))
         }
         Err(err) => store_error(err),
-    };
-    respond(send, &response).await;
-    Ok(())
+    }
 }
 
-pub(super) async fn list(
+pub(super) fn list(
     node: &NodeShared,
     bucket: BucketName,
     prefix: String,
     start_after: Option<String>,
     max_keys: u32,
-    send: &mut quinn::SendStream,
-) -> Result<(), TransportError> {
+) -> Response {
     let metas = node
         .store
         .list(&bucket, &prefix, start_after.as_deref(), max_keys as usize);
@@ -124,23 +118,15 @@ pub(super) async fn list(
             len: m.len,
         })
         .collect();
-    respond(
-        send,
-        &Response::Listing {
-            entries,
-            next_start_after,
-        },
-    )
-    .await;
-    Ok(())
+    Response::Listing {
+        entries,
+        next_start_after,
+    }
 }
 
-pub(super) async fn status(
-    node: &NodeShared,
-    send: &mut quinn::SendStream,
-) -> Result<(), TransportError> {
+pub(super) fn status(node: &NodeShared) -> Response {
     let stats = node.store.stats();
-    let status = NodeStatus {
+    Response::Status(NodeStatus {
         node: node.me.id,
         backing: stats.pool.backing.to_string(),
         frame_bytes: stats.pool.chunk_size_bytes as u32,
@@ -148,7 +134,5 @@ pub(super) async fn status(
         pinned_bytes: stats.pinned_bytes,
         evictable_bytes: stats.evictable_bytes,
         backlog_objects: stats.backlog_objects as u64,
-    };
-    respond(send, &Response::Status(status)).await;
-    Ok(())
+    })
 }

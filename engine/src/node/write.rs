@@ -7,7 +7,7 @@ use fdw_net::wire::{ErrorKind, ObjectRef, PutHeader, Replication, Request, Respo
 use tokio::sync::mpsc;
 
 use super::quorum::{Outcome, Quorum};
-use super::{NodeShared, object_id, respond, store_error};
+use super::{NodeShared, object_id, store_error};
 use crate::store::StoreError;
 
 /// A replica the primary forwards to: the stream carrying this write to it.
@@ -59,12 +59,12 @@ async fn open_forwards(
         }
     }
     // Every replica slot left empty is a failure, explained by the members tried.
-    for slot in forwards.len()..wanted {
-        let reason = match skipped.get(slot) {
-            Some((id, why)) => format!("node {id} {why}"),
+    let mut skipped = skipped.into_iter();
+    for _ in forwards.len()..wanted {
+        quorum.fail(match skipped.next() {
+            Some((id, why)) => format!("node {id}: {why}"),
             None => "no further member to hand off to".to_owned(),
-        };
-        quorum.fail(u16::MAX - slot as u16, reason);
+        });
     }
     forwards
 }
@@ -101,7 +101,7 @@ async fn await_quorum(node: &NodeShared, forwards: Vec<Forward>, quorum: &mut Qu
         }
         match rx.recv().await {
             Some((member, Ok(()))) => quorum.ack(member),
-            Some((member, Err(reason))) => quorum.fail(member, reason),
+            Some((member, Err(reason))) => quorum.fail(format!("node {member}: {reason}")),
             None => break,
         }
     }
@@ -123,26 +123,22 @@ fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
 pub(super) async fn put(
     node: &NodeShared,
     header: PutHeader,
-    send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
-) -> Result<(), TransportError> {
+) -> Response {
     let chunk = node.store.pool().chunk_size();
-    let response = if header.frame_bytes as usize != chunk {
-        Response::error(
+    if header.frame_bytes as usize != chunk {
+        return Response::error(
             ErrorKind::InvalidInput,
             format!(
                 "frame size {} does not match the cluster's chunk size {chunk}",
                 header.frame_bytes
             ),
-        )
-    } else {
-        match header.version {
-            Some(version) => receive(node, &header, version, recv, &mut Vec::new(), None).await,
-            None => coordinate_put(node, header, recv).await,
-        }
-    };
-    respond(send, &response).await;
-    Ok(())
+        );
+    }
+    match header.version {
+        Some(version) => receive(node, &header, version, recv, &mut Vec::new(), None).await,
+        None => coordinate_put(node, header, recv).await,
+    }
 }
 
 /// The primary's side of a put.
@@ -196,6 +192,16 @@ async fn coordinate_put(
     }
 }
 
+/// A newer version of the key is already here: this one is superseded on arrival, which
+/// is success (it was ordered first and overwritten), with no copy kept.
+fn superseded(header: &PutHeader, version: Version) -> Response {
+    Response::Stored {
+        version,
+        crc: header.crc.unwrap_or(0),
+        replicas: vec![],
+    }
+}
+
 /// Receives an object's frames into a writer, checking each frame's CRC and forwarding
 /// it to `forwards` as it arrives, then commits it under `version`.
 async fn receive(
@@ -209,54 +215,34 @@ async fn receive(
     let id = object_id(&header.object.bucket, &header.object.key, version);
     let mut writer = match node.store.writer(id.clone(), header.replication.write_type) {
         Ok(writer) => writer,
-        // A newer version is already here: this one is superseded, which is success.
-        Err(StoreError::StaleVersion { .. }) => {
-            return Response::Stored {
-                version,
-                crc: header.crc.unwrap_or(0),
-                replicas: vec![],
-            };
-        }
+        Err(StoreError::StaleVersion { .. }) => return superseded(header, version),
         Err(err) => return store_error(err),
     };
-    let timeout = node.request_timeout;
-    let stalled = |what: &str| {
-        Response::error(
-            ErrorKind::Unavailable,
-            format!("{id}: no {what} within {timeout:?}; write abandoned"),
-        )
+    // A peer error ends the write: stalling is `Unavailable` (try again), anything
+    // else the peer sent wrong is `InvalidInput`.
+    let peer_error = |index: u64, err: TransportError| {
+        let kind = match err {
+            TransportError::Stalled(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::InvalidInput,
+        };
+        Response::error(kind, format!("{id}: frame {index}: {err}; write abandoned"))
     };
+    let limit = node.request_timeout;
     for index in 0..frame_count(header.len, header.frame_bytes) {
-        let frame = match tokio::time::timeout(
-            timeout,
-            transport::read_frame_header(recv, index, header.len, header.frame_bytes),
-        )
-        .await
-        {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(err)) => {
-                return Response::error(
-                    ErrorKind::InvalidInput,
-                    format!("{id}: frame {index}: {err}"),
-                );
-            }
-            Err(_) => return stalled("data"),
+        let read = transport::read_frame_header(recv, index, header.len, header.frame_bytes);
+        let frame = match transport::within(limit, read).await {
+            Ok(frame) => frame,
+            Err(err) => return peer_error(index, err),
         };
         let len = frame.len as usize;
         let buf = match writer.buffer(len).await {
             Ok(buf) => buf,
             Err(err) => return store_error(err),
         };
-        match tokio::time::timeout(timeout, transport::read_frame_data(recv, &mut buf[..len])).await
+        if let Err(err) =
+            transport::within(limit, transport::read_frame_data(recv, &mut buf[..len])).await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                return Response::error(
-                    ErrorKind::InvalidInput,
-                    format!("{id}: frame {index}: {err}"),
-                );
-            }
-            Err(_) => return stalled("data"),
+            return peer_error(index, err);
         }
         writer.advance(len);
         if let Err(err) = writer.seal_frame(frame.crc) {
@@ -273,7 +259,7 @@ async fn receive(
         for (i, reason) in failed.into_iter().rev() {
             let forward = forwards.remove(i);
             if let Some(quorum) = quorum.as_deref_mut() {
-                quorum.fail(forward.member, reason);
+                quorum.fail(format!("node {}: {reason}", forward.member));
             }
         }
     }
@@ -287,11 +273,7 @@ async fn receive(
             crc: meta.crc,
             replicas: vec![node.me.id],
         },
-        Err(StoreError::StaleVersion { .. }) => Response::Stored {
-            version,
-            crc: header.crc.unwrap_or(0),
-            replicas: vec![],
-        },
+        Err(StoreError::StaleVersion { .. }) => superseded(header, version),
         Err(err) => store_error(err),
     }
 }
@@ -301,8 +283,7 @@ pub(super) async fn delete(
     object: ObjectRef,
     replication: Replication,
     version: Option<Version>,
-    send: &mut quinn::SendStream,
-) -> Result<(), TransportError> {
+) -> Response {
     let local = |version| match node.store.delete(
         object_id(&object.bucket, &object.key, version),
         replication.write_type,
@@ -310,7 +291,7 @@ pub(super) async fn delete(
         Ok(()) | Err(StoreError::StaleVersion { .. }) => Ok(()),
         Err(err) => Err(err),
     };
-    let response = match version {
+    match version {
         Some(version) => match local(version) {
             Ok(()) => Response::Stored {
                 version,
@@ -333,12 +314,10 @@ pub(super) async fn delete(
                 open_forwards(node, &object, replication.replicas, &forward, &mut quorum).await;
             match local(version) {
                 Ok(()) => quorum.ack(node.me.id),
-                Err(err) => quorum.fail(node.me.id, err.to_string()),
+                Err(err) => quorum.fail(format!("node {}: {err}", node.me.id)),
             }
             await_quorum(node, forwards, &mut quorum).await;
             decided(&quorum, version, 0)
         }
-    };
-    respond(send, &response).await;
-    Ok(())
+    }
 }

@@ -111,6 +111,9 @@ pub enum TransportError {
     /// Reading from a stream failed.
     #[error("reading from the stream: {0}")]
     Read(#[from] quinn::ReadError),
+    /// The peer sent nothing for too long.
+    #[error("no data within {0:?}")]
+    Stalled(Duration),
     /// The stream ended before the message did.
     #[error("the stream ended mid-message: the peer sent fewer bytes than it announced")]
     Truncated,
@@ -209,6 +212,17 @@ async fn read_message(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, Transport
     message[..PREAMBLE_BYTES].copy_from_slice(&preamble);
     recv.read_exact(&mut message[PREAMBLE_BYTES..]).await?;
     Ok(message)
+}
+
+/// Runs a read of peer data, giving up with [`TransportError::Stalled`] after `limit`: a
+/// stalled peer never holds a task (and its pool memory) for longer than that.
+pub async fn within<T>(
+    limit: Duration,
+    read: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(limit, read)
+        .await
+        .map_err(|_| TransportError::Stalled(limit))?
 }
 
 /// Reads and validates a request header.

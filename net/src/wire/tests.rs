@@ -27,9 +27,9 @@ fn with_header_bytes(header: &[u8]) -> Vec<u8> {
     super::frame_header(header)
 }
 
-#[test]
-fn every_request_round_trips() {
-    let requests = [
+/// One of every request kind: the round-trip test and the fuzz seeds.
+fn sample_requests() -> Vec<Request> {
+    vec![
         put("a/b.parquet"),
         Request::Get {
             object: object("k"),
@@ -52,15 +52,19 @@ fn every_request_round_trips() {
             max_keys: 1000,
         },
         Request::Status,
-    ];
-    for request in requests {
+    ]
+}
+
+#[test]
+fn every_request_round_trips() {
+    for request in sample_requests() {
         assert_eq!(decode_request(&request.encode()).unwrap(), request);
     }
 }
 
-#[test]
-fn every_response_round_trips() {
-    let responses = [
+/// One of every response kind: the round-trip test and the fuzz seeds.
+fn sample_responses() -> Vec<Response> {
+    vec![
         Response::Stored {
             version: Version(3),
             crc: 1,
@@ -94,8 +98,12 @@ fn every_response_round_trips() {
             backlog_objects: 4,
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),
-    ];
-    for response in responses {
+    ]
+}
+
+#[test]
+fn every_response_round_trips() {
+    for response in sample_responses() {
         assert_eq!(decode_response(&response.encode()).unwrap(), response);
     }
 }
@@ -203,47 +211,10 @@ fn seeds() {
         return;
     };
     std::fs::create_dir_all(&dir).unwrap();
-    let mut messages: Vec<Vec<u8>> = vec![
-        put("a/b.parquet").encode(),
-        Request::Get {
-            object: object("k"),
-            range: Some(5..10),
-        }
-        .encode(),
-        Request::Head(object("k")).encode(),
-        Request::Status.encode(),
-        Request::List {
-            bucket: BucketName::new("stage-1").unwrap(),
-            prefix: "a/".into(),
-            start_after: None,
-            max_keys: 10,
-        }
-        .encode(),
-        Request::Delete {
-            object: object("k"),
-            replication: Replication::new(WriteType::MustCache, 3, 1).unwrap(),
-            version: Some(Version(9)),
-        }
-        .encode(),
-        Response::Stored {
-            version: Version(3),
-            crc: 1,
-            replicas: vec![0, 2],
-        }
-        .encode(),
-        Response::error(ErrorKind::ClusterFull, "memory full").encode(),
-    ];
-    messages.push(
-        Response::Listing {
-            entries: vec![ListEntry {
-                key: ObjectKey::new("x").unwrap(),
-                version: Version(1),
-                len: 0,
-            }],
-            next_start_after: Some("x".into()),
-        }
-        .encode(),
-    );
+    let requests = sample_requests().into_iter().map(|r| r.encode());
+    let messages: Vec<Vec<u8>> = requests
+        .chain(sample_responses().iter().map(Response::encode))
+        .collect();
     for (i, message) in messages.iter().enumerate() {
         std::fs::write(format!("{dir}/seed-{i}"), message).unwrap();
     }
