@@ -446,7 +446,7 @@ impl Client {
             })?;
             let start = out.len();
             out.resize(start + frame.len as usize, 0);
-            transport::read_frame_data(recv, &mut out[start..])
+            transport::within(timeout, transport::read_frame_data(recv, &mut out[start..]))
                 .await
                 .map_err(|e| transport_error(member, e))?;
             if crc32fast::hash(&out[start..]) != frame.crc {
