@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
@@ -274,31 +275,45 @@ impl Client {
         data: &[u8],
         replication: Replication,
     ) -> Result<PutReceipt, Error> {
+        self.put_held(bucket, key, Held::Borrowed(data), replication)
+            .await
+    }
+
+    /// As [`put_with`](Self::put_with), sending `data`'s frames by reference: the bytes
+    /// are never copied on their way into the transport.
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
+        self.put_held(bucket, key, Held::Shared(data), replication)
+            .await
+    }
+
+    async fn put_held(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Held<'_>,
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
         let frame = self.inner.frame_bytes as usize;
+        let bytes = data.as_slice();
         // One CRC per frame, computed once, here; the object CRC is combined from them.
-        let crcs: Vec<u32> = data.chunks(frame).map(crc32fast::hash).collect();
+        let crcs: Vec<u32> = bytes.chunks(frame).map(crc32fast::hash).collect();
         let mut whole = crc32fast::Hasher::new();
-        for (piece, crc) in data.chunks(frame).zip(&crcs) {
+        for (piece, crc) in bytes.chunks(frame).zip(&crcs) {
             whole.combine(&crc32fast::Hasher::new_with_initial_len(
                 *crc,
                 piece.len() as u64,
             ));
         }
-        let crc = whole.finalize();
-        let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer {
-            data,
-            crcs: &crcs,
-            next: 0,
-        };
-        self.put_frames(
-            bucket,
-            key,
-            data.len() as u64,
-            Some(crc),
-            &mut source,
-            replication,
-        )
-        .await
+        let (len, crc) = (bytes.len() as u64, whole.finalize());
+        let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer { data, crcs };
+        self.put_frames(bucket, key, len, Some(crc), &mut source, replication)
+            .await
     }
 
     /// Stores `len` bytes read from `reader`, sending each frame as soon as it is read:
@@ -313,7 +328,6 @@ impl Client {
     ) -> Result<PutReceipt, Error> {
         let mut source = FrameSource::Reader {
             reader,
-            buf: vec![0; self.inner.frame_bytes as usize],
             whole: crc32fast::Hasher::new(),
         };
         let receipt = self
@@ -357,7 +371,8 @@ impl Client {
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
         for index in 0..frame_count(len, self.inner.frame_bytes) {
             let (bytes, crc) = source.frame(index, len, self.inner.frame_bytes).await?;
-            if let Err(err) = transport::write_frame(&mut send, crc, bytes).await {
+            let sent = transport::write_frame_bytes(&mut send, crc, std::slice::from_ref(&bytes));
+            if let Err(err) = sent.await {
                 // The primary may have refused early (full, bad input): its answer says
                 // why better than the broken stream does.
                 return match self.response(member, &mut recv).await {
@@ -574,19 +589,35 @@ impl Client {
     }
 }
 
+/// An object the caller holds in memory.
+enum Held<'a> {
+    /// Each frame is copied once, into the transport.
+    Borrowed(&'a [u8]),
+    /// Frames are sent by reference, without a copy.
+    Shared(Bytes),
+}
+
+impl Held<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Held::Borrowed(data) => data,
+            Held::Shared(data) => data,
+        }
+    }
+
+    fn frame(&self, range: Range<usize>) -> Bytes {
+        match self {
+            Held::Borrowed(data) => Bytes::copy_from_slice(&data[range]),
+            Held::Shared(data) => data.slice(range),
+        }
+    }
+}
+
 /// Where a put's frames come from: a buffer with precomputed CRCs, or a reader hashed
 /// frame by frame.
 enum FrameSource<'a, R> {
-    Buffer {
-        data: &'a [u8],
-        crcs: &'a [u32],
-        next: usize,
-    },
-    Reader {
-        reader: R,
-        buf: Vec<u8>,
-        whole: crc32fast::Hasher,
-    },
+    Buffer { data: Held<'a>, crcs: Vec<u32> },
+    Reader { reader: R, whole: crc32fast::Hasher },
 }
 
 impl<R: AsyncRead + Unpin> FrameSource<'_, R> {
@@ -595,25 +626,26 @@ impl<R: AsyncRead + Unpin> FrameSource<'_, R> {
         index: u64,
         len: u64,
         frame_bytes: u32,
-    ) -> Result<(&[u8], u32), Error> {
-        let start = index * u64::from(frame_bytes);
-        let size = (len - start).min(u64::from(frame_bytes)) as usize;
+    ) -> Result<(Bytes, u32), Error> {
+        let start = (index * u64::from(frame_bytes)) as usize;
+        let size = (len - start as u64).min(u64::from(frame_bytes)) as usize;
         match self {
-            FrameSource::Buffer { data, crcs, next } => {
-                let i = *next;
-                *next += 1;
-                Ok((&data[start as usize..start as usize + size], crcs[i]))
+            FrameSource::Buffer { data, crcs } => {
+                Ok((data.frame(start..start + size), crcs[index as usize]))
             }
-            FrameSource::Reader { reader, buf, whole } => {
-                reader.read_exact(&mut buf[..size]).await.map_err(|e| {
+            FrameSource::Reader { reader, whole } => {
+                // A fresh buffer per frame: the transport keeps each one until the peer
+                // has acknowledged its bytes.
+                let mut buf = vec![0; size];
+                reader.read_exact(&mut buf).await.map_err(|e| {
                     Error::new(
                         ErrorKind::InvalidInput,
                         format!("reading the object's bytes: {e}"),
                     )
                 })?;
-                let crc = crc32fast::hash(&buf[..size]);
+                let crc = crc32fast::hash(&buf);
                 whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, size as u64));
-                Ok((&buf[..size], crc))
+                Ok((Bytes::from(buf), crc))
             }
         }
     }

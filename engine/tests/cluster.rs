@@ -128,12 +128,29 @@ mod random_sizes {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(12))]
         #[test]
-        fn any_size_reads_back_identical(len in 0usize..(3 << 20), seed in any::<u64>()) {
+        fn any_size_reads_back_identical(
+            len in 0usize..(3 << 20),
+            seed in any::<u64>(),
+            by_reference in any::<bool>(),
+        ) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async {
                 let (cluster, client) = cluster(64 << 20, Duration::from_secs(10)).await;
                 let data = bytes(len, seed);
-                client.put(BUCKET, "k", &data).await.unwrap();
+                if by_reference {
+                    // Frames sent as slices of the caller's buffer and forwarded by the
+                    // primary as the buffers it received: every replica holds the bytes.
+                    let all = replication(WriteType::AsyncThrough, 3, 3);
+                    let shared = bytes::Bytes::from(data.clone());
+                    client.put_bytes(BUCKET, "k", shared, all).await.unwrap();
+                    let (bucket, key) = (BucketName::new(BUCKET).unwrap(), ObjectKey::new("k").unwrap());
+                    for id in 0..3 {
+                        let held = cluster.node(id).unwrap().store().get(&bucket, &key).unwrap();
+                        assert_eq!(held.read_all().unwrap(), data, "node {id}");
+                    }
+                } else {
+                    client.put(BUCKET, "k", &data).await.unwrap();
+                }
                 assert_eq!(client.get(BUCKET, "k").await.unwrap(), data);
                 cluster.shutdown().await;
             });

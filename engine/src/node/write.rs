@@ -71,27 +71,27 @@ async fn open_forwards(
 
 /// Collects the forwards' responses into `quorum` until it is decided or the request
 /// timeout passes.
-async fn await_quorum(node: &NodeShared, forwards: Vec<Forward>, quorum: &mut Quorum) {
+async fn await_quorum(node: &NodeShared, mut forwards: Vec<Forward>, quorum: &mut Quorum) {
+    // One replica left to hear from (R=2): wait for it in this task, sparing a task
+    // hop and a channel on the small-object path.
+    if quorum.outcome() == Outcome::Pending
+        && forwards.len() == 1
+        && let Some(forward) = forwards.pop()
+    {
+        let (member, reply) = acknowledgement(forward, node.request_timeout).await;
+        match reply {
+            Ok(()) => quorum.ack(member),
+            Err(reason) => quorum.fail(format!("node {member}: {reason}")),
+        }
+        return;
+    }
     let (tx, mut rx) = mpsc::channel(forwards.len().max(1));
     let pending = forwards.len();
-    for mut forward in forwards {
+    for forward in forwards {
         let tx = tx.clone();
         let timeout = node.request_timeout;
         tokio::spawn(async move {
-            let _ = forward.send.finish();
-            let reply =
-                match tokio::time::timeout(timeout, transport::read_response(&mut forward.recv))
-                    .await
-                {
-                    Ok(Ok(Response::Stored { .. })) => Ok(()),
-                    Ok(Ok(Response::Error { kind, message })) => {
-                        Err(format!("{kind:?}: {message}"))
-                    }
-                    Ok(Ok(other)) => Err(format!("unexpected reply {other:?}")),
-                    Ok(Err(err)) => Err(err.to_string()),
-                    Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
-                };
-            let _ = tx.send((forward.member, reply)).await;
+            let _ = tx.send(acknowledgement(forward, timeout).await).await;
         });
     }
     drop(tx);
@@ -105,6 +105,23 @@ async fn await_quorum(node: &NodeShared, forwards: Vec<Forward>, quorum: &mut Qu
             None => break,
         }
     }
+}
+
+/// Ends the write to one replica and reads its answer.
+async fn acknowledgement(
+    mut forward: Forward,
+    timeout: std::time::Duration,
+) -> (u16, Result<(), String>) {
+    let _ = forward.send.finish();
+    let reply =
+        match tokio::time::timeout(timeout, transport::read_response(&mut forward.recv)).await {
+            Ok(Ok(Response::Stored { .. })) => Ok(()),
+            Ok(Ok(Response::Error { kind, message })) => Err(format!("{kind:?}: {message}")),
+            Ok(Ok(other)) => Err(format!("unexpected reply {other:?}")),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
+        };
+    (forward.member, reply)
 }
 
 fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
@@ -228,6 +245,9 @@ async fn receive(
         Response::error(kind, format!("{id}: frame {index}: {err}; write abandoned"))
     };
     let limit = node.request_timeout;
+    // The frame as quinn received it: copied once into the pool, and forwarded to the
+    // replicas by reference (no second copy).
+    let mut pieces = Vec::new();
     for index in 0..frame_count(header.len, header.frame_bytes) {
         let read = transport::read_frame_header(recv, index, header.len, header.frame_bytes);
         let frame = match transport::within(limit, read).await {
@@ -239,10 +259,15 @@ async fn receive(
             Ok(buf) => buf,
             Err(err) => return store_error(err),
         };
-        if let Err(err) =
-            transport::within(limit, transport::read_frame_data(recv, &mut buf[..len])).await
-        {
+        pieces.clear();
+        let read = transport::read_frame_bytes(recv, len, &mut pieces);
+        if let Err(err) = transport::within(limit, read).await {
             return peer_error(index, err);
+        }
+        let mut at = 0;
+        for piece in &pieces {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
         }
         writer.advance(len);
         if let Err(err) = writer.seal_frame(frame.crc) {
@@ -251,7 +276,7 @@ async fn receive(
         let mut failed = Vec::new();
         for (i, forward) in forwards.iter_mut().enumerate() {
             if let Err(err) =
-                transport::write_frame(&mut forward.send, frame.crc, writer.last_chunk()).await
+                transport::write_frame_bytes(&mut forward.send, frame.crc, &pieces).await
             {
                 failed.push((i, err.to_string()));
             }

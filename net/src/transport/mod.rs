@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 pub use peers::Peers;
@@ -258,6 +259,25 @@ pub async fn write_frame(
     Ok(send.write_all(data).await?)
 }
 
+/// Writes one data frame held in shared buffers (a client's `Bytes`, or the buffers a
+/// primary received it in) without copying them: quinn keeps a reference until the
+/// peer acknowledges the bytes, so forwarding a frame costs no memmove.
+pub async fn write_frame_bytes(
+    send: &mut quinn::SendStream,
+    crc: u32,
+    data: &[Bytes],
+) -> Result<(), TransportError> {
+    let header = FrameHeader {
+        len: data.iter().map(Bytes::len).sum::<usize>() as u32,
+        crc,
+    }
+    .encode();
+    let mut pieces = Vec::with_capacity(data.len() + 1);
+    pieces.push(Bytes::copy_from_slice(&header));
+    pieces.extend(data.iter().cloned());
+    Ok(send.write_all_chunks(&mut pieces).await?)
+}
+
 /// Reads the header of data frame `index` of an object, checking its length.
 pub async fn read_frame_header(
     recv: &mut quinn::RecvStream,
@@ -281,6 +301,25 @@ pub async fn read_frame_data(
     buf: &mut [u8],
 ) -> Result<(), TransportError> {
     Ok(recv.read_exact(buf).await?)
+}
+
+/// Reads exactly `len` bytes of frame data as the buffers quinn received them in (no
+/// copy), appending them to `out`.
+pub async fn read_frame_bytes(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    out: &mut Vec<Bytes>,
+) -> Result<(), TransportError> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = recv
+            .read_chunk(left, true)
+            .await?
+            .ok_or(TransportError::Truncated)?;
+        left -= chunk.bytes.len();
+        out.push(chunk.bytes);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
