@@ -1,10 +1,28 @@
 //! Persistence to the under-store: where a bucket's objects go once they are durable in
 //! memory.
 //!
-//! For now this crate knows how to name an under-store ([`UnderStoreLocation`]); the
-//! under-store trait, its S3 (aws-sdk-s3) and local-directory (io_uring) implementations
-//! and the upload pipeline join it with the persist work.
+//! - [`UnderStore`]: the calls every under-store offers, each with an error that says
+//!   whether a retry can help;
+//! - [`S3Store`]: AWS S3 and S3-compatible servers, on aws-sdk-s3;
+//! - [`LocalDir`]: a local directory, the embedded default, written through io_uring;
+//! - [`upload()`]: one object, as a single checksummed PUT or a multipart upload streamed
+//!   from its chunks, retried with backoff and jitter, aborted if it fails.
 
+mod local_dir;
 mod location;
+mod s3;
+#[cfg(feature = "s3-server")]
+pub mod s3_server;
+mod under_store;
+mod upload;
 
+pub use local_dir::LocalDir;
 pub use location::{LocationError, UnderStoreLocation};
+pub use s3::{S3Config, S3Store};
+pub use under_store::{
+    CompletedPart, FailureKind, Payload, StoredObject, UnderStore, UnderStoreError, crc32_header,
+    parse_crc32_header,
+};
+pub use upload::{
+    MAX_PARTS, MIN_PART_BYTES, ObjectBytes, RetryPolicy, UploadReport, upload, with_retry,
+};

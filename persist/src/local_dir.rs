@@ -1,0 +1,496 @@
+//! The local-directory under-store, the embedded default: one file per object under the
+//! store's directory, its key as the relative path.
+//!
+//! An object is written through io_uring straight from its buffers (pool chunks): open
+//! a temporary file, one write per buffer at its offset (all submitted together), fsync,
+//! close, rename into place, fsync the directory. A crash leaves either the old file or
+//! the new one, never a torn one, and a temporary file is never visible under its key.
+//! Each write runs on a blocking-pool thread with a ring of its own (one per thread,
+//! kept), so uploads in flight do not wait for each other's fsyncs.
+//!
+//! Reads, listing and deletes use plain file calls on the blocking pool: they are not
+//! on the persist path.
+
+use std::ffi::CString;
+use std::io;
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use io_uring::{IoUring, opcode, types};
+
+use crate::under_store::{
+    CompletedPart, FailureKind, Payload, StoredObject, UnderStore, UnderStoreError,
+};
+
+/// Entries per ring; larger batches of writes are submitted in turns.
+const RING_ENTRIES: u32 = 64;
+/// Temporary files and open multipart uploads live under this directory of the root,
+/// which listings skip.
+const WORK_DIR: &str = ".fdw-tmp";
+
+/// A directory of objects.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: Arc<PathBuf>,
+    next_tmp: Arc<AtomicU64>,
+}
+
+impl LocalDir {
+    /// The store under `root`, created if missing. Temporary files left by a crash are
+    /// removed.
+    pub fn new(root: &Path) -> io::Result<Self> {
+        let work = root.join(WORK_DIR);
+        if work.exists() {
+            std::fs::remove_dir_all(&work)?;
+        }
+        std::fs::create_dir_all(&work)?;
+        Ok(Self {
+            root: Arc::new(root.to_path_buf()),
+            next_tmp: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Where `key` lives. Keys are validated object keys; `..` and absolute forms are
+    /// refused so nothing escapes the root.
+    fn path(&self, operation: &'static str, key: &str) -> Result<PathBuf, UnderStoreError> {
+        let relative = Path::new(key);
+        let escapes = key.is_empty()
+            || relative.is_absolute()
+            || relative.components().any(|c| {
+                !matches!(c, std::path::Component::Normal(_)) || c.as_os_str() == WORK_DIR
+            });
+        if escapes {
+            return Err(UnderStoreError::new(
+                FailureKind::Permanent,
+                operation,
+                key,
+                "the key cannot be a path under the store's directory",
+            ));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join(WORK_DIR)
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Writes `payload` durably at `path` (see the module docs), on the blocking pool.
+    async fn write_durably(
+        &self,
+        operation: &'static str,
+        key: &str,
+        path: PathBuf,
+        payload: Payload,
+    ) -> Result<(), UnderStoreError> {
+        let tmp = self.tmp_path("object");
+        let result = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            RING.with(|ring| {
+                let mut ring = ring.borrow_mut();
+                let ring = match ring.as_mut() {
+                    Some(ring) => ring,
+                    None => ring.insert(IoUring::new(RING_ENTRIES)?),
+                };
+                write_file(ring, &tmp, &path, payload.pieces())
+            })
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(io_failure(operation, key, err)),
+            Err(join) => Err(UnderStoreError::new(
+                FailureKind::Retryable,
+                operation,
+                key,
+                format!("the writer thread failed: {join}"),
+            )),
+        }
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> PathBuf {
+        self.root.join(WORK_DIR).join(upload_id)
+    }
+}
+
+thread_local! {
+    /// The ring of this blocking-pool thread, made on its first write.
+    static RING: std::cell::RefCell<Option<IoUring>> = const { std::cell::RefCell::new(None) };
+}
+
+fn io_failure(operation: &'static str, key: &str, err: io::Error) -> UnderStoreError {
+    let kind = match err.kind() {
+        io::ErrorKind::NotFound => FailureKind::NotFound,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput => FailureKind::Permanent,
+        // Full disks, I/O errors, interrupted calls: an operator can fix these, and the
+        // pipeline tries again.
+        _ => FailureKind::Retryable,
+    };
+    UnderStoreError::new(kind, operation, key, err.to_string())
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
+/// Submits `entries` and waits for all of them, returning each one's result in order.
+fn run(ring: &mut IoUring, entries: &[io_uring::squeue::Entry]) -> io::Result<Vec<i32>> {
+    let mut results = vec![0; entries.len()];
+    for (batch_index, batch) in entries.chunks(RING_ENTRIES as usize).enumerate() {
+        for (i, entry) in batch.iter().enumerate() {
+            let entry = entry
+                .clone()
+                .user_data((batch_index * RING_ENTRIES as usize + i) as u64);
+            // SAFETY: every pointer in the entries (paths, buffers) is owned by the
+            // caller and outlives this call, which waits for all completions below.
+            unsafe { ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        }
+        ring.submit_and_wait(batch.len())?;
+        let mut seen = 0;
+        while seen < batch.len() {
+            for completion in ring.completion() {
+                results[completion.user_data() as usize] = completion.result();
+                seen += 1;
+            }
+            if seen < batch.len() {
+                ring.submit_and_wait(batch.len() - seen)?;
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn check(result: i32) -> io::Result<i32> {
+    if result < 0 {
+        Err(io::Error::from_raw_os_error(-result))
+    } else {
+        Ok(result)
+    }
+}
+
+/// Opens `path` through the ring.
+fn open(ring: &mut IoUring, path: &Path, flags: i32) -> io::Result<types::Fd> {
+    let name = c_path(path)?;
+    let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
+        .flags(flags | libc::O_CLOEXEC)
+        .mode(0o644)
+        .build();
+    Ok(types::Fd(check(run(ring, &[entry])?[0])?))
+}
+
+fn fsync_and_close(ring: &mut IoUring, fd: types::Fd) -> io::Result<()> {
+    let synced = run(ring, &[opcode::Fsync::new(fd).build()])?[0];
+    let closed = run(ring, &[opcode::Close::new(fd).build()])?[0];
+    check(synced)?;
+    check(closed).map(drop)
+}
+
+/// The durable write: temporary file, writes, fsync, rename, directory fsync.
+fn write_file(ring: &mut IoUring, tmp: &Path, path: &Path, pieces: &[Bytes]) -> io::Result<()> {
+    let fd = open(ring, tmp, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)?;
+    let written = write_all(ring, fd, pieces);
+    let synced = written.and_then(|()| fsync_and_close(ring, fd));
+    if let Err(err) = synced {
+        let _ = run(ring, &[opcode::Close::new(fd).build()]);
+        let _ = std::fs::remove_file(tmp);
+        return Err(err);
+    }
+    let (from, to) = (c_path(tmp)?, c_path(path)?);
+    let rename = opcode::RenameAt::new(
+        types::Fd(libc::AT_FDCWD),
+        from.as_ptr(),
+        types::Fd(libc::AT_FDCWD),
+        to.as_ptr(),
+    )
+    .build();
+    if let Err(err) = check(run(ring, &[rename])?[0]) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(err);
+    }
+    // The rename is durable once the directory is.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir = open(ring, dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    fsync_and_close(ring, dir)
+}
+
+/// Writes every piece at its offset, all submitted together; short writes are
+/// finished in further rounds.
+fn write_all(ring: &mut IoUring, fd: types::Fd, pieces: &[Bytes]) -> io::Result<()> {
+    // (offset in file, remaining bytes of the piece)
+    let mut pending: Vec<(u64, &[u8])> = Vec::with_capacity(pieces.len());
+    let mut offset = 0u64;
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        pending.push((offset, piece));
+        offset += piece.len() as u64;
+    }
+    while !pending.is_empty() {
+        let entries: Vec<_> = pending
+            .iter()
+            .map(|(at, bytes)| {
+                opcode::Write::new(
+                    fd,
+                    bytes.as_ptr(),
+                    bytes.len().min(u32::MAX as usize) as u32,
+                )
+                .offset(*at)
+                .build()
+            })
+            .collect();
+        let results = run(ring, &entries)?;
+        let mut next = Vec::new();
+        for ((at, bytes), result) in pending.into_iter().zip(results) {
+            let n = check(result)? as usize;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            if n < bytes.len() {
+                next.push((at + n as u64, &bytes[n..]));
+            }
+        }
+        pending = next;
+    }
+    Ok(())
+}
+
+/// Runs a plain file operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    key: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, UnderStoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| io_failure(operation, key, e)),
+        Err(join) => Err(UnderStoreError::new(
+            FailureKind::Retryable,
+            operation,
+            key,
+            join.to_string(),
+        )),
+    }
+}
+
+impl UnderStore for LocalDir {
+    fn puts_any_size(&self) -> bool {
+        true
+    }
+
+    async fn put_object(&self, key: &str, payload: Payload) -> Result<(), UnderStoreError> {
+        let path = self.path("PutObject", key)?;
+        self.write_durably("PutObject", key, path, payload).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, UnderStoreError> {
+        self.path("CreateMultipartUpload", key)?;
+        let dir = self.tmp_path("upload");
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let key_file = dir.join("key");
+        let key_owned = key.to_owned();
+        blocking("CreateMultipartUpload", key, move || {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(key_file, key_owned)
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        payload: Payload,
+    ) -> Result<CompletedPart, UnderStoreError> {
+        let dir = self.upload_dir(upload_id);
+        if !dir.is_dir() {
+            return Err(UnderStoreError::new(
+                FailureKind::NotFound,
+                "UploadPart",
+                key,
+                format!("no upload {upload_id}"),
+            ));
+        }
+        let crc = payload.crc();
+        let path = dir.join(format!("{number:05}"));
+        self.write_durably("UploadPart", key, path, payload).await?;
+        Ok(CompletedPart {
+            number,
+            etag: format!("{crc:08x}"),
+            crc,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        crc: u32,
+        len: u64,
+    ) -> Result<(), UnderStoreError> {
+        let dir = self.upload_dir(upload_id);
+        let path = self.path("CompleteMultipartUpload", key)?;
+        let files: Vec<_> = parts
+            .iter()
+            .map(|p| dir.join(format!("{:05}", p.number)))
+            .collect();
+        // Read the parts back and check them as a whole before anything is in place.
+        let (pieces, actual) = blocking("CompleteMultipartUpload", key, move || {
+            let mut pieces = Vec::with_capacity(files.len());
+            let mut hasher = crc32fast::Hasher::new();
+            for file in files {
+                let bytes = std::fs::read(file)?;
+                hasher.update(&bytes);
+                pieces.push(Bytes::from(bytes));
+            }
+            Ok((pieces, hasher.finalize()))
+        })
+        .await?;
+        let payload = Payload::new(pieces, actual);
+        if actual != crc || payload.len() != len {
+            return Err(UnderStoreError::new(
+                FailureKind::Permanent,
+                "CompleteMultipartUpload",
+                key,
+                format!(
+                    "the parts hold {} bytes with CRC32 {actual:08x}; expected {len} bytes with {crc:08x}",
+                    payload.len()
+                ),
+            ));
+        }
+        self.write_durably("CompleteMultipartUpload", key, path, payload)
+            .await?;
+        self.abort_multipart(key, upload_id).await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UnderStoreError> {
+        let dir = self.upload_dir(upload_id);
+        blocking(
+            "AbortMultipartUpload",
+            key,
+            move || match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        )
+        .await
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, UnderStoreError> {
+        let path = self.path("GetObject", key)?;
+        blocking("GetObject", key, move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(path)?;
+            let len = file.metadata()?.len();
+            let range = range.unwrap_or(0..len);
+            if range.end > len || range.start > range.end {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("range {range:?} is outside the object's {len} bytes"),
+                ));
+            }
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<StoredObject>, UnderStoreError> {
+        let path = self.path("HeadObject", key)?;
+        let key_owned = key.to_owned();
+        blocking("HeadObject", key, move || match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(Some(StoredObject {
+                key: key_owned,
+                len: meta.len(),
+                crc: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), UnderStoreError> {
+        let path = self.path("DeleteObject", key)?;
+        blocking("DeleteObject", key, move || {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                other => other?,
+            }
+            // The removal is durable once the directory is.
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, UnderStoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        blocking("ListObjects", &prefix.clone(), move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![root.to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir)? {
+                    let entry = entry?;
+                    let path = entry.path();
+                    let Ok(relative) = path.strip_prefix(&*root) else {
+                        continue;
+                    };
+                    let key = relative.to_string_lossy().into_owned();
+                    if key == WORK_DIR {
+                        continue;
+                    }
+                    let kind = entry.file_type()?;
+                    if kind.is_dir() {
+                        dirs.push(path);
+                    } else if kind.is_file() && key.starts_with(&prefix) {
+                        out.push(StoredObject {
+                            key,
+                            len: entry.metadata()?.len(),
+                            crc: None,
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn open_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, UnderStoreError> {
+        let work = self.root.join(WORK_DIR);
+        let prefix = prefix.to_owned();
+        blocking("ListMultipartUploads", &prefix.clone(), move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(work)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_dir() {
+                    continue;
+                }
+                let key = std::fs::read_to_string(entry.path().join("key"))?;
+                if key.starts_with(&prefix) {
+                    out.push((key, entry.file_name().to_string_lossy().into_owned()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,296 @@
+//! What every under-store offers: whole-object and multipart writes, ranged reads, head,
+//! delete and list, each with an error that says whether trying again can help.
+//!
+//! Every call is cancel-safe: dropping its future abandons the request (an HTTP request
+//! is dropped mid-flight; a local file being written is left as a temporary file that is
+//! never renamed into place). The upload pipeline relies on that to stop an upload when
+//! a newer version or a delete makes it moot.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A transient failure: 5xx, throttling (503 SlowDown, 429), a timeout, a reset
+    /// connection. Retry with backoff.
+    Retryable,
+    /// Retrying the same request cannot succeed: bad credentials, a missing bucket, a
+    /// checksum the store refused.
+    Permanent,
+    /// The object (or upload) does not exist.
+    NotFound,
+}
+
+/// A failed under-store call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} {key}: {message} ({kind:?})")]
+pub struct UnderStoreError {
+    /// Whether trying again can help.
+    pub kind: FailureKind,
+    /// The call that failed.
+    pub operation: &'static str,
+    /// The under-store key (or prefix) it was about.
+    pub key: String,
+    /// What the store or the network said.
+    pub message: String,
+}
+
+impl UnderStoreError {
+    /// An error of `kind` from `operation` on `key`.
+    pub fn new(
+        kind: FailureKind,
+        operation: &'static str,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            operation,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again can help.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == FailureKind::Retryable
+    }
+}
+
+/// Bytes to write, as the buffers that already hold them (pool chunks, shared by
+/// reference), with their CRC32 known in advance: nothing is copied or re-hashed to
+/// send them.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pieces: Arc<[Bytes]>,
+    len: u64,
+    crc: u32,
+}
+
+impl Payload {
+    /// `pieces` in order, whose bytes together have CRC32 `crc`.
+    pub fn new(pieces: Vec<Bytes>, crc: u32) -> Self {
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        Self {
+            pieces: pieces.into(),
+            len,
+            crc,
+        }
+    }
+
+    /// One buffer, hashed here.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        let crc = crc32fast::hash(&bytes);
+        Self::new(vec![bytes], crc)
+    }
+
+    /// Total length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// CRC32 of all the bytes.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// The buffers, in order.
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// An HTTP body that yields the buffers one by one, by reference.
+    pub(crate) fn body(&self) -> PayloadBody {
+        PayloadBody {
+            pieces: self.pieces.clone(),
+            next: 0,
+            remaining: self.len,
+        }
+    }
+}
+
+/// [`Payload`] as an `http_body` body.
+pub(crate) struct PayloadBody {
+    pieces: Arc<[Bytes]>,
+    next: usize,
+    remaining: u64,
+}
+
+impl http_body::Body for PayloadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let Some(piece) = self.pieces.get(self.next).cloned() else {
+            return Poll::Ready(None);
+        };
+        self.next += 1;
+        self.remaining -= piece.len() as u64;
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// One uploaded part of a multipart upload, as completing it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// The store's tag for the part.
+    pub etag: String,
+    /// CRC32 of the part's bytes.
+    pub crc: u32,
+}
+
+/// What `head` and `list` say about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The key, relative to the store's location.
+    pub key: String,
+    /// Size in bytes.
+    pub len: u64,
+    /// CRC32 of the whole object, if the store recorded one.
+    pub crc: Option<u32>,
+}
+
+/// An under-store: where persisted objects live. Keys are relative to the store's
+/// location (its S3 prefix or directory).
+pub trait UnderStore: Send + Sync {
+    /// Whether a single [`put_object`](Self::put_object) suits objects of any size (a
+    /// local file has no request-size limit); if not, large objects go as multipart
+    /// uploads.
+    fn puts_any_size(&self) -> bool {
+        false
+    }
+
+    /// Writes a whole object in one request, checked against `payload`'s CRC32.
+    fn put_object(
+        &self,
+        key: &str,
+        payload: Payload,
+    ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
+
+    /// Starts a multipart upload whose parts and whole carry CRC32 checksums. Returns the
+    /// upload id.
+    fn create_multipart(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<String, UnderStoreError>> + Send;
+
+    /// Uploads part `number` (1-based), checked against `payload`'s CRC32.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        payload: Payload,
+    ) -> impl Future<Output = Result<CompletedPart, UnderStoreError>> + Send;
+
+    /// Completes the upload from `parts`, checked against the whole object's CRC32 and
+    /// size.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        crc: u32,
+        len: u64,
+    ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
+
+    /// Abandons an upload and frees its parts.
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
+
+    /// The object's bytes, or `range` of them.
+    fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> impl Future<Output = Result<Bytes, UnderStoreError>> + Send;
+
+    /// What the store holds under `key`, `None` if nothing.
+    fn head(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<StoredObject>, UnderStoreError>> + Send;
+
+    /// Deletes `key`; deleting a missing key succeeds.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<StoredObject>, UnderStoreError>> + Send;
+
+    /// Multipart uploads still open under `prefix`, as `(key, upload id)`: none should
+    /// outlive the upload that started it.
+    fn open_uploads(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, UnderStoreError>> + Send;
+}
+
+/// CRC32 as S3 writes it in `x-amz-checksum-crc32`: base64 of the big-endian bytes.
+pub fn crc32_header(crc: u32) -> String {
+    aws_smithy_types::base64::encode(crc.to_be_bytes())
+}
+
+/// The inverse of [`crc32_header`]; `None` if it is not a base64 CRC32.
+pub fn parse_crc32_header(value: &str) -> Option<u32> {
+    let bytes = aws_smithy_types::base64::decode(value).ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_headers_round_trip_as_s3_writes_them() {
+        // S3 documents the CRC32 of "hello world" (0x0D4A1185) as "DUoRhQ==".
+        assert_eq!(crc32_header(crc32fast::hash(b"hello world")), "DUoRhQ==");
+        assert_eq!(parse_crc32_header("DUoRhQ=="), Some(0x0D4A_1185));
+        assert_eq!(parse_crc32_header("not base64!"), None);
+        assert_eq!(parse_crc32_header("AAAAAAA="), None, "5 bytes is no CRC32");
+    }
+
+    #[test]
+    fn payload_keeps_its_pieces_and_their_crc() {
+        let payload = Payload::new(
+            vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")],
+            crc32fast::hash(b"hello world"),
+        );
+        assert_eq!(payload.len(), 11);
+        assert_eq!(payload.pieces().len(), 2);
+        assert_eq!(
+            Payload::from_bytes(Bytes::from_static(b"hello world")).crc(),
+            payload.crc()
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Uploading one object: a single checksummed PUT up to the part size, a multipart
+//! upload above it, with parts cut along chunk boundaries and sent straight from the
+//! chunks (no staging file, no second buffer). Each part's CRC32 is combined from its
+//! chunks' CRCs, so nothing is hashed twice. Retryable failures are retried with
+//! exponential backoff and full jitter; a multipart upload that fails is aborted.
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::under_store::{Payload, UnderStore, UnderStoreError};
+
+/// S3's limit on parts per upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// S3's smallest part (all but the last).
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+
+/// How often and how patiently to retry one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries per call, the first included.
+    pub attempts: u32,
+    /// Backoff before the second try; it doubles per try, up to `max_backoff`.
+    pub base_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// "Full jitter": uniform in `[0, min(max, base × 2^retry)]`, which spreads out the
+    /// retries of many uploads throttled at once.
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_backoff
+            .saturating_mul(1 << retry.min(20))
+            .min(self.max_backoff);
+        let random = RandomState::new().hash_one(retry);
+        ceiling.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or runs out of tries. `retries`
+/// counts the retries made.
+pub async fn with_retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    retries: &mut u32,
+    mut call: F,
+) -> Result<T, UnderStoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, UnderStoreError>>,
+{
+    let mut retry = 0;
+    loop {
+        match call().await {
+            Err(err) if err.is_retryable() && retry + 1 < policy.attempts => {
+                let wait = policy.backoff(retry);
+                tracing::debug!(%err, ?wait, retry, "retrying");
+                tokio::time::sleep(wait).await;
+                retry += 1;
+                *retries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// An object's bytes as its chunks hold them.
+#[derive(Debug, Clone)]
+pub struct ObjectBytes {
+    /// The chunks, each full but the last.
+    pub chunks: Vec<Bytes>,
+    /// CRC32 of each chunk.
+    pub chunk_crcs: Vec<u32>,
+    /// Size of a full chunk.
+    pub chunk_bytes: u64,
+    /// CRC32 of the whole object.
+    pub crc: u32,
+}
+
+impl ObjectBytes {
+    /// Total length.
+    pub fn len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64).sum()
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Chunks `range` as one payload, its CRC combined from theirs.
+    fn payload(&self, range: std::ops::Range<usize>) -> Payload {
+        let mut crc = crc32fast::Hasher::new();
+        for (chunk, chunk_crc) in self.chunks[range.clone()]
+            .iter()
+            .zip(&self.chunk_crcs[range.clone()])
+        {
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                *chunk_crc,
+                chunk.len() as u64,
+            ));
+        }
+        Payload::new(self.chunks[range].to_vec(), crc.finalize())
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadReport {
+    /// Parts sent (0 for a single PUT).
+    pub parts: u32,
+    /// Retries across all calls.
+    pub retries: u32,
+}
+
+/// Uploads `object` to `key`: one PUT if it fits in `part_bytes` (or the store takes
+/// any size in one), else multipart. `part_bytes` is raised to [`MIN_PART_BYTES`] and to
+/// whole chunks, and further as needed to stay within [`MAX_PARTS`].
+pub async fn upload(
+    store: &impl UnderStore,
+    key: &str,
+    object: &ObjectBytes,
+    part_bytes: u64,
+    policy: &RetryPolicy,
+) -> Result<UploadReport, UnderStoreError> {
+    let mut report = UploadReport::default();
+    let len = object.len();
+    let part_bytes = part_bytes.max(MIN_PART_BYTES);
+    if len <= part_bytes || store.puts_any_size() {
+        let payload = object.payload(0..object.chunks.len());
+        with_retry(policy, &mut report.retries, || {
+            store.put_object(key, payload.clone())
+        })
+        .await?;
+        return Ok(report);
+    }
+    let chunk = object.chunk_bytes.max(1);
+    let per_part = (part_bytes.div_ceil(chunk))
+        .max(1)
+        .max(len.div_ceil(chunk).div_ceil(MAX_PARTS)) as usize;
+    let upload_id = with_retry(policy, &mut report.retries, || store.create_multipart(key)).await?;
+    let result = async {
+        let mut parts = Vec::new();
+        for (i, start) in (0..object.chunks.len()).step_by(per_part).enumerate() {
+            let payload = object.payload(start..(start + per_part).min(object.chunks.len()));
+            let number = i as u32 + 1;
+            let part = with_retry(policy, &mut report.retries, || {
+                store.upload_part(key, &upload_id, number, payload.clone())
+            })
+            .await?;
+            parts.push(part);
+        }
+        report.parts = parts.len() as u32;
+        with_retry(policy, &mut report.retries, || {
+            store.complete_multipart(key, &upload_id, &parts, object.crc, len)
+        })
+        .await
+    }
+    .await;
+    if let Err(err) = result {
+        // Leave no upload open: its parts would be billed and never used.
+        let mut ignored = 0;
+        if let Err(abort) = with_retry(policy, &mut ignored, || {
+            store.abort_multipart(key, &upload_id)
+        })
+        .await
+        {
+            tracing::warn!(%abort, "could not abort multipart upload {upload_id} of {key}");
+        }
+        return Err(err);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let policy = RetryPolicy {
+            attempts: 10,
+            base_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+        };
+        for retry in 0..10 {
+            let ceiling = Duration::from_millis((10u64 << retry).min(100));
+            for _ in 0..50 {
+                assert!(policy.backoff(retry) <= ceiling);
+            }
+        }
+        // Jittered: fifty draws are not all the same.
+        let draws: std::collections::HashSet<_> = (0..50).map(|_| policy.backoff(3)).collect();
+        assert!(draws.len() > 1);
+    }
+
+    #[test]
+    fn part_payloads_combine_the_chunk_crcs() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let chunks: Vec<Bytes> = data.chunks(4096).map(Bytes::copy_from_slice).collect();
+        let object = ObjectBytes {
+            chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
+            chunks,
+            chunk_bytes: 4096,
+            crc: crc32fast::hash(&data),
+        };
+        assert_eq!(object.payload(0..3).crc(), object.crc);
+        assert_eq!(object.payload(1..3).crc(), crc32fast::hash(&data[4096..]));
+    }
+}

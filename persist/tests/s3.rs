@@ -1,0 +1,183 @@
+//! The S3 under-store against a real S3 protocol server in this process (s3s over
+//! s3s-fs, HTTP on loopback): aws-sdk-s3 signs and sends real requests, and the server
+//! verifies every CRC32 it is given.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fdw_persist::s3_server::{Fault, S3Server};
+use fdw_persist::{
+    FailureKind, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload, with_retry,
+};
+
+const CHUNK: usize = 64 * 1024;
+const PART: u64 = 5 << 20;
+
+struct Setup {
+    _root: tempfile::TempDir,
+    server: S3Server,
+    store: S3Store,
+}
+
+async fn setup() -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("lake")).unwrap();
+    let server = S3Server::start(root.path()).await.unwrap();
+    let store = S3Store::new(&server.config(), "lake", "fdw/stage-1");
+    Setup {
+        _root: root,
+        server,
+        store,
+    }
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 9) as u8)
+        .collect()
+}
+
+/// `data` as the pool would hold it: chunks with their CRCs.
+fn object(data: &[u8]) -> ObjectBytes {
+    let chunks: Vec<Bytes> = data.chunks(CHUNK).map(Bytes::copy_from_slice).collect();
+    ObjectBytes {
+        chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
+        chunks,
+        chunk_bytes: CHUNK as u64,
+        crc: crc32fast::hash(data),
+    }
+}
+
+fn quick_retries(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        attempts,
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
+    let s = setup().await;
+    let policy = RetryPolicy::default();
+
+    // Up to the part size: one PutObject.
+    let small = data(100_000, 1);
+    let report = upload(&s.store, "small", &object(&small), PART, &policy)
+        .await
+        .unwrap();
+    assert_eq!(report.parts, 0);
+    assert_eq!(s.server.requests("PutObject"), 1);
+
+    // Above it: parts along chunk boundaries, completed with the whole-object CRC.
+    let large = data(3 * (5 << 20) + 123, 2);
+    let report = upload(&s.store, "large", &object(&large), PART, &policy)
+        .await
+        .unwrap();
+    assert_eq!(report.parts, 4);
+    assert_eq!(s.server.requests("UploadPart"), 4);
+    assert!(s.server.open_uploads().is_empty());
+
+    for (key, bytes) in [("small", &small), ("large", &large)] {
+        assert_eq!(s.store.get(key, None).await.unwrap(), bytes[..], "{key}");
+        let head = s.store.head(key).await.unwrap().unwrap();
+        assert_eq!(head.len, bytes.len() as u64);
+    }
+    let listed = s.store.list("").await.unwrap();
+    let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["large", "small"]);
+    assert_eq!(
+        s.store.get("large", Some(70_000..70_100)).await.unwrap(),
+        large[70_000..70_100]
+    );
+
+    s.store.delete("small").await.unwrap();
+    assert_eq!(s.store.head("small").await.unwrap(), None);
+    s.store.delete("small").await.unwrap(); // deleting a missing key succeeds
+    let missing = s.store.get("small", None).await.unwrap_err();
+    assert_eq!(missing.kind, FailureKind::NotFound, "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
+    let s = setup().await;
+    let bytes = Bytes::from(data(10_000, 3));
+    let wrong = Payload::new(vec![bytes.clone()], crc32fast::hash(&bytes) ^ 1);
+    let err = s.store.put_object("k", wrong).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::Permanent, "{err}");
+    assert!(err.message.contains("BadDigest"), "{err}");
+    assert_eq!(s.store.head("k").await.unwrap(), None);
+
+    // A multipart upload whose whole-object CRC is wrong fails at completion, is
+    // aborted, and leaves no object.
+    let large = data(6 << 20, 4);
+    let mut bad = object(&large);
+    bad.crc ^= 1;
+    let err = upload(&s.store, "mp", &bad, PART, &RetryPolicy::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Permanent, "{err}");
+    assert_eq!(err.operation, "CompleteMultipartUpload");
+    assert_eq!(s.store.head("mp").await.unwrap(), None);
+    assert!(s.server.open_uploads().is_empty());
+    assert_eq!(s.server.requests("AbortMultipartUpload"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_the_object_ends_correct() {
+    let s = setup().await;
+    s.server.inject("PutObject", Fault::InternalError, 2);
+    s.server.inject("CreateMultipartUpload", Fault::SlowDown, 1);
+    s.server.inject("UploadPart", Fault::SlowDown, 2);
+    s.server
+        .inject("UploadPart", Fault::Delay(Duration::from_millis(50)), 1);
+    s.server
+        .inject("CompleteMultipartUpload", Fault::InternalError, 1);
+
+    let small = data(1000, 5);
+    let report = upload(&s.store, "small", &object(&small), PART, &quick_retries(5))
+        .await
+        .unwrap();
+    assert_eq!(report.retries, 2);
+    let large = data(11 << 20, 6);
+    let report = upload(&s.store, "large", &object(&large), PART, &quick_retries(5))
+        .await
+        .unwrap();
+    assert_eq!(report.retries, 4, "1 create + 2 parts + 1 complete");
+    assert_eq!(s.store.get("small", None).await.unwrap(), small[..]);
+    assert_eq!(s.store.get("large", None).await.unwrap(), large[..]);
+    assert!(s.server.open_uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_runs_out_of_retries_is_aborted() {
+    let s = setup().await;
+    s.server.inject("UploadPart", Fault::InternalError, 100);
+    let large = data(6 << 20, 7);
+    let err = upload(&s.store, "doomed", &object(&large), PART, &quick_retries(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Retryable, "{err}");
+    assert_eq!(s.server.requests("UploadPart"), 3);
+    assert!(s.server.open_uploads().is_empty(), "the upload was aborted");
+    assert_eq!(s.store.head("doomed").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_retryable_failure() {
+    let s = setup().await;
+    let mut config = s.server.config();
+    // A port nobody listens on: connection refused.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.endpoint = Some(format!("http://{}", unused.local_addr().unwrap()));
+    drop(unused);
+    let store = S3Store::new(&config, "lake", "");
+    let mut retries = 0;
+    let err = with_retry(&quick_retries(2), &mut retries, || store.head("k"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Retryable, "{err}");
+    assert_eq!(retries, 1);
+}
