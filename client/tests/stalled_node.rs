@@ -35,10 +35,7 @@ async fn stalling_node(ca: &ClusterCa) -> Member {
                                     node: 0,
                                     backing: "test".into(),
                                     frame_bytes: FRAME,
-                                    pool_bytes: 0,
-                                    pinned_bytes: 0,
-                                    evictable_bytes: 0,
-                                    backlog_objects: 0,
+                                    ..Default::default()
                                 };
                                 transport::write_message(
                                     &mut send,
@@ -61,6 +58,7 @@ async fn stalling_node(ca: &ClusterCa) -> Member {
                                     frame_bytes: FRAME,
                                     write_type: WriteType::AsyncThrough,
                                     persisted: false,
+                                    persist_failure: None,
                                     replicas: vec![0],
                                 };
                                 transport::write_message(

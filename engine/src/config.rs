@@ -30,6 +30,20 @@
 //!
 //! [buckets]                      # bucket -> under-store
 //! stage-1 = "file:///var/lib/fdw/stage-1"
+//!
+//! [persist]
+//! default = "s3://lake/fdw"      # buckets not listed above; none: not persisted
+//! initial_delay = "0s"           # wait after commit before uploading
+//! concurrency = 8                # uploads in flight
+//! max_bytes_in_flight = "512MiB"
+//! part_size = "16MiB"            # larger objects go multipart, in parts this size
+//! retry_attempts = 6             # tries per call, with exponential backoff and jitter
+//! failure_backoff = "1s"         # an upload that failed is tried again after this
+//!
+//! [s3]                           # for s3:// locations; keys come from AWS_ACCESS_KEY_ID,
+//! endpoint = "http://minio:9000" # AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
+//! region = "us-east-1"
+//! path_style = true
 //! ```
 //!
 //! Any value can be overridden from the environment as `FDW__<SECTION>__<KEY>`, for
@@ -45,10 +59,10 @@ use bytesize::ByteSize;
 use fdw_net::WriteType;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::wire::Replication;
-use fdw_persist::UnderStoreLocation;
+use fdw_persist::{RetryPolicy, S3Config, UnderStoreLocation};
 use serde::Deserialize;
 
-use crate::node::NodeConfig;
+use crate::node::{NodeConfig, PersistConfig};
 use crate::pool::{HugePagePolicy, PoolConfig};
 use crate::store::StoreConfig;
 
@@ -202,6 +216,56 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[persist]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistSection {
+    /// Under-store of buckets not in `[buckets]`.
+    pub default: Option<String>,
+    /// Wait after commit before uploading.
+    #[serde(deserialize_with = "duration")]
+    pub initial_delay: Duration,
+    /// Uploads in flight.
+    pub concurrency: usize,
+    /// Bytes in flight.
+    pub max_bytes_in_flight: ByteSize,
+    /// Multipart part size.
+    pub part_size: ByteSize,
+    /// Tries per call.
+    pub retry_attempts: u32,
+    /// Wait before an upload that failed is tried again.
+    #[serde(deserialize_with = "duration")]
+    pub failure_backoff: Duration,
+}
+
+impl Default for PersistSection {
+    fn default() -> Self {
+        let defaults = PersistConfig::default();
+        Self {
+            default: None,
+            initial_delay: defaults.initial_delay,
+            concurrency: defaults.concurrency,
+            max_bytes_in_flight: ByteSize::b(defaults.max_bytes_in_flight),
+            part_size: ByteSize::b(defaults.part_bytes),
+            retry_attempts: defaults.retry.attempts,
+            failure_backoff: defaults.failure_backoff,
+        }
+    }
+}
+
+/// `[s3]`: how to reach S3 for `s3://` locations. Credentials come from the standard
+/// AWS environment variables, never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// Endpoint of an S3-compatible server (default: AWS, or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region (default: `AWS_REGION`, else us-east-1).
+    pub region: Option<String>,
+    /// Path-style addressing (default: on when an endpoint is set).
+    pub path_style: Option<bool>,
+}
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +286,12 @@ pub struct Config {
     /// `[buckets]`: bucket → under-store location.
     #[serde(default)]
     pub buckets: BTreeMap<String, String>,
+    /// `[persist]`.
+    #[serde(default)]
+    pub persist: PersistSection,
+    /// `[s3]`.
+    #[serde(default)]
+    pub s3: S3Section,
 }
 
 impl Config {
@@ -313,13 +383,58 @@ impl Config {
                 self.members.len()
             ));
         }
+        self.persist_config()?;
+        Ok(())
+    }
+
+    /// The persist pipeline this file describes.
+    pub fn persist_config(&self) -> Result<PersistConfig, String> {
+        let mut buckets = BTreeMap::new();
         for (bucket, location) in &self.buckets {
-            fdw_net::BucketName::new(bucket.as_str()).map_err(|e| format!("[buckets]: {e}"))?;
-            location
+            let name =
+                fdw_net::BucketName::new(bucket.as_str()).map_err(|e| format!("[buckets]: {e}"))?;
+            let location = location
                 .parse::<UnderStoreLocation>()
                 .map_err(|e| format!("[buckets] {bucket}: {e}"))?;
+            buckets.insert(name, location);
         }
-        Ok(())
+        let p = &self.persist;
+        let default_location = p
+            .default
+            .as_deref()
+            .map(|l| l.parse::<UnderStoreLocation>())
+            .transpose()
+            .map_err(|e| format!("[persist] default: {e}"))?;
+        if p.concurrency == 0 || p.retry_attempts == 0 {
+            return Err("[persist] concurrency and retry_attempts must be at least 1".into());
+        }
+        let mut s3 = S3Config::from_env();
+        if let Some(s3) = s3.as_mut() {
+            if let Some(endpoint) = &self.s3.endpoint {
+                s3.endpoint = Some(endpoint.clone());
+                s3.path_style = true;
+            }
+            if let Some(region) = &self.s3.region {
+                s3.region = region.clone();
+            }
+            if let Some(path_style) = self.s3.path_style {
+                s3.path_style = path_style;
+            }
+        }
+        Ok(PersistConfig {
+            buckets,
+            default_location,
+            s3,
+            initial_delay: p.initial_delay,
+            concurrency: p.concurrency,
+            max_bytes_in_flight: p.max_bytes_in_flight.as_u64(),
+            part_bytes: p.part_size.as_u64(),
+            retry: RetryPolicy {
+                attempts: p.retry_attempts,
+                ..RetryPolicy::default()
+            },
+            failure_backoff: p.failure_backoff,
+        })
     }
 
     /// What clients and the gateway ask for unless told otherwise.
@@ -380,6 +495,7 @@ impl Config {
         config.store = Some(store);
         config.request_timeout = self.limits.request_timeout;
         config.connect_timeout = self.limits.connect_timeout;
+        config.persist = self.persist_config()?;
         Ok(config)
     }
 }

@@ -8,6 +8,7 @@
 //! - [`upload()`]: one object, as a single checksummed PUT or a multipart upload streamed
 //!   from its chunks, retried with backoff and jitter, aborted if it fails.
 
+mod any;
 mod local_dir;
 mod location;
 mod s3;
@@ -16,6 +17,7 @@ pub mod s3_server;
 mod under_store;
 mod upload;
 
+pub use any::AnyUnderStore;
 pub use local_dir::LocalDir;
 pub use location::{LocationError, UnderStoreLocation};
 pub use s3::{S3Config, S3Store};

@@ -123,6 +123,11 @@ impl S3Server {
         queue.extend(std::iter::repeat_n(fault, count));
     }
 
+    /// Drops every fault not yet injected.
+    pub fn clear_faults(&self) {
+        self.state.lock().expect("server state").faults.clear();
+    }
+
     /// Multipart uploads started and neither completed nor aborted.
     pub fn open_uploads(&self) -> Vec<(String, String)> {
         let state = self.state.lock().expect("server state");

@@ -7,9 +7,12 @@
 //! never store-and-forward). The client is acknowledged once W replicas — this node
 //! included — hold the complete object (invariant 1).
 
+mod persist;
 mod quorum;
 mod read;
 mod write;
+
+pub use persist::PersistConfig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +45,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Longest wait for a handshake with a peer before it counts as down.
     pub connect_timeout: Duration,
+    /// Under-stores and the persist pipeline.
+    pub persist: PersistConfig,
 }
 
 impl NodeConfig {
@@ -55,6 +60,7 @@ impl NodeConfig {
             tuning: TransportTuning::default(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
+            persist: PersistConfig::default(),
         }
     }
 }
@@ -74,6 +80,9 @@ pub enum NodeError {
     /// The QUIC endpoint could not be made.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// An under-store could not be opened.
+    #[error("under-store: {0}")]
+    UnderStore(#[from] fdw_persist::UnderStoreError),
 }
 
 /// Versions this node assigns as a primary: increasing, and above anything the key has
@@ -113,6 +122,7 @@ struct NodeShared {
     peers: Peers,
     versions: VersionClock,
     request_timeout: Duration,
+    persister: persist::Persister,
     /// Set at shutdown: new requests are refused, those in flight may finish.
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -186,6 +196,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| StoreConfig::for_pool(pool_bytes)),
         )?;
+        let persister = persist::Persister::new(config.persist.clone())?;
         let endpoint = transport::server_endpoint(identity, socket, &config.tuning)?;
         let bound = endpoint
             .local_addr()
@@ -201,11 +212,13 @@ impl Node {
             peers: Peers::new(endpoint.clone(), config.connect_timeout),
             versions: VersionClock::new(),
             request_timeout: config.request_timeout,
+            persister,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         });
         tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
+        tokio::spawn(persist::run(shared.clone()));
         Ok(Self { shared, endpoint })
     }
 
@@ -319,6 +332,17 @@ async fn serve_stream(
             max_keys,
         } => read::list(&node, bucket, prefix, start_after, max_keys),
         Request::Status => read::status(&node),
+        Request::Persisted { object, version } => {
+            let id = object_id(&object.bucket, &object.key, version);
+            match node.store.mark_persisted(&id) {
+                Ok(()) => Response::Stored {
+                    version,
+                    crc: 0,
+                    replicas: vec![node.me.id],
+                },
+                Err(err) => store_error(err),
+            }
+        }
     };
     respond(&mut send, &response).await;
 }

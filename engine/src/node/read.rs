@@ -24,6 +24,7 @@ fn info(node: &NodeShared, reader: &ObjectReader, len: u64, crc: u32) -> ObjectI
         frame_bytes: node.store.pool().chunk_size() as u32,
         write_type: meta.write_type,
         persisted: meta.state == ObjectState::Persisted,
+        persist_failure: node.persister.failure(&meta.id),
         replicas: vec![node.me.id],
     }
 }
@@ -126,6 +127,7 @@ pub(super) fn list(
 
 pub(super) fn status(node: &NodeShared) -> Response {
     let stats = node.store.stats();
+    let persist = node.persister.stats();
     Response::Status(NodeStatus {
         node: node.me.id,
         backing: stats.pool.backing.to_string(),
@@ -134,5 +136,13 @@ pub(super) fn status(node: &NodeShared) -> Response {
         pinned_bytes: stats.pinned_bytes,
         evictable_bytes: stats.evictable_bytes,
         backlog_objects: stats.backlog_objects as u64,
+        backlog_bytes: stats.backlog_bytes,
+        backlog_oldest_ms: stats
+            .oldest_unpersisted_age
+            .map_or(0, |age| age.as_millis() as u64),
+        uploads_in_flight: persist.uploads_in_flight,
+        uploads_done: persist.uploads_done,
+        upload_failures: persist.upload_failures,
+        last_upload_failure: persist.last_failure,
     })
 }

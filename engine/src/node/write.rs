@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::quorum::{Outcome, Quorum};
 use super::{NodeShared, object_id, store_error};
-use crate::store::StoreError;
+use crate::store::{Role, StoreError};
 
 /// A replica the primary forwards to: the stream carrying this write to it.
 struct Forward {
@@ -235,6 +235,13 @@ async fn receive(
         Err(StoreError::StaleVersion { .. }) => return superseded(header, version),
         Err(err) => return store_error(err),
     };
+    // The primary (the one counting a quorum) persists; replicas wait for its word.
+    let role = if quorum.is_some() {
+        Role::Primary
+    } else {
+        Role::Replica
+    };
+    writer.set_role(role);
     // A peer error ends the write: stalling is `Unavailable` (try again), anything
     // else the peer sent wrong is `InvalidInput`.
     let peer_error = |index: u64, err: TransportError| {
@@ -293,6 +300,14 @@ async fn receive(
         None => writer.commit(),
     };
     match committed {
+        Ok(meta) if role == Role::Primary => {
+            node.persister.wake();
+            Response::Stored {
+                version,
+                crc: meta.crc,
+                replicas: vec![node.me.id],
+            }
+        }
         Ok(meta) => Response::Stored {
             version,
             crc: meta.crc,
@@ -309,15 +324,16 @@ pub(super) async fn delete(
     replication: Replication,
     version: Option<Version>,
 ) -> Response {
-    let local = |version| match node.store.delete(
+    let local = |version, role| match node.store.delete(
         object_id(&object.bucket, &object.key, version),
         replication.write_type,
+        role,
     ) {
         Ok(()) | Err(StoreError::StaleVersion { .. }) => Ok(()),
         Err(err) => Err(err),
     };
     match version {
-        Some(version) => match local(version) {
+        Some(version) => match local(version, Role::Replica) {
             Ok(()) => Response::Stored {
                 version,
                 crc: 0,
@@ -337,8 +353,11 @@ pub(super) async fn delete(
             };
             let forwards =
                 open_forwards(node, &object, replication.replicas, &forward, &mut quorum).await;
-            match local(version) {
-                Ok(()) => quorum.ack(node.me.id),
+            match local(version, Role::Primary) {
+                Ok(()) => {
+                    node.persister.wake();
+                    quorum.ack(node.me.id)
+                }
                 Err(err) => quorum.fail(format!("node {}: {err}", node.me.id)),
             }
             await_quorum(node, forwards, &mut quorum).await;

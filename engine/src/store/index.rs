@@ -17,13 +17,14 @@ use tokio::time::Instant;
 
 use super::accounting::Accounting;
 use super::object::ObjectData;
-use super::{ObjectId, ObjectMeta, ObjectState, StoreError};
+use super::{ObjectId, ObjectMeta, ObjectState, QueuedObject, Role, StoreError};
 
 struct Entry {
     /// `None` for a tombstone.
     data: Option<Arc<ObjectData>>,
     state: ObjectState,
     write_type: WriteType,
+    role: Role,
     /// Commit order, the persist FIFO's key.
     seq: u64,
     /// Pool memory this entry accounts for.
@@ -187,9 +188,9 @@ impl Index {
         &mut self,
         id: ObjectId,
         write_type: WriteType,
+        role: Role,
         data: Option<Arc<ObjectData>>,
         memory_bytes: u64,
-        now: Instant,
         accounting: &Accounting,
     ) -> Result<(ObjectMeta, Vec<Arc<ObjectData>>), StoreError> {
         self.check_not_stale(&id)?;
@@ -199,6 +200,7 @@ impl Index {
             data,
             state: ObjectState::Committed,
             write_type,
+            role,
             seq,
             memory_bytes,
         };
@@ -208,7 +210,7 @@ impl Index {
                 seq,
                 Queued {
                     id: id.clone(),
-                    committed_at: now,
+                    committed_at: Instant::now(),
                     len,
                 },
             );
@@ -359,19 +361,45 @@ impl Index {
         id: &ObjectId,
         accounting: &Accounting,
     ) -> Result<Vec<Arc<ObjectData>>, StoreError> {
-        let entry = self.transition(
+        self.transition(
             id,
             "finish persisting",
             ObjectState::Persisting,
             ObjectState::Persisted,
         )?;
+        Ok(self.settle_persisted(id, accounting))
+    }
+
+    /// A replica's copy: the primary persisted it.
+    pub(super) fn mark_persisted(
+        &mut self,
+        id: &ObjectId,
+        accounting: &Accounting,
+    ) -> Result<Vec<Arc<ObjectData>>, StoreError> {
+        if self.entry_mut(id)?.state == ObjectState::Persisted {
+            return Ok(Vec::new());
+        }
+        self.transition(
+            id,
+            "mark persisted",
+            ObjectState::Committed,
+            ObjectState::Persisted,
+        )?;
+        Ok(self.settle_persisted(id, accounting))
+    }
+
+    /// `id` just became persisted: out of the FIFO, its memory evictable.
+    fn settle_persisted(&mut self, id: &ObjectId, accounting: &Accounting) -> Vec<Arc<ObjectData>> {
+        let Ok(entry) = self.entry_mut(id) else {
+            return Vec::new();
+        };
         let (seq, has_data, memory_bytes) = (entry.seq, entry.data.is_some(), entry.memory_bytes);
         self.orders.dequeue(seq);
         if has_data {
             accounting.persisted(memory_bytes);
             self.orders.lru.put(id.clone(), ());
         }
-        Ok(self.prune(&id.bucket, &id.key, accounting))
+        self.prune(&id.bucket, &id.key, accounting)
     }
 
     pub(super) fn fail_persist(&mut self, id: &ObjectId) -> Result<(), StoreError> {
@@ -384,17 +412,21 @@ impl Index {
         .map(drop)
     }
 
-    pub(super) fn persist_queue(&self, limit: usize) -> Vec<ObjectId> {
+    pub(super) fn persist_queue(&self, limit: usize) -> Vec<QueuedObject> {
         self.orders
             .fifo
             .values()
             .filter(|q| {
                 self.key_state(&q.id.bucket, &q.id.key)
                     .and_then(|ks| ks.versions.get(&q.id.version))
-                    .is_some_and(|e| e.state == ObjectState::Committed)
+                    .is_some_and(|e| e.state == ObjectState::Committed && e.role == Role::Primary)
             })
             .take(limit)
-            .map(|q| q.id.clone())
+            .map(|q| QueuedObject {
+                id: q.id.clone(),
+                len: q.len,
+                committed_at: q.committed_at,
+            })
             .collect()
     }
 

@@ -26,6 +26,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytesize::ByteSize;
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::sync::Notify;
@@ -75,6 +76,28 @@ impl fmt::Display for ObjectState {
             ObjectState::Persisted => "persisted",
         })
     }
+}
+
+/// Which node uploads an object: the primary that ordered it. A replica keeps its copy
+/// pinned until the primary says the under-store has it ([`ObjectStore::mark_persisted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// This node persists the object.
+    #[default]
+    Primary,
+    /// Another node does.
+    Replica,
+}
+
+/// An object waiting in the persist FIFO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedObject {
+    /// Which version.
+    pub id: ObjectId,
+    /// Its size (0 for a tombstone).
+    pub len: u64,
+    /// When it was committed.
+    pub committed_at: Instant,
 }
 
 /// What `head` tells about an object.
@@ -288,9 +311,37 @@ impl ObjectReader {
         (0..self.data.chunk_count()).map(|i| self.data.verified_chunk(&self.meta.id, i))
     }
 
+    /// The object's chunks as shared buffers with their CRCs, every chunk verified
+    /// first. The buffers are the pool memory itself (no copy) and keep it alive as
+    /// long as any of them lives, even if the object is evicted meanwhile.
+    pub fn shared_chunks(&self) -> Result<Vec<(Bytes, u32)>, StoreError> {
+        (0..self.data.chunk_count())
+            .map(|index| {
+                let (_, crc) = self.data.verified_chunk(&self.meta.id, index)?;
+                let view = ChunkView {
+                    data: self.data.clone(),
+                    index,
+                };
+                Ok((Bytes::from_owner(view), crc))
+            })
+            .collect()
+    }
+
     #[cfg(test)]
     pub(crate) fn corrupt(&self, chunk: usize, offset: usize) {
         self.data.corrupt(chunk, offset);
+    }
+}
+
+/// One chunk of a committed object, owned by a `Bytes`.
+struct ChunkView {
+    data: Arc<ObjectData>,
+    index: usize,
+}
+
+impl AsRef<[u8]> for ChunkView {
+    fn as_ref(&self) -> &[u8] {
+        self.data.chunk_bytes(self.index)
     }
 }
 
@@ -342,8 +393,13 @@ impl ObjectStore {
 
     /// Deletes the key as of `id.version`: a tombstone that hides older versions and,
     /// unless `write_type` is `MUST_CACHE`, is itself persisted (as a delete).
-    pub fn delete(&self, id: ObjectId, write_type: WriteType) -> Result<(), StoreError> {
-        self.commit(id, write_type, None, 0).map(drop)
+    pub fn delete(
+        &self,
+        id: ObjectId,
+        write_type: WriteType,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        self.commit(id, write_type, role, None, 0).map(drop)
     }
 
     /// The newest live version of a key.
@@ -400,10 +456,23 @@ impl ObjectStore {
         self.index().fail_persist(id)
     }
 
-    /// The oldest objects waiting to be persisted and not being uploaded, oldest first:
-    /// the persist FIFO.
-    pub fn persist_queue(&self, limit: usize) -> Vec<ObjectId> {
+    /// The oldest objects this node is to persist ([`Role::Primary`]) that are waiting
+    /// and not being uploaded, oldest first: the persist FIFO.
+    pub fn persist_queue(&self, limit: usize) -> Vec<QueuedObject> {
         self.index().persist_queue(limit)
+    }
+
+    /// `committed → persisted` on a replica: the primary has persisted `id`. Its memory
+    /// becomes evictable. A version this node no longer has is no error: a newer one
+    /// superseded it.
+    pub fn mark_persisted(&self, id: &ObjectId) -> Result<(), StoreError> {
+        let released = match self.index().mark_persisted(id, &self.shared.accounting) {
+            Err(StoreError::VersionNotFound(_)) => return Ok(()),
+            other => other?,
+        };
+        drop(released);
+        self.shared.space_freed.notify_waiters();
+        Ok(())
     }
 
     /// A snapshot of memory and backlog.
@@ -451,15 +520,16 @@ impl ObjectStore {
         &self,
         id: ObjectId,
         write_type: WriteType,
+        role: Role,
         data: Option<Arc<ObjectData>>,
         pinned_bytes: u64,
     ) -> Result<ObjectMeta, StoreError> {
         let result = self.index().commit(
             id,
             write_type,
+            role,
             data,
             pinned_bytes,
-            Instant::now(),
             &self.shared.accounting,
         );
         match result {

@@ -57,16 +57,21 @@ impl ObjectData {
         self.chunks.len()
     }
 
+    /// The written bytes of chunk `i`.
+    pub(crate) fn chunk_bytes(&self, i: usize) -> &[u8] {
+        let chunk = &self.chunks[i];
+        let start = i as u64 * chunk.capacity() as u64;
+        let used = (self.len - start).min(chunk.capacity() as u64) as usize;
+        &chunk.as_slice()[..used]
+    }
+
     /// The written bytes of chunk `i` and their CRC, after checking it.
     pub(crate) fn verified_chunk(
         &self,
         id: &ObjectId,
         i: usize,
     ) -> Result<(&[u8], u32), StoreError> {
-        let chunk = &self.chunks[i];
-        let start = i as u64 * chunk.capacity() as u64;
-        let used = (self.len - start).min(chunk.capacity() as u64) as usize;
-        let bytes = &chunk.as_slice()[..used];
+        let bytes = self.chunk_bytes(i);
         let actual = crc32fast::hash(bytes);
         if actual != self.chunk_crcs[i] {
             return Err(StoreError::ChecksumMismatch {

@@ -358,7 +358,7 @@ fn the_newest_version_wins_and_older_ones_are_released() {
     );
     assert_eq!(store.stats().pinned_bytes, CHUNK as u64, "v1 is released");
     assert_eq!(
-        store.persist_queue(10),
+        queued(&store, 10),
         vec![id("k", 2)],
         "only the newest needs persisting"
     );
@@ -413,7 +413,9 @@ fn a_tombstone_hides_the_key_and_is_persisted_as_a_delete() {
     let store = store(16, 16);
     rt.block_on(put(&store, "k", 1, &bytes(CHUNK, 1))).unwrap();
     persist(&store, &id("k", 1));
-    store.delete(id("k", 2), WriteType::AsyncThrough).unwrap();
+    store
+        .delete(id("k", 2), WriteType::AsyncThrough, Role::Primary)
+        .unwrap();
     assert!(matches!(
         store.head(&bucket(), &key("k")),
         Err(StoreError::NotFound { .. })
@@ -423,7 +425,7 @@ fn a_tombstone_hides_the_key_and_is_persisted_as_a_delete() {
         0,
         "the deleted version's memory is released"
     );
-    assert_eq!(store.persist_queue(10), vec![id("k", 2)]);
+    assert_eq!(queued(&store, 10), vec![id("k", 2)]);
     assert!(
         store.start_persist(&id("k", 2)).unwrap().is_none(),
         "a tombstone uploads as a delete"
@@ -441,7 +443,7 @@ fn must_cache_objects_are_never_persisted_nor_evicted() {
     let store = store(4, 4);
     rt.block_on(store.put(id("mem", 1), WriteType::MustCache, &bytes(CHUNK, 1)))
         .unwrap();
-    assert!(store.persist_queue(10).is_empty());
+    assert!(queued(&store, 10).is_empty());
     assert!(matches!(
         store.start_persist(&id("mem", 1)),
         Err(StoreError::NotPersistable(_))
@@ -477,7 +479,7 @@ fn state_transitions_are_checked() {
         ObjectState::Committed
     );
     assert_eq!(
-        store.persist_queue(1),
+        queued(&store, 1),
         vec![id("k", 1)],
         "a failed upload is queued again"
     );
@@ -505,7 +507,7 @@ fn the_backlog_is_visible() {
     assert_eq!(stats.oldest_unpersisted_age, Some(Duration::from_secs(3)));
     assert_eq!(stats.pinned_bytes, 3 * CHUNK as u64);
     assert_eq!(
-        store.persist_queue(10),
+        queued(&store, 10),
         vec![id("old", 1), id("new", 1)],
         "FIFO in commit order"
     );
@@ -602,7 +604,7 @@ proptest! {
                 Op::Delete { key: k } => {
                     let version = next_version;
                     next_version += 1;
-                    store.delete(id(&format!("k{k}"), version), WriteType::AsyncThrough).unwrap();
+                    store.delete(id(&format!("k{k}"), version), WriteType::AsyncThrough, Role::Primary).unwrap();
                     model.insert(k, (version, None, false));
                 }
             }
@@ -628,7 +630,9 @@ fn listing_walks_keys_in_order_under_a_prefix() {
             put(&store, name, 1, b"x").await.unwrap();
         }
     });
-    store.delete(id("a/2", 2), WriteType::AsyncThrough).unwrap();
+    store
+        .delete(id("a/2", 2), WriteType::AsyncThrough, Role::Primary)
+        .unwrap();
     let keys = |prefix, after, max| {
         store
             .list(&bucket(), prefix, after, max)
@@ -678,4 +682,34 @@ fn a_frame_whose_crc_does_not_match_is_refused() {
         "the refused object holds no memory"
     );
     assert!(store.get(&bucket(), &key("k")).is_err());
+}
+
+/// The persist FIFO's ids.
+fn queued(store: &ObjectStore, limit: usize) -> Vec<ObjectId> {
+    store
+        .persist_queue(limit)
+        .into_iter()
+        .map(|q| q.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn replicas_wait_for_the_primary_to_say_persisted() {
+    let store = store(8, 4);
+    let mut writer = store.writer(id("k", 1), WriteType::AsyncThrough).unwrap();
+    writer.set_role(Role::Replica);
+    writer.write(&[7; 1000]).await.unwrap();
+    writer.commit().unwrap();
+    assert!(queued(&store, 10).is_empty(), "a replica does not upload");
+    assert_eq!(store.stats().backlog_objects, 1, "but it counts as backlog");
+    let pinned = store.stats().pinned_bytes;
+    assert!(pinned > 0);
+
+    store.mark_persisted(&id("k", 1)).unwrap();
+    store.mark_persisted(&id("k", 1)).unwrap(); // told twice: no harm
+    let stats = store.stats();
+    assert_eq!((stats.backlog_objects, stats.pinned_bytes), (0, 0));
+    assert_eq!(stats.evictable_bytes, pinned);
+    // A version the replica no longer has (superseded) is no error either.
+    store.mark_persisted(&id("k", 9)).unwrap();
 }

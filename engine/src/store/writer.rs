@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fdw_net::WriteType;
 
 use super::object::{ObjectData, combine_crcs};
-use super::{ObjectId, ObjectMeta, ObjectStore, StoreError};
+use super::{ObjectId, ObjectMeta, ObjectStore, Role, StoreError};
 use crate::pool::Chunk;
 
 /// An object being written (state `writing`). Dropping it without committing aborts the
@@ -15,6 +15,7 @@ pub struct ObjectWriter {
     store: ObjectStore,
     id: ObjectId,
     write_type: WriteType,
+    role: Role,
     chunks: Vec<Chunk>,
     chunk_crcs: Vec<u32>,
     /// CRC of the bytes of the last chunk so far.
@@ -32,6 +33,7 @@ impl ObjectWriter {
             store,
             id,
             write_type,
+            role: Role::Primary,
             chunks: Vec::new(),
             chunk_crcs: Vec::new(),
             open_crc: crc32fast::Hasher::new(),
@@ -39,6 +41,11 @@ impl ObjectWriter {
             len: 0,
             pinned_bytes: 0,
         }
+    }
+
+    /// Whether this node or another persists the object (this node by default).
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
     }
 
     /// The object being written.
@@ -197,6 +204,7 @@ impl ObjectWriter {
         self.store.commit(
             self.id.clone(),
             self.write_type,
+            self.role,
             Some(Arc::new(data)),
             pinned,
         )

@@ -26,7 +26,7 @@ fn serve(endpoint: quinn::Endpoint) {
                             pool_bytes: 1,
                             pinned_bytes: 0,
                             evictable_bytes: 0,
-                            backlog_objects: 0,
+                            ..Default::default()
                         }),
                         Ok(_) => Response::error(ErrorKind::InvalidInput, "only status here"),
                         Err(err) => Response::error(ErrorKind::InvalidInput, err),

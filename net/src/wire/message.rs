@@ -101,6 +101,14 @@ pub enum Request {
     },
     /// Describe the node.
     Status,
+    /// The primary tells a replica that the under-store has this version: its memory
+    /// becomes evictable there too.
+    Persisted {
+        /// Which object.
+        object: ObjectRef,
+        /// Which version.
+        version: Version,
+    },
 }
 
 /// What a failed request tells the caller to do.
@@ -163,6 +171,8 @@ pub struct ObjectInfo {
     pub write_type: WriteType,
     /// Whether the under-store has it.
     pub persisted: bool,
+    /// Why its last upload failed, while it waits for the next try (primary only).
+    pub persist_failure: Option<String>,
     /// Nodes holding it.
     pub replicas: Vec<u16>,
 }
@@ -179,7 +189,7 @@ pub struct ListEntry {
 }
 
 /// A node's health and memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeStatus {
     /// Node id.
     pub node: u16,
@@ -193,8 +203,20 @@ pub struct NodeStatus {
     pub pinned_bytes: u64,
     /// Memory held by persisted (evictable) objects.
     pub evictable_bytes: u64,
-    /// Objects waiting to be persisted.
+    /// Objects waiting to be persisted (or being persisted).
     pub backlog_objects: u64,
+    /// Their bytes.
+    pub backlog_bytes: u64,
+    /// Age of the oldest, in milliseconds.
+    pub backlog_oldest_ms: u64,
+    /// Uploads this node has in flight.
+    pub uploads_in_flight: u32,
+    /// Uploads finished since start.
+    pub uploads_done: u64,
+    /// Upload attempts that failed since start (each is tried again).
+    pub upload_failures: u64,
+    /// The last failure's reason.
+    pub last_upload_failure: Option<String>,
 }
 
 /// A response, validated.
@@ -271,6 +293,11 @@ enum RawRequest {
         max_keys: u32,
     },
     Status,
+    Persisted {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        version: u64,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -283,6 +310,7 @@ struct RawObjectInfo {
     frame_bytes: u32,
     write_type: u8,
     persisted: bool,
+    persist_failure: Option<Vec<u8>>,
     replicas: Vec<u16>,
 }
 
@@ -313,6 +341,12 @@ enum RawResponse {
         pinned_bytes: u64,
         evictable_bytes: u64,
         backlog_objects: u64,
+        backlog_bytes: u64,
+        backlog_oldest_ms: u64,
+        uploads_in_flight: u32,
+        uploads_done: u64,
+        upload_failures: u64,
+        last_upload_failure: Option<Vec<u8>>,
     },
     Error {
         kind: u8,
@@ -466,6 +500,14 @@ impl Request {
                 max_keys: *max_keys,
             },
             Request::Status => RawRequest::Status,
+            Request::Persisted { object, version } => {
+                let (bucket, key) = name_bytes(object);
+                RawRequest::Persisted {
+                    bucket,
+                    key,
+                    version: version.0,
+                }
+            }
         };
         archive(&raw)
     }
@@ -531,6 +573,14 @@ impl Request {
                 }
             }
             RawRequest::Status => Request::Status,
+            RawRequest::Persisted {
+                bucket,
+                key,
+                version,
+            } => Request::Persisted {
+                object: object_ref(bucket, key)?,
+                version: Version(version),
+            },
         })
     }
 }
@@ -572,6 +622,7 @@ impl Response {
                     frame_bytes: info.frame_bytes,
                     write_type: write_type_code(info.write_type),
                     persisted: info.persisted,
+                    persist_failure: info.persist_failure.as_ref().map(|m| m.as_bytes().to_vec()),
                     replicas: info.replicas.clone(),
                 })
             }
@@ -597,6 +648,15 @@ impl Response {
                 pinned_bytes: s.pinned_bytes,
                 evictable_bytes: s.evictable_bytes,
                 backlog_objects: s.backlog_objects,
+                backlog_bytes: s.backlog_bytes,
+                backlog_oldest_ms: s.backlog_oldest_ms,
+                uploads_in_flight: s.uploads_in_flight,
+                uploads_done: s.uploads_done,
+                upload_failures: s.upload_failures,
+                last_upload_failure: s
+                    .last_upload_failure
+                    .as_ref()
+                    .map(|m| m.as_bytes().to_vec()),
             },
             Response::Error { kind, message } => RawResponse::Error {
                 kind: kind.code(),
@@ -628,6 +688,9 @@ impl Response {
                     frame_bytes: info.frame_bytes,
                     write_type: write_type(info.write_type)?,
                     persisted: info.persisted,
+                    persist_failure: info
+                        .persist_failure
+                        .map(|m| String::from_utf8_lossy(&m).into_owned()),
                     replicas: info.replicas,
                 })
             }
@@ -662,6 +725,12 @@ impl Response {
                 pinned_bytes,
                 evictable_bytes,
                 backlog_objects,
+                backlog_bytes,
+                backlog_oldest_ms,
+                uploads_in_flight,
+                uploads_done,
+                upload_failures,
+                last_upload_failure,
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
@@ -673,6 +742,13 @@ impl Response {
                 pinned_bytes,
                 evictable_bytes,
                 backlog_objects,
+                backlog_bytes,
+                backlog_oldest_ms,
+                uploads_in_flight,
+                uploads_done,
+                upload_failures,
+                last_upload_failure: last_upload_failure
+                    .map(|m| String::from_utf8_lossy(&m).into_owned()),
             }),
             RawResponse::Error { kind, message } => Response::Error {
                 kind: ErrorKind::from_code(kind),

@@ -52,6 +52,10 @@ fn sample_requests() -> Vec<Request> {
             max_keys: 1000,
         },
         Request::Status,
+        Request::Persisted {
+            object: object("k"),
+            version: Version(7),
+        },
     ]
 }
 
@@ -77,7 +81,8 @@ fn sample_responses() -> Vec<Response> {
             crc: 2,
             frame_bytes: 4096,
             write_type: WriteType::CacheThrough,
-            persisted: true,
+            persisted: false,
+            persist_failure: Some("PutObject: SlowDown".into()),
             replicas: vec![1],
         }),
         Response::Listing {
@@ -96,6 +101,12 @@ fn sample_responses() -> Vec<Response> {
             pinned_bytes: 2,
             evictable_bytes: 3,
             backlog_objects: 4,
+            backlog_bytes: 5,
+            backlog_oldest_ms: 6,
+            uploads_in_flight: 7,
+            uploads_done: 8,
+            upload_failures: 9,
+            last_upload_failure: Some("InternalError".into()),
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),
     ]

@@ -205,8 +205,8 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     // store's own persist FIFO.
     let to_persist = store.persist_queue(first.len() * 3 / 4);
     for object in &to_persist {
-        store.start_persist(object)?;
-        store.finish_persist(object)?;
+        store.start_persist(&object.id)?;
+        store.finish_persist(&object.id)?;
     }
     println!(
         "\n4. marked the oldest {} objects persisted (committed → persisting → persisted) as the persist\n   \

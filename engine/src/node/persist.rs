@@ -1,0 +1,376 @@
+//! The persist pipeline of one node: uploads the objects it is primary for, in commit
+//! order, to their buckets' under-stores, then tells the replicas.
+//!
+//! - **FIFO**: the store's persist queue, oldest commit first, after `initial_delay`.
+//! - **Bounds**: at most `concurrency` uploads and `max_bytes_in_flight` bytes in
+//!   flight (one upload always may run, whatever its size).
+//! - **Order per key** (invariant 5): one upload or delete per key at a time, in commit
+//!   order, so an older version never lands after a newer one and a delete is never
+//!   undone by an upload that was in flight before it.
+//! - **Failures**: each call is retried with backoff and jitter ([`RetryPolicy`]); an
+//!   upload that still fails goes back to the queue, is retried after
+//!   `failure_backoff`, and its reason shows in `head` and the node's status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fdw_net::placement::Member;
+use fdw_net::wire::{ObjectRef, Request, Response};
+use fdw_net::{BucketName, ObjectKey, transport};
+use fdw_persist::{
+    AnyUnderStore, ObjectBytes, RetryPolicy, S3Config, UnderStore, UnderStoreError,
+    UnderStoreLocation, upload, with_retry,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::NodeShared;
+use crate::store::{ObjectId, ObjectReader};
+
+/// Where and how a node persists.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    /// Bucket → its under-store.
+    pub buckets: BTreeMap<BucketName, UnderStoreLocation>,
+    /// Where buckets not listed go; `None`: they are not persisted (their objects stay
+    /// pinned in memory, and writes wait once memory is full of them).
+    pub default_location: Option<UnderStoreLocation>,
+    /// How to reach S3, for `s3://` locations.
+    pub s3: Option<S3Config>,
+    /// How long a committed object waits before its upload starts.
+    pub initial_delay: Duration,
+    /// Uploads in flight at most.
+    pub concurrency: usize,
+    /// Bytes in flight at most.
+    pub max_bytes_in_flight: u64,
+    /// Objects above this size go as multipart uploads of parts this size.
+    pub part_bytes: u64,
+    /// Retries of each call.
+    pub retry: RetryPolicy,
+    /// After an upload fails for good, how long before the object is tried again.
+    pub failure_backoff: Duration,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        Self {
+            buckets: BTreeMap::new(),
+            default_location: None,
+            s3: None,
+            initial_delay: Duration::ZERO,
+            concurrency: 8,
+            max_bytes_in_flight: 512 << 20,
+            part_bytes: 16 << 20,
+            retry: RetryPolicy::default(),
+            failure_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the pipeline has done, for the node's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct PersistStats {
+    pub uploads_in_flight: u32,
+    pub uploads_done: u64,
+    pub upload_failures: u64,
+    pub last_failure: Option<String>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    keys: HashSet<(BucketName, ObjectKey)>,
+    bytes: u64,
+}
+
+pub(super) struct Persister {
+    config: PersistConfig,
+    /// Opened under-stores, by location.
+    stores: BTreeMap<String, std::sync::Arc<AnyUnderStore>>,
+    in_flight: Mutex<InFlight>,
+    /// Objects whose last upload failed: why, and not before when to try again.
+    failures: Mutex<HashMap<ObjectId, (String, Instant)>>,
+    last_failure: Mutex<Option<String>>,
+    uploads_done: AtomicU64,
+    upload_failures: AtomicU64,
+    wake: Notify,
+}
+
+impl Persister {
+    /// Opens every configured under-store; a bad one stops the node from starting.
+    pub(super) fn new(config: PersistConfig) -> Result<Self, UnderStoreError> {
+        let mut stores = BTreeMap::new();
+        for location in config.buckets.values().chain(&config.default_location) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                stores.entry(location.to_string())
+            {
+                let store = AnyUnderStore::open(location, config.s3.as_ref())?;
+                slot.insert(std::sync::Arc::new(store));
+            }
+        }
+        Ok(Self {
+            config,
+            stores,
+            in_flight: Mutex::default(),
+            failures: Mutex::default(),
+            last_failure: Mutex::default(),
+            uploads_done: AtomicU64::new(0),
+            upload_failures: AtomicU64::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The under-store of `bucket`, if it has one, and the prefix of its keys there: none
+    /// for a bucket of its own, the bucket's name under the shared default location.
+    fn store_for(&self, bucket: &BucketName) -> Option<(std::sync::Arc<AnyUnderStore>, String)> {
+        let (location, prefix) = match self.config.buckets.get(bucket) {
+            Some(location) => (location, String::new()),
+            None => (self.config.default_location.as_ref()?, format!("{bucket}/")),
+        };
+        let store = self.stores.get(&location.to_string())?.clone();
+        Some((store, prefix))
+    }
+
+    /// A commit happened: look at the queue now rather than at the next tick.
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Why `id`'s last upload failed, while it waits to be tried again.
+    pub(super) fn failure(&self, id: &ObjectId) -> Option<String> {
+        let failures = self.failures.lock().expect("persist failures");
+        failures.get(id).map(|(why, _)| why.clone())
+    }
+
+    pub(super) fn stats(&self) -> PersistStats {
+        PersistStats {
+            uploads_in_flight: self.in_flight.lock().expect("persist in flight").keys.len() as u32,
+            uploads_done: self.uploads_done.load(Ordering::Relaxed),
+            upload_failures: self.upload_failures.load(Ordering::Relaxed),
+            last_failure: self.last_failure.lock().expect("last failure").clone(),
+        }
+    }
+}
+
+/// How often the queue is looked at without a commit to wake it: the granularity of
+/// `initial_delay` and of retries after a failure.
+const TICK: Duration = Duration::from_millis(50);
+/// Queue entries looked at per pass.
+const SCAN: usize = 4096;
+
+/// The pipeline's loop; ends when the node shuts down.
+pub(super) async fn run(node: std::sync::Arc<NodeShared>) {
+    let mut last_log = Instant::now();
+    while !node.draining.load(Ordering::Acquire) {
+        schedule(&node);
+        // A backlog that is not draining is worth a line in the log, at a sensible rate.
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            let stats = node.store.stats();
+            if stats.backlog_objects > 0 {
+                tracing::info!(
+                    node = node.me.id,
+                    objects = stats.backlog_objects,
+                    bytes = stats.backlog_bytes,
+                    oldest = ?stats.oldest_unpersisted_age,
+                    "persist backlog"
+                );
+            }
+            last_log = Instant::now();
+        }
+        tokio::select! {
+            _ = node.persister.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Starts every upload the bounds allow, oldest first.
+fn schedule(node: &std::sync::Arc<NodeShared>) {
+    let persister = &node.persister;
+    let now = Instant::now();
+    for queued in node.store.persist_queue(SCAN) {
+        if queued.committed_at + persister.config.initial_delay > now {
+            break; // the rest of the FIFO is younger still
+        }
+        let retry_after = persister
+            .failures
+            .lock()
+            .expect("persist failures")
+            .get(&queued.id)
+            .map(|(_, after)| *after);
+        if retry_after.is_some_and(|after| after > now) {
+            continue;
+        }
+        let Some((under_store, prefix)) = persister.store_for(&queued.id.bucket) else {
+            continue;
+        };
+        {
+            let mut in_flight = persister.in_flight.lock().expect("persist in flight");
+            let key = (queued.id.bucket.clone(), queued.id.key.clone());
+            if in_flight.keys.len() >= persister.config.concurrency {
+                break;
+            }
+            if !in_flight.keys.is_empty()
+                && in_flight.bytes + queued.len > persister.config.max_bytes_in_flight
+            {
+                break;
+            }
+            if in_flight.keys.contains(&key) {
+                continue; // an older version or delete of this key is on its way
+            }
+            let reader = match node.store.start_persist(&queued.id) {
+                Ok(reader) => reader,
+                Err(err) => {
+                    tracing::debug!(id = %queued.id, "not persisting: {err}");
+                    continue;
+                }
+            };
+            in_flight.keys.insert(key);
+            in_flight.bytes += queued.len;
+            tokio::spawn(persist_one(
+                node.clone(),
+                under_store,
+                format!("{prefix}{}", queued.id.key),
+                queued.id,
+                queued.len,
+                reader,
+            ));
+        }
+    }
+}
+
+/// Uploads (or, for a tombstone, deletes) one version, then records the outcome.
+async fn persist_one(
+    node: std::sync::Arc<NodeShared>,
+    under_store: std::sync::Arc<AnyUnderStore>,
+    key: String,
+    id: ObjectId,
+    len: u64,
+    reader: Option<ObjectReader>,
+) {
+    let persister = &node.persister;
+    let config = &persister.config;
+    let key = key.as_str();
+    let result = match reader {
+        Some(reader) => match object_bytes(&reader, node.store.pool().chunk_size() as u64) {
+            Ok(object) => upload(
+                under_store.as_ref(),
+                key,
+                &object,
+                config.part_bytes,
+                &config.retry,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+            // A chunk that no longer matches its CRC must not reach the under-store.
+            Err(err) => Err(err),
+        },
+        None => {
+            let mut retries = 0;
+            with_retry(&config.retry, &mut retries, || under_store.delete(key))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => {
+            if let Err(err) = node.store.finish_persist(&id) {
+                tracing::warn!(%id, "persisted, but the store refused the state: {err}");
+            }
+            persister
+                .failures
+                .lock()
+                .expect("persist failures")
+                .remove(&id);
+            persister.uploads_done.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%id, len, "persisted");
+            tell_replicas(&node, &id).await;
+        }
+        Err(reason) => {
+            let _ = node.store.fail_persist(&id);
+            tracing::warn!(%id, "upload failed, will retry: {reason}");
+            persister.upload_failures.fetch_add(1, Ordering::Relaxed);
+            *persister.last_failure.lock().expect("last failure") = Some(format!("{id}: {reason}"));
+            persister.failures.lock().expect("persist failures").insert(
+                id.clone(),
+                (reason, Instant::now() + config.failure_backoff),
+            );
+        }
+    }
+    {
+        let mut in_flight = persister.in_flight.lock().expect("persist in flight");
+        in_flight.keys.remove(&(id.bucket.clone(), id.key.clone()));
+        in_flight.bytes -= len;
+    }
+    persister.wake();
+}
+
+/// The object's chunks, by reference, every one verified.
+fn object_bytes(reader: &ObjectReader, chunk_bytes: u64) -> Result<ObjectBytes, String> {
+    let chunks = reader.shared_chunks().map_err(|e| e.to_string())?;
+    let (chunks, chunk_crcs) = chunks.into_iter().unzip();
+    Ok(ObjectBytes {
+        chunks,
+        chunk_crcs,
+        chunk_bytes,
+        crc: reader.meta().crc,
+    })
+}
+
+/// Tells the other members that hold `id` that it is persisted, so their copies become
+/// evictable. Every other member is told (those without the version ignore it): the
+/// primary does not remember which replicas acknowledged. A member that cannot be
+/// reached is tried again with backoff for a while, in the background; one that stays
+/// unreachable keeps its copy pinned until it learns otherwise (the rejoin work of the
+/// fault-tolerance issue).
+async fn tell_replicas(node: &std::sync::Arc<NodeShared>, id: &ObjectId) {
+    let request = Request::Persisted {
+        object: ObjectRef {
+            bucket: id.bucket.clone(),
+            key: id.key.clone(),
+        },
+        version: id.version,
+    }
+    .encode();
+    for member in node.placement.preference_list(&id.bucket, &id.key) {
+        if member.id == node.me.id {
+            continue;
+        }
+        let (node, member, request, id) =
+            (node.clone(), member.clone(), request.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(50);
+            for attempt in 1..=TELL_ATTEMPTS {
+                match tell(&node, &member, &request).await {
+                    Ok(()) => return,
+                    Err(err) if attempt == TELL_ATTEMPTS => {
+                        tracing::warn!(%id, peer = member.id, "replica not told it is persisted: {err}");
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Tries to tell a replica, with backoff doubling from 50 ms: about a minute in all.
+const TELL_ATTEMPTS: u32 = 16;
+
+async fn tell(node: &NodeShared, member: &Member, request: &[u8]) -> Result<(), String> {
+    let connection = node.peers.connection(member).await?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    transport::write_message(&mut send, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    match transport::within(node.request_timeout, transport::read_response(&mut recv)).await {
+        Ok(Response::Stored { .. }) => Ok(()),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(err) => Err(err.to_string()),
+    }
+}

@@ -1,0 +1,311 @@
+//! The persist pipeline end to end: a three-worker cluster in this process, the SDK, and
+//! a real S3 protocol server on loopback (s3s over s3s-fs, which verifies every CRC32
+//! it is sent), with faults injected between the pipeline and the server.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::time::Duration;
+
+use fdw_client::{Client, ClientConfig, ErrorKind, Replication, WriteType};
+use fdw_engine::node::PersistConfig;
+use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_net::{BucketName, ObjectKey};
+use fdw_persist::s3_server::{Fault, S3Server};
+use fdw_persist::{RetryPolicy, S3Store, UnderStore, UnderStoreLocation};
+
+const BUCKET: &str = "stage-1";
+const CHUNK: usize = 64 * 1024;
+
+struct Setup {
+    _root: tempfile::TempDir,
+    server: S3Server,
+    /// The bucket's objects as the pipeline writes them.
+    s3: S3Store,
+    cluster: LocalCluster,
+    client: Client,
+}
+
+fn pool(size_bytes: usize) -> PoolConfig {
+    PoolConfig {
+        size_bytes,
+        chunk_size_bytes: CHUNK,
+        huge_pages: HugePagePolicy::Off,
+        populate: false,
+        lock: false,
+    }
+}
+
+/// A cluster whose bucket persists to `s3://lake/fdw` on the in-process server.
+async fn setup(pool_bytes: usize, tune: impl Fn(&mut PersistConfig)) -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("lake")).unwrap();
+    let server = S3Server::start(root.path()).await.unwrap();
+    let s3_config = server.config();
+    let cluster = LocalCluster::start(3, pool(pool_bytes), |c| {
+        c.persist.s3 = Some(s3_config.clone());
+        c.persist.buckets.insert(
+            BucketName::new(BUCKET).unwrap(),
+            "s3://lake/fdw".parse().unwrap(),
+        );
+        c.persist.part_bytes = 5 << 20;
+        c.persist.retry = RetryPolicy {
+            attempts: 3,
+            base_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+        };
+        c.persist.failure_backoff = Duration::from_millis(100);
+        if let Some(store) = c.store.as_mut() {
+            store.backpressure_timeout = Duration::from_secs(1);
+        }
+        tune(&mut c.persist);
+    })
+    .await
+    .unwrap();
+    let client = Client::connect(
+        ClientConfig::new(cluster.members().to_vec()),
+        &cluster.client_identity("client").unwrap(),
+    )
+    .await
+    .unwrap();
+    Setup {
+        s3: S3Store::new(&s3_config, "lake", "fdw"),
+        _root: root,
+        server,
+        cluster,
+        client,
+    }
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13) ^ seed ^ (i >> 10) as u8)
+        .collect()
+}
+
+/// Polls `done` every 20 ms for up to 30 s.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..1500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Whether no node has anything left to persist: uploaded at the primary, and every
+/// replica told.
+async fn drained(client: &Client) -> bool {
+    client
+        .status()
+        .await
+        .into_iter()
+        .all(|(_, s)| s.is_ok_and(|s| s.backlog_objects == 0 && s.uploads_in_flight == 0))
+}
+
+/// Waits until [`drained`], showing every node's status if it never is.
+async fn wait_drained(client: &Client) {
+    for _ in 0..1500 {
+        if drained(client).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the backlog never drained: {:#?}", client.status().await);
+}
+
+fn memory_state(cluster: &LocalCluster, key: &str) -> Vec<(u16, bool)> {
+    let (bucket, key) = (
+        BucketName::new(BUCKET).unwrap(),
+        ObjectKey::new(key).unwrap(),
+    );
+    (0..3)
+        .filter_map(|id| {
+            let meta = cluster.node(id)?.store().head(&bucket, &key).ok()?;
+            Some((id, meta.state == fdw_engine::store::ObjectState::Persisted))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_objects_reach_s3_checksummed_and_every_replica_learns_it() {
+    let s = setup(128 << 20, |_| {}).await;
+    let small = bytes(100_000, 1);
+    let large = bytes((12 << 20) + 777, 2); // three parts of 5 MiB at most
+    s.client.put(BUCKET, "small", &small).await.unwrap();
+    s.client.put(BUCKET, "dir/large", &large).await.unwrap();
+    wait_drained(&s.client).await;
+
+    assert_eq!(s.s3.get("small", None).await.unwrap(), small[..]);
+    assert_eq!(s.s3.get("dir/large", None).await.unwrap(), large[..]);
+    assert_eq!(s.server.requests("PutObject"), 1);
+    assert_eq!(s.server.requests("UploadPart"), 3);
+    assert!(s.server.open_uploads().is_empty());
+    // Both replicas of each object hold it as persisted: evictable memory.
+    for key in ["small", "dir/large"] {
+        assert_eq!(
+            memory_state(&s.cluster, key)
+                .iter()
+                .filter(|(_, persisted)| *persisted)
+                .count(),
+            2,
+            "{key}: {:?}",
+            memory_state(&s.cluster, key)
+        );
+    }
+    let head = s.client.head(BUCKET, "dir/large").await.unwrap();
+    assert!(head.persisted);
+    assert_eq!(head.persist_failure, None);
+    let uploads: u64 = s
+        .client
+        .status()
+        .await
+        .into_iter()
+        .map(|(_, st)| st.unwrap().uploads_done)
+        .sum();
+    assert_eq!(uploads, 2);
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_while_the_older_version_uploads_ends_with_the_newer() {
+    let s = setup(128 << 20, |_| {}).await;
+    // v1's upload is slow; v2 is committed while it is in flight.
+    s.server
+        .inject("PutObject", Fault::Delay(Duration::from_millis(400)), 1);
+    let v1 = bytes(50_000, 3);
+    let v2 = bytes(40_000, 4);
+    s.client.put(BUCKET, "k", &v1).await.unwrap();
+    eventually("v1's upload has started", async || {
+        s.server.requests("PutObject") >= 1
+    })
+    .await;
+    s.client.put(BUCKET, "k", &v2).await.unwrap();
+    wait_drained(&s.client).await;
+    assert_eq!(
+        s.s3.get("k", None).await.unwrap(),
+        v2[..],
+        "the older version must never land after the newer"
+    );
+    assert_eq!(s.server.requests("PutObject"), 2);
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_during_the_upload_leaves_the_key_absent() {
+    let s = setup(128 << 20, |_| {}).await;
+    s.server
+        .inject("PutObject", Fault::Delay(Duration::from_millis(400)), 1);
+    s.client
+        .put(BUCKET, "gone", &bytes(30_000, 5))
+        .await
+        .unwrap();
+    eventually("the upload has started", async || {
+        s.server.requests("PutObject") >= 1
+    })
+    .await;
+    s.client.delete(BUCKET, "gone").await.unwrap();
+    wait_drained(&s.client).await;
+    assert_eq!(s.s3.head("gone").await.unwrap(), None, "never resurrected");
+    assert_eq!(s.server.requests("DeleteObject"), 1);
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_visible_retried_and_leave_no_multipart_upload_open() {
+    let s = setup(128 << 20, |_| {}).await;
+    // Every part fails for a while: each attempt aborts its upload, and the object
+    // waits in the queue with the reason shown.
+    s.server.inject("UploadPart", Fault::SlowDown, 1000);
+    let data = bytes(6 << 20, 6);
+    s.client.put(BUCKET, "big", &data).await.unwrap();
+    eventually("the failure shows in head", async || {
+        s.client
+            .head(BUCKET, "big")
+            .await
+            .is_ok_and(|h| h.persist_failure.is_some_and(|f| f.contains("SlowDown")))
+    })
+    .await;
+    let failing = s.client.status().await;
+    assert!(failing.iter().any(|(_, st)| {
+        st.as_ref()
+            .is_ok_and(|st| st.upload_failures > 0 && st.last_upload_failure.is_some())
+    }));
+    assert!(
+        s.server.open_uploads().is_empty(),
+        "failed uploads are aborted"
+    );
+
+    s.server.clear_faults();
+    wait_drained(&s.client).await;
+    assert_eq!(s.s3.get("big", None).await.unwrap(), data[..]);
+    assert!(s.server.open_uploads().is_empty());
+    let head = s.client.head(BUCKET, "big").await.unwrap();
+    assert!(head.persisted && head.persist_failure.is_none());
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_full_of_unpersisted_data_waits_fails_then_recovers() {
+    // 16 MiB pools: the unpersisted limit is about 14 MiB per node.
+    let s = setup(16 << 20, |_| {}).await;
+    s.server.inject("PutObject", Fault::InternalError, 100_000);
+    let one_mib = bytes(1 << 20, 7);
+    let replication = Replication {
+        write_type: WriteType::AsyncThrough,
+        replicas: 3,
+        quorum: 3,
+    };
+    let mut refused = None;
+    for i in 0..40 {
+        match s
+            .client
+            .put_with(BUCKET, &format!("fill/{i}"), &one_mib, replication)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("memory full of unpersisted data refuses writes");
+    assert_eq!(err.kind(), ErrorKind::ClusterFull, "{err}");
+    assert!(err.to_string().contains("backlog"), "{err}");
+
+    s.server.clear_faults();
+    wait_drained(&s.client).await;
+    s.client
+        .put_with(BUCKET, "after", &one_mib, replication)
+        .await
+        .unwrap();
+    s.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_directory_is_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let location: UnderStoreLocation = format!("file://{}", dir.path().display()).parse().unwrap();
+    let cluster = LocalCluster::start(3, pool(64 << 20), |c| {
+        c.persist.default_location = Some(location.clone());
+    })
+    .await
+    .unwrap();
+    let client = Client::connect(
+        ClientConfig::new(cluster.members().to_vec()),
+        &cluster.client_identity("client").unwrap(),
+    )
+    .await
+    .unwrap();
+    let data = bytes(300_000, 8);
+    client.put("any-bucket", "a/b/c.csv", &data).await.unwrap();
+    wait_drained(&client).await;
+    // Buckets without a location of their own share the default, each under its name.
+    let file = dir.path().join("any-bucket/a/b/c.csv");
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    client.delete("any-bucket", "a/b/c.csv").await.unwrap();
+    wait_drained(&client).await;
+    assert!(!file.exists());
+    cluster.shutdown().await;
+}
