@@ -494,6 +494,49 @@ impl Client {
         .await
     }
 
+    /// Waits until the under-store has `version` of the object, or a newer one, checking
+    /// every 20 ms for up to `timeout`. On timeout the error says why the upload has not
+    /// finished, if the primary knows.
+    pub async fn wait_persisted(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Version,
+        timeout: Duration,
+    ) -> Result<ObjectInfo, Error> {
+        // The last upload failure seen, to explain a timeout.
+        let last = std::sync::Mutex::new(None);
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                // Every holder answers for itself; the primary knows about failures.
+                match self.head(bucket, key).await {
+                    Ok(info) if info.persisted && info.version >= version => return Ok(info),
+                    Ok(info) if info.version > version => return Ok(info),
+                    Ok(info) => {
+                        if let Some(failure) = info.persist_failure {
+                            *last.lock().expect("unpoisoned") = Some(failure);
+                        }
+                    }
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            let why = last.lock().expect("unpoisoned").take();
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{bucket}/{key}@{version} is not persisted after {timeout:?}{}",
+                    why.map(|w| format!("; last upload failure: {w}"))
+                        .unwrap_or_default()
+                ),
+            ))
+        })
+    }
+
     /// Deletes the key: a tombstone replicated like a put.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Version, Error> {
         let object = Self::object(bucket, key)?;

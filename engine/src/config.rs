@@ -39,6 +39,7 @@
 //! part_size = "16MiB"            # larger objects go multipart, in parts this size
 //! retry_attempts = 6             # tries per call, with exponential backoff and jitter
 //! failure_backoff = "1s"         # an upload that failed is tried again after this
+//! ack_timeout = "60s"            # CACHE_THROUGH / THROUGH puts wait this long at most
 //!
 //! [s3]                           # for s3:// locations; keys come from AWS_ACCESS_KEY_ID,
 //! endpoint = "http://minio:9000" # AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
@@ -236,6 +237,9 @@ pub struct PersistSection {
     /// Wait before an upload that failed is tried again.
     #[serde(deserialize_with = "duration")]
     pub failure_backoff: Duration,
+    /// Longest wait of a CACHE_THROUGH or THROUGH put for its upload.
+    #[serde(deserialize_with = "duration")]
+    pub ack_timeout: Duration,
 }
 
 impl Default for PersistSection {
@@ -249,6 +253,7 @@ impl Default for PersistSection {
             part_size: ByteSize::b(defaults.part_bytes),
             retry_attempts: defaults.retry.attempts,
             failure_backoff: defaults.failure_backoff,
+            ack_timeout: defaults.ack_timeout,
         }
     }
 }
@@ -434,6 +439,7 @@ impl Config {
                 ..RetryPolicy::default()
             },
             failure_backoff: p.failure_backoff,
+            ack_timeout: p.ack_timeout,
         })
     }
 

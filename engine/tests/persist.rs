@@ -309,3 +309,73 @@ async fn a_local_directory_is_the_embedded_default() {
     assert!(!file.exists());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_types_decide_when_and_whether_the_under_store_is_written() {
+    let s = setup(64 << 20, |p| p.ack_timeout = Duration::from_millis(500)).await;
+    let with = |write_type| Replication {
+        write_type,
+        replicas: 2,
+        quorum: 2,
+    };
+    let data = bytes(70_000, 9);
+
+    // CACHE_THROUGH and THROUGH: acknowledged only once the under-store has it.
+    for (key, write_type) in [("ct", WriteType::CacheThrough), ("t", WriteType::Through)] {
+        s.client
+            .put_with(BUCKET, key, &data, with(write_type))
+            .await
+            .unwrap();
+        assert_eq!(s.s3.get(key, None).await.unwrap(), data[..], "{key}");
+    }
+
+    // MUST_CACHE: never persisted.
+    s.client
+        .put_with(BUCKET, "mc", &data, with(WriteType::MustCache))
+        .await
+        .unwrap();
+    // ASYNC_THROUGH: acknowledged first; the SDK can wait for the upload.
+    let receipt = s.client.put(BUCKET, "at", &data).await.unwrap();
+    let info = s
+        .client
+        .wait_persisted(BUCKET, "at", receipt.version, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(info.persisted);
+    assert_eq!(s.s3.get("at", None).await.unwrap(), data[..]);
+    wait_drained(&s.client).await;
+    assert_eq!(
+        s.s3.head("mc").await.unwrap(),
+        None,
+        "MUST_CACHE stays in memory"
+    );
+    assert_eq!(s.client.get(BUCKET, "mc").await.unwrap(), data);
+
+    // An under-store that keeps failing: CACHE_THROUGH says so within its timeout,
+    // and wait_persisted gives the reason.
+    s.server.inject("PutObject", Fault::InternalError, 100_000);
+    let err = s
+        .client
+        .put_with(BUCKET, "ct-down", &data, with(WriteType::CacheThrough))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("under-store"), "{err}");
+    let receipt = s.client.put(BUCKET, "at-down", &data).await.unwrap();
+    let err = s
+        .client
+        .wait_persisted(
+            BUCKET,
+            "at-down",
+            receipt.version,
+            Duration::from_millis(800),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("InternalError"), "{err}");
+    s.server.clear_faults();
+    wait_drained(&s.client).await;
+    assert_eq!(s.s3.get("ct-down", None).await.unwrap(), data[..]);
+    s.cluster.shutdown().await;
+}

@@ -14,7 +14,8 @@ pub enum WriteType {
     AsyncThrough,
     /// Acknowledged only after the under-store has it too.
     CacheThrough,
-    /// Written to the under-store only.
+    /// Written through to the under-store, acknowledged once it is there; the memory
+    /// copy is a cache entry from the start (evictable as soon as it is persisted).
     Through,
 }
 
@@ -40,6 +41,11 @@ impl WriteType {
     /// Whether objects written this way go to the under-store at all.
     pub fn persists(self) -> bool {
         self != WriteType::MustCache
+    }
+
+    /// Whether the write is acknowledged only once the under-store has it.
+    pub fn acks_after_persist(self) -> bool {
+        matches!(self, WriteType::CacheThrough | WriteType::Through)
     }
 }
 

@@ -12,6 +12,7 @@
 //! on the persist path.
 
 use std::ffi::CString;
+use std::hash::BuildHasher;
 use std::io;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
@@ -31,25 +32,30 @@ const RING_ENTRIES: u32 = 64;
 /// Temporary files and open multipart uploads live under this directory of the root,
 /// which listings skip.
 const WORK_DIR: &str = ".fdw-tmp";
+/// Temporary files older than this are leftovers of a crash, removed at start-up. Younger
+/// ones may belong to another node sharing the directory, mid-write.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A directory of objects.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: Arc<PathBuf>,
+    /// Random per instance: several nodes (or processes) may share the directory, and
+    /// their temporary files must never collide.
+    instance: u64,
     next_tmp: Arc<AtomicU64>,
 }
 
 impl LocalDir {
-    /// The store under `root`, created if missing. Temporary files left by a crash are
-    /// removed.
+    /// The store under `root`, created if missing. Temporary files a crash left behind
+    /// (older than an hour) are removed.
     pub fn new(root: &Path) -> io::Result<Self> {
         let work = root.join(WORK_DIR);
-        if work.exists() {
-            std::fs::remove_dir_all(&work)?;
-        }
         std::fs::create_dir_all(&work)?;
+        remove_leftovers(&work, LEFTOVER_AGE)?;
         Ok(Self {
             root: Arc::new(root.to_path_buf()),
+            instance: std::hash::RandomState::new().hash_one(std::process::id()),
             next_tmp: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -78,7 +84,7 @@ impl LocalDir {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         self.root
             .join(WORK_DIR)
-            .join(format!("{what}-{}-{n}", std::process::id()))
+            .join(format!("{what}-{:016x}-{n}", self.instance))
     }
 
     /// Writes `payload` durably at `path` (see the module docs), on the blocking pool.
@@ -119,6 +125,27 @@ impl LocalDir {
     fn upload_dir(&self, upload_id: &str) -> PathBuf {
         self.root.join(WORK_DIR).join(upload_id)
     }
+}
+
+/// Removes what in `work` was last modified more than `age` ago.
+fn remove_leftovers(work: &Path, age: std::time::Duration) -> io::Result<()> {
+    for entry in std::fs::read_dir(work)? {
+        let entry = entry?;
+        let old = entry
+            .metadata()?
+            .modified()?
+            .elapsed()
+            .is_ok_and(|elapsed| elapsed > age);
+        if old {
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(path)?;
+            } else {
+                std::fs::remove_file(path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 thread_local! {

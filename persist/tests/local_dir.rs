@@ -141,6 +141,31 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_sharing_a_directory_never_mix_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<_> = (0..3).map(|_| LocalDir::new(dir.path()).unwrap()).collect();
+    let mut writes = Vec::new();
+    for round in 0..20u8 {
+        for (i, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            let body = data(50_000 + i * 1000, round ^ i as u8);
+            let key = format!("k{i}-{round}");
+            writes.push(tokio::spawn(async move {
+                store
+                    .put_object(&key, Payload::from_bytes(body.clone().into()))
+                    .await
+                    .unwrap();
+                (key, body)
+            }));
+        }
+    }
+    for write in writes {
+        let (key, body) = write.await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join(&key)).unwrap(), body, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalDir::new(dir.path()).unwrap();
@@ -151,9 +176,20 @@ async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");
     }
-    // A temporary file a crash left behind is removed at start-up, never listed.
-    std::fs::write(dir.path().join(".fdw-tmp/object-1-1"), b"torn").unwrap();
+    // A temporary file is never listed. One a crash left behind long ago is removed at
+    // start-up; a fresh one may be another node's, mid-write, and stays.
+    let leftover = dir.path().join(".fdw-tmp/object-1-1");
+    let fresh = dir.path().join(".fdw-tmp/object-2-1");
+    std::fs::write(&leftover, b"torn").unwrap();
+    std::fs::write(&fresh, b"in flight").unwrap();
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     let store = LocalDir::new(dir.path()).unwrap();
-    assert_eq!(work_files(dir.path()), 0);
+    assert!(!leftover.exists() && fresh.exists());
     assert!(store.list("").await.unwrap().is_empty());
 }

@@ -91,7 +91,10 @@ async fn put_get_head_ls_rm_and_status() {
 
         let (ok, out, _) = fdw(&cli, &["status"]);
         assert_eq!(out.matches(" up ").count(), 3, "{out}");
-        assert!(ok && out.contains("unpersisted"), "{out}");
+        assert!(
+            ok && out.contains("unpersisted") && out.contains("uploads"),
+            "{out}"
+        );
     })
     .await
     .unwrap();

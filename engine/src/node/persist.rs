@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::NodeShared;
-use crate::store::{ObjectId, ObjectReader};
+use crate::store::{ObjectId, ObjectReader, ObjectState};
 
 /// Where and how a node persists.
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ pub struct PersistConfig {
     pub retry: RetryPolicy,
     /// After an upload fails for good, how long before the object is tried again.
     pub failure_backoff: Duration,
+    /// How long a `CACHE_THROUGH` or `THROUGH` put waits for its upload before it is
+    /// answered `Unavailable` (the object stays, and its upload goes on).
+    pub ack_timeout: Duration,
 }
 
 impl Default for PersistConfig {
@@ -65,6 +68,7 @@ impl Default for PersistConfig {
             part_bytes: 16 << 20,
             retry: RetryPolicy::default(),
             failure_backoff: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -95,6 +99,8 @@ pub(super) struct Persister {
     uploads_done: AtomicU64,
     upload_failures: AtomicU64,
     wake: Notify,
+    /// An upload finished.
+    persisted: Notify,
 }
 
 impl Persister {
@@ -118,6 +124,7 @@ impl Persister {
             uploads_done: AtomicU64::new(0),
             upload_failures: AtomicU64::new(0),
             wake: Notify::new(),
+            persisted: Notify::new(),
         })
     }
 
@@ -135,6 +142,33 @@ impl Persister {
     /// A commit happened: look at the queue now rather than at the next tick.
     pub(super) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Waits until the under-store has `id` (or a newer version replaced it before it was
+    /// uploaded), up to `ack_timeout`; the error says why not.
+    pub(super) async fn wait_persisted(
+        &self,
+        store: &crate::store::ObjectStore,
+        id: &ObjectId,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.config.ack_timeout;
+        loop {
+            let finished = self.persisted.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            match store.get_version(id) {
+                Ok(reader) if reader.meta().state != ObjectState::Persisted => {}
+                _ => return Ok(()),
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return Err(self.failure(id).unwrap_or_else(|| {
+                    format!(
+                        "its upload did not finish within {:?}",
+                        self.config.ack_timeout
+                    )
+                }));
+            }
+        }
     }
 
     /// Why `id`'s last upload failed, while it waits to be tried again.
@@ -285,6 +319,7 @@ async fn persist_one(
                 .expect("persist failures")
                 .remove(&id);
             persister.uploads_done.fetch_add(1, Ordering::Relaxed);
+            persister.persisted.notify_waiters();
             tracing::debug!(%id, len, "persisted");
             tell_replicas(&node, &id).await;
         }
@@ -320,10 +355,11 @@ fn object_bytes(reader: &ObjectReader, chunk_bytes: u64) -> Result<ObjectBytes, 
 }
 
 /// Tells the other members that hold `id` that it is persisted, so their copies become
-/// evictable. Every other member is told (those without the version ignore it): the
-/// primary does not remember which replicas acknowledged. A member that cannot be
-/// reached is tried again with backoff for a while, in the background; one that stays
-/// unreachable keeps its copy pinned until it learns otherwise (the rejoin work of the
+/// evictable. Every other member of the preference list is told: the primary does not
+/// remember which replicas acknowledged. A member that cannot be reached, or has not
+/// committed the version yet (an upload can finish before a slow replica commits), is
+/// tried again with backoff for about a minute, in the background; one that never
+/// answers keeps its copy pinned until it learns otherwise (the rejoin work of the
 /// fault-tolerance issue).
 async fn tell_replicas(node: &std::sync::Arc<NodeShared>, id: &ObjectId) {
     let request = Request::Persisted {
@@ -345,8 +381,9 @@ async fn tell_replicas(node: &std::sync::Arc<NodeShared>, id: &ObjectId) {
             for attempt in 1..=TELL_ATTEMPTS {
                 match tell(&node, &member, &request).await {
                     Ok(()) => return,
+                    // Members past the replica set never had the version: expected.
                     Err(err) if attempt == TELL_ATTEMPTS => {
-                        tracing::warn!(%id, peer = member.id, "replica not told it is persisted: {err}");
+                        tracing::debug!(%id, peer = member.id, "replica not told it is persisted: {err}");
                     }
                     Err(_) => {
                         tokio::time::sleep(wait).await;

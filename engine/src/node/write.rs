@@ -198,7 +198,21 @@ async fn coordinate_put(
         Response::Stored { crc, .. } => {
             quorum.ack(node.me.id);
             await_quorum(node, forwards, &mut quorum).await;
-            decided(&quorum, version, crc)
+            let response = decided(&quorum, version, crc);
+            if matches!(response, Response::Stored { .. })
+                && header.replication.write_type.acks_after_persist()
+            {
+                let id = object_id(&header.object.bucket, &header.object.key, version);
+                if let Err(why) = node.persister.wait_persisted(&node.store, &id).await {
+                    let message = format!(
+                        "{id} is in memory on {} replicas but the under-store does not have it \
+                         yet ({why}); it keeps being uploaded",
+                        quorum.acked().len()
+                    );
+                    return Response::error(ErrorKind::Unavailable, message);
+                }
+            }
+            response
         }
         failure => {
             for mut forward in forwards {

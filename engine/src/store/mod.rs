@@ -463,11 +463,20 @@ impl ObjectStore {
     }
 
     /// `committed → persisted` on a replica: the primary has persisted `id`. Its memory
-    /// becomes evictable. A version this node no longer has is no error: a newer one
-    /// superseded it.
+    /// becomes evictable. A version superseded here meanwhile is no error; one that has
+    /// not arrived yet (the primary can finish its upload before a replica commits) is
+    /// [`StoreError::VersionNotFound`], for the primary to try again.
     pub fn mark_persisted(&self, id: &ObjectId) -> Result<(), StoreError> {
-        let released = match self.index().mark_persisted(id, &self.shared.accounting) {
-            Err(StoreError::VersionNotFound(_)) => return Ok(()),
+        // Bound first, so the index lock is released before the match looks again.
+        let marked = self.index().mark_persisted(id, &self.shared.accounting);
+        let released = match marked {
+            Err(StoreError::VersionNotFound(_))
+                if self
+                    .newest_version(&id.bucket, &id.key)
+                    .is_some_and(|newest| newest >= id.version) =>
+            {
+                return Ok(());
+            }
             other => other?,
         };
         drop(released);

@@ -710,6 +710,15 @@ async fn replicas_wait_for_the_primary_to_say_persisted() {
     let stats = store.stats();
     assert_eq!((stats.backlog_objects, stats.pinned_bytes), (0, 0));
     assert_eq!(stats.evictable_bytes, pinned);
-    // A version the replica no longer has (superseded) is no error either.
+    // A version that has not arrived yet is: the primary tries again later.
+    assert!(matches!(
+        store.mark_persisted(&id("k", 9)),
+        Err(StoreError::VersionNotFound(_))
+    ));
+    // One superseded here meanwhile is no error.
+    store
+        .put(id("k", 10), WriteType::AsyncThrough, &[1; 10])
+        .await
+        .unwrap();
     store.mark_persisted(&id("k", 9)).unwrap();
 }

@@ -155,21 +155,41 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status => {
             println!(
-                "{:<10} {:<22} {:<6} {:>10} {:>12} {:>12} {:>8}",
-                "member", "address", "state", "pool", "unpersisted", "evictable", "backlog"
+                "{:<10} {:<22} {:<6} {:>10} {:>12} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8}",
+                "member",
+                "address",
+                "state",
+                "pool",
+                "unpersisted",
+                "evictable",
+                "backlog",
+                "bytes",
+                "oldest",
+                "uploads",
+                "failed"
             );
+            let mut failures = Vec::new();
             for (member, status) in client.status().await {
                 match status {
-                    Ok(s) => println!(
-                        "{:<10} {:<22} {:<6} {:>10} {:>12} {:>12} {:>8}",
-                        member.name,
-                        member.addr.to_string(),
-                        "up",
-                        ByteSize(s.pool_bytes).to_string(),
-                        ByteSize(s.pinned_bytes).to_string(),
-                        ByteSize(s.evictable_bytes).to_string(),
-                        s.backlog_objects
-                    ),
+                    Ok(s) => {
+                        println!(
+                            "{:<10} {:<22} {:<6} {:>10} {:>12} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8}",
+                            member.name,
+                            member.addr.to_string(),
+                            "up",
+                            ByteSize(s.pool_bytes).to_string(),
+                            ByteSize(s.pinned_bytes).to_string(),
+                            ByteSize(s.evictable_bytes).to_string(),
+                            s.backlog_objects,
+                            ByteSize(s.backlog_bytes).to_string(),
+                            format!("{:.1}s", s.backlog_oldest_ms as f64 / 1e3),
+                            format!("{}+{}", s.uploads_done, s.uploads_in_flight),
+                            s.upload_failures,
+                        );
+                        if let Some(failure) = s.last_upload_failure {
+                            failures.push(format!("{}: {failure}", member.name));
+                        }
+                    }
                     Err(err) => println!(
                         "{:<10} {:<22} {:<6} {}",
                         member.name,
@@ -178,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
                         err
                     ),
                 }
+            }
+            for failure in failures {
+                println!("last upload failure on {failure}");
             }
         }
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, ensure};
 use bytesize::ByteSize;
 use fdw_client::{Client, ClientConfig, Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_persist::UnderStoreLocation;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -18,6 +19,8 @@ pub(crate) struct Settings {
     pub(crate) quorum: u8,
     pub(crate) objects: usize,
     pub(crate) seed: u64,
+    /// Where to persist; `None` for a temporary directory.
+    pub(crate) under_store: Option<std::path::PathBuf>,
 }
 
 /// Object sizes written, each `objects / SIZES.len()` times.
@@ -100,9 +103,25 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         populate: true,
         lock: false,
     };
-    let cluster = LocalCluster::start(settings.nodes, pool, |_| {})
-        .await
-        .context("start the local cluster")?;
+    let (under_store, temporary) = match &settings.under_store {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("fdw-demo-under-store-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&under_store)
+        .with_context(|| format!("create {}", under_store.display()))?;
+    let under_store = under_store.canonicalize()?;
+    let location: UnderStoreLocation = format!("file://{}", under_store.display())
+        .parse()
+        .context("under-store location")?;
+    println!("  persisting to {location} (the embedded default under-store)");
+    let cluster = LocalCluster::start(settings.nodes, pool, |c| {
+        c.persist.default_location = Some(location.clone());
+    })
+    .await
+    .context("start the local cluster")?;
     for member in cluster.members() {
         let node = cluster.node(member.id).context("node just started")?;
         println!(
@@ -149,6 +168,32 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     puts.print("put: acknowledged once W replicas hold the whole object in memory");
 
+    let started = Instant::now();
+    let drained = wait_drained(&client, Duration::from_secs(120)).await;
+    ensure!(drained, "the persist backlog did not drain within 120 s");
+    let drain = started.elapsed();
+    // Every object is in the under-store, byte for byte (buckets without a location of
+    // their own sit under the default, in a directory named after the bucket).
+    let mut bytes = 0u64;
+    for (n, (key, _, len)) in keys.iter().enumerate() {
+        let path = under_store.join("demo").join(key);
+        let stored = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        ensure!(
+            stored == object(settings.seed, n, *len),
+            "{} differs from what was written",
+            path.display()
+        );
+        bytes += stored.len() as u64;
+    }
+    println!(
+        "persisted: all {} objects ({}) in {} byte-identical, {:.0?} after the last put \
+         was acknowledged",
+        keys.len(),
+        ByteSize(bytes),
+        under_store.display(),
+        drain
+    );
+
     let mut gets = Latencies::new()?;
     for (n, (key, s, len)) in keys.iter().enumerate() {
         let started = Instant::now();
@@ -169,16 +214,37 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     for (member, status) in client.status().await {
         match status {
             Ok(s) => println!(
-                "  {}: up, pinned {} (unpersisted), evictable {}, backlog {} objects",
+                "  {}: up, pinned {} (unpersisted), evictable {}, backlog {} objects, \
+                 {} uploads done, {} failed attempts",
                 member.name,
                 ByteSize(s.pinned_bytes),
                 ByteSize(s.evictable_bytes),
-                s.backlog_objects
+                s.backlog_objects,
+                s.uploads_done,
+                s.upload_failures
             ),
             Err(err) => println!("  {}: {err}", member.name),
         }
     }
-    println!("  (no under-store yet: objects stay pinned until the persist pipeline exists)");
     cluster.shutdown().await;
+    if temporary {
+        std::fs::remove_dir_all(&under_store)?;
+    }
     Ok(())
+}
+
+/// Waits until no node has anything left to persist.
+async fn wait_drained(client: &Client, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let statuses = client.status().await;
+        if statuses
+            .iter()
+            .all(|(_, s)| s.as_ref().is_ok_and(|s| s.backlog_objects == 0))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }

@@ -43,6 +43,10 @@ struct Args {
     /// Seed of the object contents.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Directory the cluster demo persists to (the embedded default under-store); by
+    /// default a fresh one under the system's temporary directory, removed at the end.
+    #[arg(long, value_name = "DIR")]
+    under_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             quorum: args.quorum,
             objects: args.objects,
             seed: args.seed,
+            under_store: args.under_store,
         })),
         Some(Command::StoreDemo { huge_pages, lock }) => {
             runtime.block_on(store_demo::run(store_demo::Settings {
