@@ -3,6 +3,8 @@
 //!
 //! - `pool`: chunk alloc+free, alone and contended, beside a 64 KiB memcpy;
 //! - `checksum`: CRC32 beside memcpy of the same bytes, and CRC combining;
-//! - `transport`: fdw puts beside bare quinn request/response and streams, and bare TCP.
+//! - `transport`: fdw puts beside bare quinn request/response and streams, and bare TCP;
+//! - `persist`: the persist pipeline's drain to S3 beside plain aws-sdk-s3 uploads, and
+//!   the io_uring local-directory store beside `pwrite` + `fsync`.
 //!
 //! Run with `cargo bench -p fdw-benches`. The whole-system view is `fdw-bench`.

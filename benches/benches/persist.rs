@@ -1,0 +1,325 @@
+//! The persist pipeline against its baselines, in one run on one machine:
+//!
+//! 1. **Drain to S3.** `FDW_BENCH_PERSIST_BYTES` (default 1 GiB) of 64 MiB objects are put
+//!    into a three-worker cluster (R=1) whose pipeline waits `initial_delay` before
+//!    uploading, so that the measured window — from the first upload request the S3
+//!    server sees until every object is persisted — is the pipeline alone. Beside it,
+//!    plain aws-sdk-s3 multipart uploads of the same bytes from memory, with the same
+//!    part size and the same number of objects in flight. Both go to the same
+//!    in-process S3 server (s3s over s3s-fs on the local disk), which verifies every
+//!    CRC32.
+//! 2. **Local directory.** 64 objects of 4 MiB written durably (temporary file, writes,
+//!    fsync, rename, directory fsync) through fdw's io_uring store, and through plain
+//!    `pwrite` + `fsync` calls doing the same steps.
+//!
+//! Rounds alternate between each pair so the machine's noise falls on both alike. Run
+//! with `cargo bench -p fdw-benches --bench persist`.
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use fdw_client::{Client, ClientConfig, Replication, WriteType};
+use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_persist::s3_server::S3Server;
+use fdw_persist::{LocalDir, Payload, S3Store, UnderStore};
+use tokio::task::JoinSet;
+
+const OBJECT: usize = 64 << 20;
+const PART: u64 = 16 << 20;
+const CONCURRENCY: usize = 8;
+const ROUNDS: usize = 3;
+
+fn now() -> std::time::Instant {
+    #[allow(clippy::disallowed_methods)] // benchmark wall time is the measurement
+    std::time::Instant::now()
+}
+
+fn total_bytes() -> usize {
+    std::env::var("FDW_BENCH_PERSIST_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<bytesize::ByteSize>().ok())
+        .map_or(1 << 30, |b| b.as_u64() as usize)
+}
+
+fn object(n: usize, len: usize) -> Bytes {
+    let mut x = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
+}
+
+/// fdw: put every object, then time the pipeline's drain.
+async fn fdw_drain(server: &S3Server, objects: &[Bytes], round: usize) -> Duration {
+    let s3 = server.config();
+    let pool = PoolConfig {
+        // Enough for every object on one node, in whole 2 MiB pages.
+        size_bytes: (objects.len() * OBJECT + (256 << 20)).next_multiple_of(2 << 20),
+        chunk_size_bytes: 64 << 10,
+        huge_pages: HugePagePolicy::Auto,
+        populate: true,
+        lock: false,
+    };
+    let cluster = LocalCluster::start(3, pool, |c| {
+        c.persist.s3 = Some(s3.clone());
+        c.persist.default_location = Some("s3://lake/fdw".parse().expect("location"));
+        c.persist.initial_delay = Duration::from_secs(4);
+        c.persist.concurrency = CONCURRENCY;
+        c.persist.max_bytes_in_flight = (CONCURRENCY * OBJECT) as u64;
+        c.persist.part_bytes = PART;
+    })
+    .await
+    .expect("cluster");
+    let replication = Replication {
+        write_type: WriteType::AsyncThrough,
+        replicas: 1,
+        quorum: 1,
+    };
+    let config = ClientConfig::new(cluster.members().to_vec());
+    let client = Client::connect(config, &cluster.client_identity("bench").expect("cert"))
+        .await
+        .expect("client");
+    let requests_before = server.requests("CreateMultipartUpload");
+    let put_started = now();
+    for (n, data) in objects.iter().enumerate() {
+        client
+            .put_bytes(
+                "bench",
+                &format!("fdw-{round}/{n}"),
+                data.clone(),
+                replication,
+            )
+            .await
+            .expect("put");
+    }
+    let put_time = put_started.elapsed();
+    assert!(
+        put_time < Duration::from_secs(4),
+        "the puts took {put_time:?}, longer than the pipeline's initial delay"
+    );
+    while server.requests("CreateMultipartUpload") == requests_before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = now();
+    loop {
+        let statuses = client.status().await;
+        if statuses
+            .iter()
+            .all(|(_, s)| s.as_ref().is_ok_and(|s| s.backlog_objects == 0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    cluster.shutdown().await;
+    elapsed
+}
+
+/// Plain aws-sdk-s3: multipart uploads of the same bytes from memory, `CONCURRENCY`
+/// objects at a time, parts in order within an object.
+async fn sdk_uploads(store: &S3Store, objects: &[Bytes], round: usize) -> Duration {
+    let client = store.client().clone();
+    let started = now();
+    let mut running = JoinSet::new();
+    for (n, data) in objects.iter().enumerate() {
+        if running.len() == CONCURRENCY {
+            running.join_next().await.expect("task").expect("upload");
+        }
+        let (client, data) = (client.clone(), data.clone());
+        running.spawn(async move {
+            let key = format!("sdk-{round}/{n}");
+            let upload = client
+                .create_multipart_upload()
+                .bucket("lake")
+                .key(&key)
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+                .send()
+                .await
+                .expect("create");
+            let id = upload.upload_id().expect("id").to_owned();
+            let mut parts = Vec::new();
+            for (i, start) in (0..data.len()).step_by(PART as usize).enumerate() {
+                let end = (start + PART as usize).min(data.len());
+                let part = client
+                    .upload_part()
+                    .bucket("lake")
+                    .key(&key)
+                    .upload_id(&id)
+                    .part_number(i as i32 + 1)
+                    .checksum_crc32(fdw_persist::crc32_header(crc32fast::hash(
+                        &data[start..end],
+                    )))
+                    .body(ByteStream::from(data.slice(start..end)))
+                    .send()
+                    .await
+                    .expect("part");
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(i as i32 + 1)
+                        .e_tag(part.e_tag().unwrap_or_default())
+                        .build(),
+                );
+            }
+            client
+                .complete_multipart_upload()
+                .bucket("lake")
+                .key(&key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("complete");
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("upload task");
+    }
+    started.elapsed()
+}
+
+/// Plain file calls doing what the io_uring store does: temporary file, `pwrite`s,
+/// `fsync`, rename, directory `fsync`.
+fn pwrite_fsync(dir: &Path, key: &str, pieces: &[Bytes]) {
+    let tmp = dir.join(format!(".tmp-{key}"));
+    let file = std::fs::File::create(&tmp).expect("create");
+    let mut offset = 0;
+    for piece in pieces {
+        file.write_all_at(piece, offset).expect("pwrite");
+        offset += piece.len() as u64;
+    }
+    file.sync_all().expect("fsync");
+    drop(file);
+    std::fs::rename(&tmp, dir.join(key)).expect("rename");
+    std::fs::File::open(dir)
+        .expect("dir")
+        .sync_all()
+        .expect("dir fsync");
+}
+
+async fn local_dir_round(
+    store: &LocalDir,
+    plain: &Path,
+    objects: &[Vec<Bytes>],
+    round: usize,
+) -> (Duration, Duration) {
+    let started = now();
+    for (n, pieces) in objects.iter().enumerate() {
+        let crc = 0; // not checked by a local directory's single PUT
+        store
+            .put_object(
+                &format!("uring-{round}-{n}"),
+                Payload::new(pieces.clone(), crc),
+            )
+            .await
+            .expect("io_uring write");
+    }
+    let uring = started.elapsed();
+    let started = now();
+    for (n, pieces) in objects.iter().enumerate() {
+        pwrite_fsync(plain, &format!("plain-{round}-{n}"), pieces);
+    }
+    (uring, started.elapsed())
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let total = total_bytes();
+    let count = total.div_ceil(OBJECT);
+    runtime.block_on(async {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("lake")).expect("bucket");
+        let server = S3Server::start(root.path()).await.expect("s3 server");
+        let direct = S3Store::new(&server.config(), "lake", "");
+        let objects: Vec<Bytes> = (0..count).map(|n| object(n, OBJECT)).collect();
+        let bytes = count * OBJECT;
+        println!(
+            "persist drain: {count} objects of 64 MiB ({} MiB), {CONCURRENCY} in flight, \
+             {} MiB parts, in-process S3 server on the local disk",
+            bytes >> 20,
+            PART >> 20
+        );
+        let (mut fdw, mut sdk) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            sdk.push(mib_per_s(
+                bytes,
+                sdk_uploads(&direct, &objects, round).await,
+            ));
+            fdw.push(mib_per_s(bytes, fdw_drain(&server, &objects, round).await));
+            println!(
+                "  round {round}: aws-sdk-s3 {:.0} MiB/s, fdw pipeline {:.0} MiB/s",
+                sdk[round], fdw[round]
+            );
+        }
+        report(
+            "aws-sdk-s3 multipart from memory",
+            &sdk,
+            "fdw persist drain",
+            &fdw,
+        );
+        drop(objects);
+
+        let uring_dir = root.path().join("uring");
+        let plain_dir = root.path().join("plain");
+        std::fs::create_dir(&plain_dir).expect("dir");
+        let store = LocalDir::new(&uring_dir).expect("local dir");
+        let files: Vec<Vec<Bytes>> = (0..64)
+            .map(|n| {
+                let data = object(n, 4 << 20);
+                (0..data.len())
+                    .step_by(64 << 10)
+                    .map(|at| data.slice(at..at + (64 << 10)))
+                    .collect()
+            })
+            .collect();
+        println!("\nlocal directory: 64 objects of 4 MiB each as 64 KiB chunks, written durably");
+        let (mut uring, mut plain) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (u, p) = local_dir_round(&store, &plain_dir, &files, round).await;
+            uring.push(mib_per_s(256 << 20, u));
+            plain.push(mib_per_s(256 << 20, p));
+            println!(
+                "  round {round}: pwrite+fsync {:.0} MiB/s, io_uring {:.0} MiB/s",
+                plain[round], uring[round]
+            );
+        }
+        report("pwrite + fsync", &plain, "fdw io_uring store", &uring);
+    });
+    std::io::stdout().flush().expect("flush");
+}
+
+/// Prints the medians and their ratio.
+fn report(base_name: &str, base: &[f64], name: &str, ours: &[f64]) {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (b, o) = (median(base), median(ours));
+    println!(
+        "  median: {base_name} {b:.0} MiB/s, {name} {o:.0} MiB/s: {:.0} % of the baseline",
+        100.0 * o / b
+    );
+}
