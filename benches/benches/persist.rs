@@ -23,7 +23,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use fdw_client::{Client, ClientConfig, Replication, WriteType};
+use fdw_client::{Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_persist::s3_server::S3Server;
 use fdw_persist::{LocalDir, Payload, S3Store, UnderStore};
@@ -89,10 +89,7 @@ async fn fdw_drain(server: &S3Server, objects: &[Bytes], round: usize) -> Durati
         replicas: 1,
         quorum: 1,
     };
-    let config = ClientConfig::new(cluster.members().to_vec());
-    let client = Client::connect(config, &cluster.client_identity("bench").expect("cert"))
-        .await
-        .expect("client");
+    let client = cluster.client("bench").await.expect("client");
     let requests_before = server.requests("CreateMultipartUpload");
     let put_started = now();
     for (n, data) in objects.iter().enumerate() {

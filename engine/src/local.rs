@@ -59,6 +59,16 @@ impl LocalCluster {
         self.ca.issue(name)
     }
 
+    /// A client of this cluster named `name`, with the SDK's defaults.
+    pub async fn client(
+        &self,
+        name: &str,
+    ) -> Result<fdw_client::Client, Box<dyn std::error::Error + Send + Sync>> {
+        let identity = self.client_identity(name)?;
+        let config = fdw_client::ClientConfig::new(self.members.clone());
+        Ok(fdw_client::Client::connect(config, &identity).await?)
+    }
+
     /// Writes the CA and a client certificate `client` into `dir`, as `fdw-engine certs`
     /// would, so tools that read certificate files (the `fdw` CLI) can talk to this
     /// cluster.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fdw_client::{Client, ClientConfig, ErrorKind, Replication, WriteType};
+use fdw_client::{Client, ErrorKind, Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_net::transport::{self, TransportTuning};
 use fdw_net::wire::{FrameHeader, PutHeader, Request, Response};
@@ -27,12 +27,7 @@ async fn cluster(pool_bytes: usize, request_timeout: Duration) -> (LocalCluster,
     let cluster = LocalCluster::start(3, pool(pool_bytes), |c| c.request_timeout = request_timeout)
         .await
         .unwrap();
-    let client = Client::connect(
-        ClientConfig::new(cluster.members().to_vec()),
-        &cluster.client_identity("client").unwrap(),
-    )
-    .await
-    .unwrap();
+    let client = cluster.client("client").await.unwrap();
     (cluster, client)
 }
 

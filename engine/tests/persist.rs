@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use fdw_client::{Client, ClientConfig, ErrorKind, Replication, WriteType};
+use fdw_client::{Client, ErrorKind, Replication, WriteType};
 use fdw_engine::node::PersistConfig;
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_net::{BucketName, ObjectKey};
@@ -61,12 +61,7 @@ async fn setup(pool_bytes: usize, tune: impl Fn(&mut PersistConfig)) -> Setup {
     })
     .await
     .unwrap();
-    let client = Client::connect(
-        ClientConfig::new(cluster.members().to_vec()),
-        &cluster.client_identity("client").unwrap(),
-    )
-    .await
-    .unwrap();
+    let client = cluster.client("client").await.unwrap();
     Setup {
         s3: S3Store::new(&s3_config, "lake", "fdw"),
         _root: root,
@@ -292,12 +287,7 @@ async fn a_local_directory_is_the_embedded_default() {
     })
     .await
     .unwrap();
-    let client = Client::connect(
-        ClientConfig::new(cluster.members().to_vec()),
-        &cluster.client_identity("client").unwrap(),
-    )
-    .await
-    .unwrap();
+    let client = cluster.client("client").await.unwrap();
     let data = bytes(300_000, 8);
     client.put("any-bucket", "a/b/c.csv", &data).await.unwrap();
     wait_drained(&client).await;
