@@ -8,7 +8,8 @@
 //!   checks only single PUTs, and only after storing them);
 //! - it tracks open multipart uploads (`ListMultipartUploads`), so a test can check that
 //!   none is left behind;
-//! - it injects faults on request: `500 InternalError`, `503 SlowDown`, and delays.
+//! - it injects faults on request: `500 InternalError`, `503 SlowDown`, delays, and
+//!   connections reset (RST) as soon as they are accepted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ struct State {
     uploads: BTreeMap<String, (String, String)>,
     /// Requests served, per operation.
     requests: BTreeMap<&'static str, u64>,
+    /// New connections to reset before serving any.
+    resets: usize,
 }
 
 /// The running server. Dropping it stops accepting connections.
@@ -80,8 +83,21 @@ impl S3Server {
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let resets = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let reset = {
+                    let mut state = resets.lock().expect("server state");
+                    let reset = state.resets > 0;
+                    state.resets = state.resets.saturating_sub(1);
+                    reset
+                };
+                if reset {
+                    // Zero linger: closing sends RST, as a crashed peer or a middlebox does.
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                    continue;
+                }
                 let service = service.clone();
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -123,9 +139,16 @@ impl S3Server {
         queue.extend(std::iter::repeat_n(fault, count));
     }
 
+    /// Resets the next `count` connections as soon as they are accepted.
+    pub fn reset_connections(&self, count: usize) {
+        self.state.lock().expect("server state").resets += count;
+    }
+
     /// Drops every fault not yet injected.
     pub fn clear_faults(&self) {
-        self.state.lock().expect("server state").faults.clear();
+        let mut state = self.state.lock().expect("server state");
+        state.faults.clear();
+        state.resets = 0;
     }
 
     /// Multipart uploads started and neither completed nor aborted.

@@ -152,6 +152,21 @@ async fn transient_faults_are_retried_and_the_object_ends_correct() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_connections_are_retried_and_the_object_ends_correct() {
+    let s = setup().await;
+    // A fresh client has no pooled connection: each try opens one, and the first two
+    // are reset (RST) by the server.
+    s.server.reset_connections(2);
+    let large = data(11 << 20, 8);
+    let report = upload(&s.store, "reset", &object(&large), PART, &quick_retries(5))
+        .await
+        .unwrap();
+    assert_eq!(report.retries, 2, "one retry per reset connection");
+    assert_eq!(s.store.get("reset", None).await.unwrap(), large[..]);
+    assert!(s.server.open_uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_runs_out_of_retries_is_aborted() {
     let s = setup().await;
     s.server.inject("UploadPart", Fault::InternalError, 100);
