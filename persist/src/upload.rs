@@ -92,6 +92,22 @@ pub struct ObjectBytes {
 }
 
 impl ObjectBytes {
+    /// `data` cut into chunks of `chunk_bytes` (by reference, no copy), each hashed: an
+    /// object held in one buffer rather than in pool chunks.
+    pub fn from_bytes(data: Bytes, chunk_bytes: usize) -> Self {
+        let chunk_bytes = chunk_bytes.max(1);
+        let chunks: Vec<Bytes> = (0..data.len())
+            .step_by(chunk_bytes)
+            .map(|at| data.slice(at..(at + chunk_bytes).min(data.len())))
+            .collect();
+        Self {
+            chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
+            chunks,
+            chunk_bytes: chunk_bytes as u64,
+            crc: crc32fast::hash(&data),
+        }
+    }
+
     /// Total length.
     pub fn len(&self) -> u64 {
         self.chunks.iter().map(|c| c.len() as u64).sum()
@@ -211,13 +227,8 @@ mod tests {
     #[test]
     fn part_payloads_combine_the_chunk_crcs() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-        let chunks: Vec<Bytes> = data.chunks(4096).map(Bytes::copy_from_slice).collect();
-        let object = ObjectBytes {
-            chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
-            chunks,
-            chunk_bytes: 4096,
-            crc: crc32fast::hash(&data),
-        };
+        let object = ObjectBytes::from_bytes(Bytes::from(data.clone()), 4096);
+        assert_eq!(object.chunks.len(), 3);
         assert_eq!(object.payload(0..3).crc(), object.crc);
         assert_eq!(object.payload(1..3).crc(), crc32fast::hash(&data[4096..]));
     }

@@ -22,13 +22,7 @@ async fn objects_are_written_whole_from_their_buffers() {
     let store = LocalDir::new(dir.path()).unwrap();
     let bytes = data((6 << 20) + 5, 1);
     // Many buffers, as pool chunks hold an object: written at their offsets.
-    let chunks: Vec<Bytes> = bytes.chunks(65_536).map(Bytes::copy_from_slice).collect();
-    let object = ObjectBytes {
-        chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
-        chunks,
-        chunk_bytes: 65_536,
-        crc: crc32fast::hash(&bytes),
-    };
+    let object = ObjectBytes::from_bytes(Bytes::copy_from_slice(&bytes), 65_536);
     // Far above the part size, still one write: a file has no request-size limit.
     let report = upload(
         &store,

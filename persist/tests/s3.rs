@@ -41,13 +41,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 
 /// `data` as the pool would hold it: chunks with their CRCs.
 fn object(data: &[u8]) -> ObjectBytes {
-    let chunks: Vec<Bytes> = data.chunks(CHUNK).map(Bytes::copy_from_slice).collect();
-    ObjectBytes {
-        chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
-        chunks,
-        chunk_bytes: CHUNK as u64,
-        crc: crc32fast::hash(data),
-    }
+    ObjectBytes::from_bytes(Bytes::copy_from_slice(data), CHUNK)
 }
 
 fn quick_retries(attempts: u32) -> RetryPolicy {
