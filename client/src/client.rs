@@ -510,8 +510,13 @@ impl Client {
             loop {
                 // Every holder answers for itself; the primary knows about failures.
                 match self.head(bucket, key).await {
-                    Ok(info) if info.persisted && info.version >= version => return Ok(info),
-                    Ok(info) if info.version > version => return Ok(info),
+                    // A newer version replaced it: that one is what persists.
+                    Ok(info)
+                        if info.version > version
+                            || (info.persisted && info.version == version) =>
+                    {
+                        return Ok(info);
+                    }
                     Ok(info) => {
                         if let Some(failure) = info.persist_failure {
                             *last.lock().expect("unpoisoned") = Some(failure);

@@ -2,26 +2,18 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
 use std::time::Duration;
 
+use common::{CHUNK, pool};
 use fdw_client::{Client, ErrorKind, Replication, WriteType};
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_engine::LocalCluster;
 use fdw_net::transport::{self, TransportTuning};
 use fdw_net::wire::{FrameHeader, PutHeader, Request, Response};
 use fdw_net::{BucketName, ObjectKey};
 
-const CHUNK: usize = 64 * 1024;
 const BUCKET: &str = "stage-1";
-
-fn pool(size_bytes: usize) -> PoolConfig {
-    PoolConfig {
-        size_bytes,
-        chunk_size_bytes: CHUNK,
-        huge_pages: HugePagePolicy::Off,
-        populate: false,
-        lock: false,
-    }
-}
 
 async fn cluster(pool_bytes: usize, request_timeout: Duration) -> (LocalCluster, Client) {
     let cluster = LocalCluster::start(3, pool(pool_bytes), |c| c.request_timeout = request_timeout)

@@ -4,17 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
 use std::time::Duration;
 
+use common::pool;
 use fdw_client::{Client, ErrorKind, Replication, WriteType};
+use fdw_engine::LocalCluster;
 use fdw_engine::node::PersistConfig;
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_net::{BucketName, ObjectKey};
 use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{RetryPolicy, S3Store, UnderStore, UnderStoreLocation};
 
 const BUCKET: &str = "stage-1";
-const CHUNK: usize = 64 * 1024;
 
 struct Setup {
     _root: tempfile::TempDir,
@@ -23,16 +25,6 @@ struct Setup {
     s3: S3Store,
     cluster: LocalCluster,
     client: Client,
-}
-
-fn pool(size_bytes: usize) -> PoolConfig {
-    PoolConfig {
-        size_bytes,
-        chunk_size_bytes: CHUNK,
-        huge_pages: HugePagePolicy::Off,
-        populate: false,
-        lock: false,
-    }
 }
 
 /// A cluster whose bucket persists to `s3://lake/fdw` on the in-process server.

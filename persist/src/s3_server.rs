@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::dto::*;
@@ -200,11 +200,11 @@ impl Checked {
 }
 
 /// Reads a request body whole (this is a test server) and checks it against the CRC32
-/// the client sent, if any.
+/// the client sent, if any; returns it, to pass on.
 async fn checked_body(
     body: Option<StreamingBlob>,
     expected: Option<&str>,
-) -> S3Result<(Bytes, StreamingBlob)> {
+) -> S3Result<StreamingBlob> {
     let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
     let mut all = BytesMut::new();
     while let Some(piece) = body.next().await {
@@ -222,8 +222,7 @@ async fn checked_body(
             ));
         }
     }
-    let blob = StreamingBlob::from(s3s::Body::from(all.clone()));
-    Ok((all, blob))
+    Ok(StreamingBlob::from(s3s::Body::from(all)))
 }
 
 #[async_trait::async_trait]
@@ -252,7 +251,7 @@ impl S3 for Checked {
         // s3s-fs checks the CRC32 only after the object is in place, and leaves it there
         // on a mismatch; S3 stores nothing. So check first.
         let expected = req.input.checksum_crc32.clone();
-        let (_, body) = checked_body(req.input.body.take(), expected.as_deref()).await?;
+        let body = checked_body(req.input.body.take(), expected.as_deref()).await?;
         req.input.body = Some(body);
         self.fs.put_object(req).await
     }
@@ -312,7 +311,7 @@ impl S3 for Checked {
             return Err(s3_error!(NoSuchUpload));
         }
         let expected = req.input.checksum_crc32.clone();
-        let (_, body) = checked_body(req.input.body.take(), expected.as_deref()).await?;
+        let body = checked_body(req.input.body.take(), expected.as_deref()).await?;
         req.input.body = Some(body);
         let mut uploaded = self.fs.upload_part(req).await?;
         uploaded.output.checksum_crc32 = expected;

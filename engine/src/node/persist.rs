@@ -287,20 +287,23 @@ async fn persist_one(
     let config = &persister.config;
     let key = key.as_str();
     let result = match reader {
-        Some(reader) => match object_bytes(&reader, node.store.pool().chunk_size() as u64) {
-            Ok(object) => upload(
-                under_store.as_ref(),
-                key,
-                &object,
-                config.part_bytes,
-                &config.retry,
-            )
+        Some(reader) => {
+            async {
+                // A chunk that no longer matches its CRC must not reach the under-store.
+                let object = object_bytes(&reader, node.store.pool().chunk_size() as u64)?;
+                upload(
+                    under_store.as_ref(),
+                    key,
+                    &object,
+                    config.part_bytes,
+                    &config.retry,
+                )
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+            }
             .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-            // A chunk that no longer matches its CRC must not reach the under-store.
-            Err(err) => Err(err),
-        },
+        }
         None => {
             let mut retries = 0;
             with_retry(&config.retry, &mut retries, || under_store.delete(key))

@@ -376,9 +376,15 @@ impl Index {
         id: &ObjectId,
         accounting: &Accounting,
     ) -> Result<Vec<Arc<ObjectData>>, StoreError> {
-        if self.entry_mut(id)?.state == ObjectState::Persisted {
-            return Ok(Vec::new());
-        }
+        let superseded = self
+            .key_state(&id.bucket, &id.key)
+            .is_some_and(|ks| ks.newest > id.version);
+        match self.entry_mut(id) {
+            // Told twice, or about a version a newer one replaced here: nothing to do.
+            Ok(entry) if entry.state == ObjectState::Persisted => return Ok(Vec::new()),
+            Err(_) if superseded => return Ok(Vec::new()),
+            other => other?,
+        };
         self.transition(
             id,
             "mark persisted",

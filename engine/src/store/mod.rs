@@ -467,18 +467,7 @@ impl ObjectStore {
     /// not arrived yet (the primary can finish its upload before a replica commits) is
     /// [`StoreError::VersionNotFound`], for the primary to try again.
     pub fn mark_persisted(&self, id: &ObjectId) -> Result<(), StoreError> {
-        // Bound first, so the index lock is released before the match looks again.
-        let marked = self.index().mark_persisted(id, &self.shared.accounting);
-        let released = match marked {
-            Err(StoreError::VersionNotFound(_))
-                if self
-                    .newest_version(&id.bucket, &id.key)
-                    .is_some_and(|newest| newest >= id.version) =>
-            {
-                return Ok(());
-            }
-            other => other?,
-        };
+        let released = self.index().mark_persisted(id, &self.shared.accounting)?;
         drop(released);
         self.shared.space_freed.notify_waiters();
         Ok(())
