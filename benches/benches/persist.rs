@@ -8,7 +8,11 @@
 //!    part size and the same number of objects in flight. Both go to the same
 //!    in-process S3 server (s3s over s3s-fs on the local disk), which verifies every
 //!    CRC32.
-//! 2. **Local directory.** 64 objects of 4 MiB written durably (temporary file, writes,
+//! 2. **Read-through.** 16 objects of 16 MiB written `THROUGH` (persisted, then not
+//!    cached) are read with the SDK, one at a time: first from S3 through fdw (fetched,
+//!    checked, cached), then again from fdw's memory. Beside it, plain aws-sdk-s3
+//!    `GetObject` of the same objects from the same server.
+//! 3. **Local directory.** 64 objects of 4 MiB written durably (temporary file, writes,
 //!    fsync, rename, directory fsync) through fdw's io_uring store, and through plain
 //!    `pwrite` + `fsync` calls doing the same steps.
 //!
@@ -125,6 +129,66 @@ async fn fdw_drain(server: &S3Server, objects: &[Bytes], round: usize) -> Durati
     let elapsed = started.elapsed();
     cluster.shutdown().await;
     elapsed
+}
+
+const READ_OBJECT: usize = 16 << 20;
+
+/// fdw read-through: write `THROUGH`, so every object ends persisted and evicted; then
+/// read each through fdw twice (from S3, then cached), and directly from S3.
+async fn read_through_round(
+    server: &S3Server,
+    direct: &S3Store,
+    objects: &[Bytes],
+    round: usize,
+) -> [Duration; 3] {
+    let s3 = server.config();
+    let pool = PoolConfig {
+        size_bytes: (objects.len() * READ_OBJECT + (64 << 20)).next_multiple_of(2 << 20),
+        chunk_size_bytes: 64 << 10,
+        huge_pages: HugePagePolicy::Auto,
+        populate: true,
+        lock: false,
+    };
+    let cluster = LocalCluster::start(1, pool, |c| {
+        c.persist.s3 = Some(s3.clone());
+        c.persist.default_location = Some("s3://lake/fdw".parse().expect("location"));
+        c.persist.part_bytes = PART;
+    })
+    .await
+    .expect("cluster");
+    let client = cluster.client("bench").await.expect("client");
+    let through = Replication {
+        write_type: WriteType::Through,
+        replicas: 1,
+        quorum: 1,
+    };
+    let key = |n: usize| format!("rt-{round}/{n}");
+    for (n, data) in objects.iter().enumerate() {
+        client
+            .put_bytes("bench", &key(n), data.clone(), through)
+            .await
+            .expect("put");
+    }
+    let mut times = [Duration::ZERO; 3];
+    for (pass, time) in times.iter_mut().take(2).enumerate() {
+        let started = now();
+        for (n, data) in objects.iter().enumerate() {
+            let read = client.get("bench", &key(n)).await.expect("get");
+            assert!(read == data[..], "pass {pass}: object {n} differs");
+        }
+        *time = started.elapsed();
+    }
+    let started = now();
+    for (n, data) in objects.iter().enumerate() {
+        let read = direct
+            .get(&format!("fdw/bench/{}", key(n)), None)
+            .await
+            .expect("direct get");
+        assert!(read == data[..], "direct: object {n} differs");
+    }
+    times[2] = started.elapsed();
+    cluster.shutdown().await;
+    times
 }
 
 /// Plain aws-sdk-s3: multipart uploads of the same bytes from memory, `CONCURRENCY`
@@ -276,6 +340,25 @@ fn main() {
             "fdw persist drain",
             &fdw,
         );
+        drop(objects);
+
+        let objects: Vec<Bytes> = (0..16).map(|n| object(n, READ_OBJECT)).collect();
+        let bytes = objects.len() * READ_OBJECT;
+        println!("\nread-through: 16 objects of 16 MiB, one get at a time");
+        let (mut first, mut cached, mut sdk) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let [f, c, d] = read_through_round(&server, &direct, &objects, round).await;
+            first.push(mib_per_s(bytes, f));
+            cached.push(mib_per_s(bytes, c));
+            sdk.push(mib_per_s(bytes, d));
+            println!(
+                "  round {round}: aws-sdk-s3 GetObject {:.0} MiB/s, fdw read-through {:.0} MiB/s, \
+                 fdw cached {:.0} MiB/s",
+                sdk[round], first[round], cached[round]
+            );
+        }
+        report("aws-sdk-s3 GetObject", &sdk, "fdw read-through", &first);
+        report("aws-sdk-s3 GetObject", &sdk, "fdw cached read", &cached);
         drop(objects);
 
         let uring_dir = root.path().join("uring");

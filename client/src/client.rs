@@ -544,10 +544,23 @@ impl Client {
 
     /// Deletes the key: a tombstone replicated like a put.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<Version, Error> {
+        self.delete_with(bucket, key, self.inner.config.replication)
+            .await
+    }
+
+    /// Deletes the key with these replicas, quorum and write type. Use the replication
+    /// the key was written with: a member past the delete's replicas keeps the older
+    /// version, and a read that finds no answer on the others may get it there.
+    pub async fn delete_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        replication: Replication,
+    ) -> Result<Version, Error> {
         let object = Self::object(bucket, key)?;
         let request = Request::Delete {
             object: object.clone(),
-            replication: self.inner.config.replication,
+            replication,
             version: None,
         };
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;

@@ -310,6 +310,17 @@ async fn write_types_decide_when_and_whether_the_under_store_is_written() {
             .unwrap();
         assert_eq!(s.s3.get(key, None).await.unwrap(), data[..], "{key}");
     }
+    // THROUGH is not cached: once persisted, every replica drops its bytes, and a get
+    // reads them back from the under-store.
+    eventually("THROUGH's bytes leave memory", async || {
+        evicted_everywhere(&s.cluster, "t")
+    })
+    .await;
+    assert!(
+        !evicted_everywhere(&s.cluster, "ct"),
+        "CACHE_THROUGH stays cached"
+    );
+    assert_eq!(s.client.get(BUCKET, "t").await.unwrap(), data);
 
     // MUST_CACHE: never persisted.
     s.client
@@ -359,5 +370,120 @@ async fn write_types_decide_when_and_whether_the_under_store_is_written() {
     s.server.clear_faults();
     wait_drained(&s.client).await;
     assert_eq!(s.s3.get("ct-down", None).await.unwrap(), data[..]);
+    s.cluster.shutdown().await;
+}
+
+/// Whether every node that holds `key` has evicted its bytes (it stays known by size
+/// and CRC, for read-through), and at least one does.
+fn evicted_everywhere(cluster: &LocalCluster, key: &str) -> bool {
+    let (bucket, key) = (
+        BucketName::new(BUCKET).unwrap(),
+        ObjectKey::new(key).unwrap(),
+    );
+    let states: Vec<_> = (0..3)
+        .filter_map(|id| match cluster.node(id)?.store().get(&bucket, &key) {
+            Err(fdw_engine::store::StoreError::NotFound { .. }) => None,
+            other => Some(matches!(
+                other,
+                Err(fdw_engine::store::StoreError::Evicted(_))
+            )),
+        })
+        .collect();
+    !states.is_empty() && states.iter().all(|&evicted| evicted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_objects_are_read_back_from_s3_identical_and_cached_again() {
+    // 16 MiB pools hold five of the twelve 3 MiB objects: the rest are evicted once
+    // persisted, on every node (R=3).
+    let s = setup(16 << 20, |_| {}).await;
+    let everywhere = Replication {
+        write_type: WriteType::AsyncThrough,
+        replicas: 3,
+        quorum: 3,
+    };
+    let objects: Vec<Vec<u8>> = (0..12)
+        .map(|i| bytes((3 << 20) + i * 4099, i as u8))
+        .collect();
+    for (i, data) in objects.iter().enumerate() {
+        s.client
+            .put_with(BUCKET, &format!("obj/{i}"), data, everywhere)
+            .await
+            .unwrap();
+        wait_drained(&s.client).await;
+    }
+    assert!(evicted_everywhere(&s.cluster, "obj/0"));
+    assert!(s.cluster.node(0).unwrap().store().stats().evictions > 0);
+    // Head needs no bytes: an evicted object is still known, persisted.
+    let head = s.client.head(BUCKET, "obj/0").await.unwrap();
+    assert!(head.persisted && head.len == objects[0].len() as u64);
+
+    // Concurrent gets of one evicted object: one fetch from S3, all get the bytes.
+    let gets_before = s.server.requests("GetObject");
+    let get = || s.client.get(BUCKET, "obj/0");
+    let reads = tokio::join!(get(), get(), get(), get());
+    for read in [reads.0, reads.1, reads.2, reads.3] {
+        assert!(read.unwrap() == objects[0], "obj/0 reads back identical");
+    }
+    assert_eq!(
+        s.server.requests("GetObject"),
+        gets_before + 1,
+        "fetched once"
+    );
+    // Cached again: the next read does not go to S3.
+    assert!(s.client.get(BUCKET, "obj/0").await.unwrap() == objects[0]);
+    assert_eq!(
+        s.server.requests("GetObject"),
+        gets_before + 1,
+        "cached again"
+    );
+
+    // A delete of an evicted object is never undone by a read-through.
+    assert!(evicted_everywhere(&s.cluster, "obj/1"));
+    s.client
+        .delete_with(BUCKET, "obj/1", everywhere)
+        .await
+        .unwrap();
+    let err = s.client.get(BUCKET, "obj/1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    wait_drained(&s.client).await;
+    assert_eq!(s.s3.head("obj/1").await.unwrap(), None);
+    let err = s.client.get(BUCKET, "obj/1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // An S3 copy that is not what was written (changed behind fdw's back) is refused
+    // by every replica, never served.
+    assert!(evicted_everywhere(&s.cluster, "obj/2"));
+    let changed = fdw_persist::Payload::from_bytes(bytes(100, 0).into());
+    s.s3.put_object("obj/2", changed).await.unwrap();
+    let err = s.client.get(BUCKET, "obj/2").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("overwritten"), "{err}");
+    assert!(
+        evicted_everywhere(&s.cluster, "obj/2"),
+        "nothing was cached"
+    );
+
+    // Every other object reads back identical, whole and in part, through a failing S3.
+    s.server.inject("GetObject", Fault::InternalError, 2);
+    s.server.inject("GetObject", Fault::SlowDown, 1);
+    for (i, data) in objects.iter().enumerate().skip(3).rev() {
+        let key = format!("obj/{i}");
+        assert!(s.client.get(BUCKET, &key).await.unwrap() == *data, "{key}");
+        let range = 1_000_000..2_000_123u64;
+        let part = s
+            .client
+            .get_range(BUCKET, &key, range.clone())
+            .await
+            .unwrap();
+        assert!(
+            part == data[range.start as usize..range.end as usize],
+            "{key} range"
+        );
+    }
+    assert!(
+        s.server.requests("GetObject") > gets_before + 5,
+        "evicted ones came from S3"
+    );
     s.cluster.shutdown().await;
 }

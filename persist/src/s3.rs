@@ -152,9 +152,12 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 (_, "NoSuchKey" | "NoSuchUpload" | "NotFound") | (Some(404), _) => {
                     FailureKind::NotFound
                 }
-                (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
-                    FailureKind::Retryable
-                }
+                // IncompleteBody: our bodies are whole in memory, so the network cut it.
+                (
+                    _,
+                    "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError"
+                    | "IncompleteBody",
+                ) => FailureKind::Retryable,
                 (Some(s), _) if s >= 500 || s == 429 => FailureKind::Retryable,
                 _ => FailureKind::Permanent,
             }

@@ -9,12 +9,15 @@
 //! - it tracks open multipart uploads (`ListMultipartUploads`), so a test can check that
 //!   none is left behind;
 //! - it injects faults on request: `500 InternalError`, `503 SlowDown`, delays, and
-//!   connections reset (RST) as soon as they are accepted.
+//!   connections reset (RST) as soon as they are accepted, and connections reset in the
+//!   middle of a request body.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -51,8 +54,9 @@ struct State {
     uploads: BTreeMap<String, (String, String)>,
     /// Requests served, per operation.
     requests: BTreeMap<&'static str, u64>,
-    /// New connections to reset before serving any.
-    resets: usize,
+    /// For each of the next new connections, how many request bytes to read before
+    /// resetting it (0: at once).
+    resets: VecDeque<u64>,
 }
 
 /// The running server. Dropping it stops accepting connections.
@@ -86,18 +90,19 @@ impl S3Server {
         let resets = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let reset = {
-                    let mut state = resets.lock().expect("server state");
-                    let reset = state.resets > 0;
-                    state.resets = state.resets.saturating_sub(1);
-                    reset
-                };
-                if reset {
+                let reset_after = resets.lock().expect("server state").resets.pop_front();
+                if reset_after.is_some() {
                     // Zero linger: closing sends RST, as a crashed peer or a middlebox does.
                     let _ = stream.set_zero_linger();
+                }
+                if reset_after == Some(0) {
                     drop(stream);
                     continue;
                 }
+                let stream = CutAfter {
+                    stream,
+                    budget: reset_after.unwrap_or(u64::MAX),
+                };
                 let service = service.clone();
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -141,14 +146,21 @@ impl S3Server {
 
     /// Resets the next `count` connections as soon as they are accepted.
     pub fn reset_connections(&self, count: usize) {
-        self.state.lock().expect("server state").resets += count;
+        self.reset_connections_after(count, 0);
+    }
+
+    /// Resets the next `count` connections once each has read `bytes` bytes of
+    /// requests: in the middle of a body larger than that.
+    pub fn reset_connections_after(&self, count: usize, bytes: u64) {
+        let mut state = self.state.lock().expect("server state");
+        state.resets.extend(std::iter::repeat_n(bytes, count));
     }
 
     /// Drops every fault not yet injected.
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().expect("server state");
         state.faults.clear();
-        state.resets = 0;
+        state.resets.clear();
     }
 
     /// Multipart uploads started and neither completed nor aborted.
@@ -161,6 +173,52 @@ impl S3Server {
     pub fn requests(&self, operation: &str) -> u64 {
         let state = self.state.lock().expect("server state");
         state.requests.get(operation).copied().unwrap_or(0)
+    }
+}
+
+/// A connection that fails both ways (and, with zero linger, is reset) once it has read
+/// `budget` bytes.
+struct CutAfter {
+    stream: tokio::net::TcpStream,
+    budget: u64,
+}
+
+impl tokio::io::AsyncRead for CutAfter {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.budget == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.budget = self.budget.saturating_sub(read);
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for CutAfter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        // Nothing goes back on a connection that was cut: not even an error response.
+        if self.budget == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -161,6 +161,36 @@ async fn reset_connections_are_retried_and_the_object_ends_correct() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
+    let s = setup().await;
+    // Two connections die 1 MiB into a part's body: the part is sent again whole, and
+    // nothing of the cut-off request is stored.
+    s.server.reset_connections_after(2, 1 << 20);
+    let large = data(11 << 20, 9);
+    let report = upload(&s.store, "cut", &object(&large), PART, &quick_retries(5))
+        .await
+        .unwrap();
+    assert_eq!(report.retries, 2, "one retry per reset connection");
+    assert_eq!(s.store.get("cut", None).await.unwrap(), large[..]);
+    assert!(s.server.open_uploads().is_empty());
+    // A single PUT cut off the same way (a fresh client: no pooled connection).
+    let s = setup().await;
+    s.server.reset_connections_after(1, 100_000);
+    let small = data(3 << 20, 10);
+    let report = upload(
+        &s.store,
+        "cut-small",
+        &object(&small),
+        PART,
+        &quick_retries(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.retries, 1);
+    assert_eq!(s.store.get("cut-small", None).await.unwrap(), small[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_runs_out_of_retries_is_aborted() {
     let s = setup().await;
     s.server.inject("UploadPart", Fault::InternalError, 100);

@@ -10,6 +10,7 @@
 mod persist;
 mod quorum;
 mod read;
+mod read_through;
 mod write;
 
 pub use persist::PersistConfig;
@@ -123,6 +124,7 @@ struct NodeShared {
     versions: VersionClock,
     request_timeout: Duration,
     persister: persist::Persister,
+    read_through: read_through::ReadThrough,
     /// Set at shutdown: new requests are refused, those in flight may finish.
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -213,6 +215,7 @@ impl Node {
             versions: VersionClock::new(),
             request_timeout: config.request_timeout,
             persister,
+            read_through: read_through::ReadThrough::default(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
@@ -365,7 +368,11 @@ fn error_kind(err: &StoreError) -> ErrorKind {
             ErrorKind::InvalidInput
         }
         StoreError::NotFound { .. } | StoreError::VersionNotFound(_) => ErrorKind::NotFound,
-        StoreError::StaleVersion { .. } => ErrorKind::Unavailable,
+        // Another replica may have the newer version, or the under-store may be back.
+        StoreError::StaleVersion { .. }
+        | StoreError::Evicted(_)
+        | StoreError::UnderStoreMismatch { .. } => ErrorKind::Unavailable,
+        StoreError::NoRoomToCache { .. } => ErrorKind::ClusterFull,
         StoreError::InvalidConfig(_)
         | StoreError::InvalidState { .. }
         | StoreError::NotPersistable(_) => ErrorKind::Internal,

@@ -130,13 +130,20 @@ impl Persister {
 
     /// The under-store of `bucket`, if it has one, and the prefix of its keys there: none
     /// for a bucket of its own, the bucket's name under the shared default location.
-    fn store_for(&self, bucket: &BucketName) -> Option<(std::sync::Arc<AnyUnderStore>, String)> {
+    pub(super) fn store_for(
+        &self,
+        bucket: &BucketName,
+    ) -> Option<(std::sync::Arc<AnyUnderStore>, String)> {
         let (location, prefix) = match self.config.buckets.get(bucket) {
             Some(location) => (location, String::new()),
             None => (self.config.default_location.as_ref()?, format!("{bucket}/")),
         };
         let store = self.stores.get(&location.to_string())?.clone();
         Some((store, prefix))
+    }
+
+    pub(super) fn config(&self) -> &PersistConfig {
+        &self.config
     }
 
     /// A commit happened: look at the queue now rather than at the next tick.

@@ -1,6 +1,8 @@
-//! Reads: get (whole or ranged), head, list and status, all from local memory. A client
-//! that gets `NotFound` here tries the next replica. Only `get` writes to the stream
-//! itself (it streams frames); the others return their one response.
+//! Reads: get (whole or ranged), head, list and status, from local memory — a `get` of
+//! an evicted object reads it back from the under-store first ([`read_through`]). A
+//! client that gets `NotFound` or `Unavailable` here tries the next replica. Only `get`
+//! writes to the stream itself (it streams frames); the others return their one
+//! response.
 
 use std::ops::Range;
 
@@ -8,11 +10,10 @@ use fdw_net::BucketName;
 use fdw_net::transport::{self, TransportError};
 use fdw_net::wire::{ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
 
-use super::{NodeShared, respond, store_error};
-use crate::store::{ObjectReader, ObjectState};
+use super::{NodeShared, read_through, respond, store_error};
+use crate::store::{ObjectMeta, ObjectState};
 
-fn info(node: &NodeShared, reader: &ObjectReader, len: u64, crc: u32) -> ObjectInfo {
-    let meta = reader.meta();
+fn info(node: &NodeShared, meta: &ObjectMeta, len: u64, crc: u32) -> ObjectInfo {
     ObjectInfo {
         object: ObjectRef {
             bucket: meta.id.bucket.clone(),
@@ -35,10 +36,10 @@ pub(super) async fn get(
     range: Option<Range<u64>>,
     send: &mut quinn::SendStream,
 ) -> Result<(), TransportError> {
-    let reader = match node.store.get(&object.bucket, &object.key) {
+    let reader = match read_through::get(node, &object.bucket, &object.key).await {
         Ok(reader) => reader,
         Err(err) => {
-            respond(send, &store_error(err)).await;
+            respond(send, &err.into_response()).await;
             return Ok(());
         }
     };
@@ -47,7 +48,7 @@ pub(super) async fn get(
             let meta = reader.meta().clone();
             transport::write_message(
                 send,
-                &Response::Object(info(node, &reader, meta.len, meta.crc)).encode(),
+                &Response::Object(info(node, &meta, meta.len, meta.crc)).encode(),
             )
             .await?;
             // Stored chunks go out as they are, with their stored CRCs, each verified
@@ -74,7 +75,7 @@ pub(super) async fn get(
             };
             let response = Response::Object(info(
                 node,
-                &reader,
+                reader.meta(),
                 bytes.len() as u64,
                 crc32fast::hash(&bytes),
             ));
@@ -89,11 +90,8 @@ pub(super) async fn get(
 }
 
 pub(super) fn head(node: &NodeShared, object: ObjectRef) -> Response {
-    match node.store.get(&object.bucket, &object.key) {
-        Ok(reader) => {
-            let (len, crc) = (reader.meta().len, reader.meta().crc);
-            Response::Object(info(node, &reader, len, crc))
-        }
+    match node.store.head(&object.bucket, &object.key) {
+        Ok(meta) => Response::Object(info(node, &meta, meta.len, meta.crc)),
         Err(err) => store_error(err),
     }
 }

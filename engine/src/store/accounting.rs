@@ -51,6 +51,11 @@ impl Accounting {
         self.evictable.fetch_add(bytes, Ordering::AcqRel);
     }
 
+    /// A persisted object was read back into memory, as a cache entry.
+    pub(super) fn cached(&self, bytes: u64) {
+        self.evictable.fetch_add(bytes, Ordering::AcqRel);
+    }
+
     /// An evictable object left memory.
     pub(super) fn evicted(&self, bytes: u64) {
         let before = self.evictable.fetch_sub(bytes, Ordering::AcqRel);

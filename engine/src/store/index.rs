@@ -6,6 +6,10 @@
 //! of a version not newer than `newest` is stale and refused. Older versions are dropped
 //! as soon as they are superseded, except while their upload is in flight; the upload's
 //! end drops them. A tombstone is a version without data.
+//!
+//! Eviction drops an object's bytes but keeps its entry (its size and CRC), so the
+//! key stays known: a `get` reads it back from the under-store and checks it against
+//! that CRC, and a delete or newer version still supersedes it as before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,9 +23,35 @@ use super::accounting::Accounting;
 use super::object::ObjectData;
 use super::{ObjectId, ObjectMeta, ObjectState, QueuedObject, Role, StoreError};
 
+/// What a version holds.
+enum Body {
+    /// A delete.
+    Tombstone,
+    /// The bytes, in pool memory.
+    Cached(Arc<ObjectData>),
+    /// Persisted, then evicted: the under-store has the bytes, which must read back
+    /// with this size and CRC.
+    Evicted { len: u64, crc: u32 },
+}
+
+impl Body {
+    fn data(&self) -> Option<&Arc<ObjectData>> {
+        match self {
+            Body::Cached(data) => Some(data),
+            Body::Tombstone | Body::Evicted { .. } => None,
+        }
+    }
+
+    fn into_data(self) -> Option<Arc<ObjectData>> {
+        match self {
+            Body::Cached(data) => Some(data),
+            Body::Tombstone | Body::Evicted { .. } => None,
+        }
+    }
+}
+
 struct Entry {
-    /// `None` for a tombstone.
-    data: Option<Arc<ObjectData>>,
+    body: Body,
     state: ObjectState,
     write_type: WriteType,
     role: Role,
@@ -38,13 +68,28 @@ impl Entry {
     }
 
     fn meta(&self, id: ObjectId) -> ObjectMeta {
+        let (len, crc) = match &self.body {
+            Body::Tombstone => (0, 0),
+            Body::Cached(data) => (data.len(), data.crc()),
+            Body::Evicted { len, crc } => (*len, *crc),
+        };
         ObjectMeta {
             id,
-            len: self.data.as_ref().map_or(0, |d| d.len()),
-            crc: self.data.as_ref().map_or(0, |d| d.crc()),
+            len,
+            crc,
             state: self.state,
             write_type: self.write_type,
         }
+    }
+
+    /// Drops the bytes from memory, keeping what they must read back as.
+    fn evict(&mut self) -> Option<Arc<ObjectData>> {
+        let Body::Cached(data) = &self.body else {
+            return None;
+        };
+        let (len, crc) = (data.len(), data.crc());
+        self.memory_bytes = 0;
+        std::mem::replace(&mut self.body, Body::Evicted { len, crc }).into_data()
     }
 }
 
@@ -95,7 +140,7 @@ impl Orders {
         accounting: &Accounting,
     ) -> Option<Arc<ObjectData>> {
         self.dequeue(entry.seq);
-        if entry.data.is_some() {
+        if let Body::Cached(_) = entry.body {
             if entry.state == ObjectState::Persisted {
                 self.lru.pop(id);
                 accounting.evicted(entry.memory_bytes);
@@ -103,7 +148,7 @@ impl Orders {
                 accounting.unpin(entry.memory_bytes);
             }
         }
-        entry.data
+        entry.body.into_data()
     }
 }
 
@@ -196,8 +241,9 @@ impl Index {
         self.check_not_stale(&id)?;
         let seq = self.next_seq;
         self.next_seq += 1;
+        let len = data.as_ref().map_or(0, |d| d.len());
         let entry = Entry {
-            data,
+            body: data.map_or(Body::Tombstone, Body::Cached),
             state: ObjectState::Committed,
             write_type,
             role,
@@ -205,7 +251,6 @@ impl Index {
             memory_bytes,
         };
         if write_type.persists() {
-            let len = entry.data.as_ref().map_or(0, |d| d.len());
             self.orders.enqueue(
                 seq,
                 Queued {
@@ -264,7 +309,7 @@ impl Index {
             && ks
                 .versions
                 .get(&newest)
-                .is_some_and(|e| e.data.is_none() && e.settled());
+                .is_some_and(|e| matches!(e.body, Body::Tombstone) && e.settled());
         if only_settled_tombstone {
             let entry = ks.versions.remove(&newest).expect("checked just above");
             self.orders
@@ -291,12 +336,56 @@ impl Index {
         let ks = self.key_state(bucket, key).ok_or_else(not_found)?;
         let version = ks.newest;
         let entry = ks.versions.get(&version).ok_or_else(not_found)?;
-        let data = entry.data.clone().ok_or_else(not_found)?;
         let meta = entry.meta(id_of(bucket, key, version));
+        let data = match &entry.body {
+            Body::Cached(data) => data.clone(),
+            Body::Evicted { .. } => return Err(StoreError::Evicted(meta)),
+            Body::Tombstone => return Err(not_found()),
+        };
         if meta.state == ObjectState::Persisted {
             self.orders.lru.promote(&meta.id);
         }
         Ok((meta, data))
+    }
+
+    /// The newest version's metadata, whether its bytes are in memory or evicted.
+    pub(super) fn head(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.key_state(bucket, key)
+            .and_then(|ks| Some((ks.newest, ks.versions.get(&ks.newest)?)))
+            .filter(|(_, entry)| !matches!(entry.body, Body::Tombstone))
+            .map(|(version, entry)| entry.meta(id_of(bucket, key, version)))
+            .ok_or_else(|| StoreError::NotFound {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            })
+    }
+
+    /// Puts bytes read back from the under-store into `id`'s evicted entry, as a cache
+    /// entry again. Refused (returning `false`) unless `id` is still the key's newest
+    /// version and evicted: a delete or newer version that came meanwhile wins.
+    pub(super) fn refill(
+        &mut self,
+        id: &ObjectId,
+        data: Arc<ObjectData>,
+        memory_bytes: u64,
+        accounting: &Accounting,
+    ) -> bool {
+        let newest = self.newest_version(&id.bucket, &id.key) == Some(id.version);
+        let Ok(entry) = self.entry_mut(id) else {
+            return false;
+        };
+        if !newest || !matches!(entry.body, Body::Evicted { .. }) {
+            return false;
+        }
+        entry.body = Body::Cached(data);
+        entry.memory_bytes = memory_bytes;
+        accounting.cached(memory_bytes);
+        self.orders.lru.put(id.clone(), ());
+        true
     }
 
     pub(super) fn list(
@@ -317,7 +406,9 @@ impl Index {
         .take_while(|(key, _)| key.as_str().starts_with(prefix))
         .filter_map(|(key, ks)| {
             let entry = ks.versions.get(&ks.newest)?;
-            entry.data.as_ref()?;
+            if let Body::Tombstone = entry.body {
+                return None;
+            }
             Some(entry.meta(id_of(bucket, key, ks.newest)))
         })
         .take(max)
@@ -334,8 +425,9 @@ impl Index {
     ) -> Result<(ObjectMeta, Arc<ObjectData>), StoreError> {
         let entry = self.entry_mut(id)?;
         let data = entry
-            .data
-            .clone()
+            .body
+            .data()
+            .cloned()
             .ok_or_else(|| StoreError::VersionNotFound(id.clone()))?;
         Ok((entry.meta(id.clone()), data))
     }
@@ -351,8 +443,9 @@ impl Index {
             ObjectState::Persisting,
         )?;
         Ok(entry
-            .data
-            .clone()
+            .body
+            .data()
+            .cloned()
             .map(|data| (entry.meta(id.clone()), data)))
     }
 
@@ -394,18 +487,30 @@ impl Index {
         Ok(self.settle_persisted(id, accounting))
     }
 
-    /// `id` just became persisted: out of the FIFO, its memory evictable.
+    /// `id` just became persisted: out of the FIFO, its memory evictable — or, for a
+    /// `THROUGH` write, which is not to be cached, evicted at once.
     fn settle_persisted(&mut self, id: &ObjectId, accounting: &Accounting) -> Vec<Arc<ObjectData>> {
         let Ok(entry) = self.entry_mut(id) else {
             return Vec::new();
         };
-        let (seq, has_data, memory_bytes) = (entry.seq, entry.data.is_some(), entry.memory_bytes);
-        self.orders.dequeue(seq);
-        if has_data {
+        let (seq, memory_bytes) = (entry.seq, entry.memory_bytes);
+        let mut released = Vec::new();
+        let mut cached = false;
+        if let Body::Cached(_) = entry.body {
             accounting.persisted(memory_bytes);
+            if entry.write_type == WriteType::Through {
+                released.extend(entry.evict());
+                accounting.evicted(memory_bytes);
+            } else {
+                cached = true;
+            }
+        }
+        self.orders.dequeue(seq);
+        if cached {
             self.orders.lru.put(id.clone(), ());
         }
-        self.prune(&id.bucket, &id.key, accounting)
+        released.extend(self.prune(&id.bucket, &id.key, accounting));
+        released
     }
 
     pub(super) fn fail_persist(&mut self, id: &ObjectId) -> Result<(), StoreError> {
@@ -440,30 +545,18 @@ impl Index {
     /// in the LRU, so unpersisted data cannot be chosen (invariant 4).
     pub(super) fn evict_lru(&mut self, accounting: &Accounting) -> Option<Arc<ObjectData>> {
         let (id, ()) = self.orders.lru.pop_lru()?;
-        let keys = self
-            .buckets
-            .get_mut(&id.bucket)
-            .expect("LRU entries are indexed");
-        let ks = keys.get_mut(&id.key).expect("LRU entries are indexed");
-        let entry = ks
-            .versions
-            .remove(&id.version)
-            .expect("LRU entries are indexed");
+        let entry = self.entry_mut(&id).expect("LRU entries are indexed");
         assert_eq!(
             entry.state,
             ObjectState::Persisted,
             "evicting {id}, which is not persisted"
         );
-        accounting.evicted(entry.memory_bytes);
+        let memory_bytes = entry.memory_bytes;
+        let data = entry.evict();
+        accounting.evicted(memory_bytes);
         self.orders.evictions += 1;
-        if ks.versions.is_empty() {
-            keys.remove(&id.key);
-            if keys.is_empty() {
-                self.buckets.remove(&id.bucket);
-            }
-        }
-        tracing::debug!(%id, bytes = entry.memory_bytes, "evicted");
-        entry.data
+        tracing::debug!(%id, bytes = memory_bytes, "evicted");
+        data
     }
 
     pub(super) fn backlog(&self, now: Instant) -> Backlog {

@@ -15,8 +15,10 @@
 //! lock-free chunk allocation plus an atomic admission check.
 
 mod accounting;
+mod filling;
 mod index;
 mod object;
+mod refill;
 mod writer;
 
 #[cfg(test)]
@@ -37,6 +39,7 @@ use accounting::Accounting;
 use index::Index;
 use object::ObjectData;
 
+pub use refill::Refill;
 pub use writer::ObjectWriter;
 
 /// One version of one object.
@@ -197,8 +200,8 @@ pub enum StoreError {
         /// The CRC of the bytes held.
         actual: u32,
     },
-    /// No live version of the key is in memory (never written, deleted, or evicted).
-    #[error("{bucket}/{key} not found in memory")]
+    /// No live version of the key is known (never written, or deleted).
+    #[error("{bucket}/{key} not found")]
     NotFound {
         /// The bucket.
         bucket: BucketName,
@@ -208,6 +211,48 @@ pub enum StoreError {
     /// That exact version is not in memory.
     #[error("{0} not found in memory")]
     VersionNotFound(ObjectId),
+    /// The newest version is persisted but its bytes were evicted: read it back from the
+    /// under-store ([`ObjectStore::refill`]).
+    #[error("{} was evicted from memory; its bytes are in the under-store", .0.id)]
+    Evicted(ObjectMeta),
+    /// What the under-store returned for an evicted object is not what was written.
+    #[error(
+        "the under-store's copy of {id} is {len} bytes{}, but {expected_len} bytes with crc32 \
+         {expected_crc:#010x} were written: it was overwritten by a newer version, or damaged",
+        crc.map_or(String::new(), |c| format!(" with crc32 {c:#010x}"))
+    )]
+    UnderStoreMismatch {
+        /// The object.
+        id: ObjectId,
+        /// Its size as written.
+        expected_len: u64,
+        /// Its CRC as written.
+        expected_crc: u32,
+        /// The size read back (so far).
+        len: u64,
+        /// The CRC read back, once all of it was.
+        crc: Option<u32>,
+    },
+    /// Memory is too full of unpersisted data to read an evicted object back in.
+    #[error(
+        "no room to read {id} ({}) back into memory after waiting {waited:?}: {} pinned by \
+         unpersisted data in a {} pool, {chunks_free} chunks free",
+        ByteSize(*len), ByteSize(*pinned_bytes), ByteSize(*pool_bytes)
+    )]
+    NoRoomToCache {
+        /// The object.
+        id: ObjectId,
+        /// Its size.
+        len: u64,
+        /// How long it waited.
+        waited: Duration,
+        /// Memory pinned by unpersisted objects and writes in progress.
+        pinned_bytes: u64,
+        /// The pool's size.
+        pool_bytes: u64,
+        /// Free chunks in the pool at the time.
+        chunks_free: usize,
+    },
     /// A newer or equal version of the key is already known: the write is stale.
     #[error("{id} is stale: the key already has version {newest}")]
     StaleVersion {
@@ -348,7 +393,7 @@ impl AsRef<[u8]> for ChunkView {
 impl ObjectStore {
     /// A store over `pool` with `config`'s limits.
     pub fn new(pool: Pool, config: StoreConfig) -> Result<Self, StoreError> {
-        let pool_bytes = pool.stats().chunks_total as u64 * pool.chunk_size() as u64;
+        let pool_bytes = u64::from(pool.stats().chunks_total) * pool.chunk_size() as u64;
         if config.unpersisted_limit_bytes > pool_bytes {
             return Err(StoreError::InvalidConfig(format!(
                 "unpersisted_limit_bytes {} is larger than the {}-byte pool",
@@ -402,7 +447,8 @@ impl ObjectStore {
         self.commit(id, write_type, role, None, 0).map(drop)
     }
 
-    /// The newest live version of a key.
+    /// The newest live version of a key; [`StoreError::Evicted`] if its bytes must be
+    /// read back from the under-store first.
     pub fn get(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectReader, StoreError> {
         let (meta, data) = self.index().get(bucket, key)?;
         Ok(ObjectReader { meta, data })
@@ -431,9 +477,15 @@ impl ObjectStore {
         self.index().newest_version(bucket, key)
     }
 
-    /// The metadata of the newest live version of a key.
+    /// The metadata of the newest live version of a key, in memory or evicted.
     pub fn head(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
-        self.get(bucket, key).map(|reader| reader.meta)
+        self.index().head(bucket, key)
+    }
+
+    /// Starts reading an evicted object (as [`StoreError::Evicted`] described it) back
+    /// into memory. Fails at once if it could not fit beside the unpersisted data.
+    pub fn refill(&self, evicted: ObjectMeta) -> Result<Refill, StoreError> {
+        Refill::new(self.clone(), evicted)
     }
 
     /// `committed → persisting`: an upload of `id` starts. Returns the reader to upload
@@ -501,6 +553,10 @@ impl ObjectStore {
 
     fn chunk_size(&self) -> usize {
         self.shared.pool.chunk_size()
+    }
+
+    fn pool_bytes(&self) -> u64 {
+        u64::from(self.shared.pool.stats().chunks_total) * self.chunk_size() as u64
     }
 
     fn space_freed(&self) -> Arc<Notify> {
@@ -578,21 +634,62 @@ impl ObjectStore {
         if !self.shared.accounting.try_pin(chunk_bytes) {
             return None;
         }
+        let chunk = self.try_alloc_evicting();
+        if chunk.is_none() {
+            self.shared.accounting.unpin(chunk_bytes);
+        }
+        chunk
+    }
+
+    /// A chunk from the pool; if it is empty, persisted objects hold the rest, so evict
+    /// the least recently used (its chunks return when its last reader lets go, usually
+    /// at once) until one frees up or none is left.
+    fn try_alloc_evicting(&self) -> Option<Chunk> {
         loop {
             if let Ok(chunk) = self.shared.pool.try_alloc() {
                 return Some(chunk);
             }
-            // The pool is empty but we are under the limit: persisted objects hold the
-            // rest. Evict the least recently used one (its chunks return when the last
-            // reader lets go, usually at once).
             let evicted = self.index().evict_lru(&self.shared.accounting);
-            match evicted {
-                Some(data) => drop(data),
-                None => {
-                    self.shared.accounting.unpin(chunk_bytes);
-                    return None;
-                }
+            drop(evicted?);
+        }
+    }
+
+    /// One chunk for reading `meta` back in: not pinned (the object is persisted), taken
+    /// from the pool or by evicting, waiting for memory until `deadline`.
+    async fn cache_chunk(&self, meta: &ObjectMeta, deadline: Instant) -> Result<Chunk, StoreError> {
+        let started = Instant::now();
+        loop {
+            let freed = self.shared.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(chunk) = self.try_alloc_evicting() {
+                return Ok(chunk);
             }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.no_room_to_cache(meta, started.elapsed()));
+            }
+        }
+    }
+
+    fn no_room_to_cache(&self, meta: &ObjectMeta, waited: Duration) -> StoreError {
+        StoreError::NoRoomToCache {
+            id: meta.id.clone(),
+            len: meta.len,
+            waited,
+            pinned_bytes: self.shared.accounting.pinned(),
+            pool_bytes: self.pool_bytes(),
+            chunks_free: self.shared.pool.stats().chunks_free,
+        }
+    }
+
+    /// Makes read-back bytes `id`'s cache entry, unless something newer came meanwhile.
+    fn install_refill(&self, id: &ObjectId, data: Arc<ObjectData>, memory_bytes: u64) {
+        let installed = self
+            .index()
+            .refill(id, data, memory_bytes, &self.shared.accounting);
+        if installed {
+            // Writers waiting for memory may now evict it.
+            self.shared.space_freed.notify_waiters();
         }
     }
 

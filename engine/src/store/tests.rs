@@ -77,6 +77,27 @@ async fn put(
         .await
 }
 
+/// Reads an evicted object back in from `data`, in uneven pieces as a network delivers.
+async fn refill(
+    store: &ObjectStore,
+    evicted: ObjectMeta,
+    data: &[u8],
+) -> Result<ObjectReader, StoreError> {
+    let mut refill = store.refill(evicted)?;
+    for piece in data.chunks(CHUNK / 3 + 1) {
+        refill.write(piece).await?;
+    }
+    refill.finish()
+}
+
+fn evicted(store: &ObjectStore, name: &str) -> ObjectMeta {
+    match store.get(&bucket(), &key(name)) {
+        Err(StoreError::Evicted(meta)) => meta,
+        Err(other) => panic!("{name} is not evicted: {other}"),
+        Ok(_) => panic!("{name} is not evicted: it is in memory"),
+    }
+}
+
 fn persist(store: &ObjectStore, id: &ObjectId) {
     store.start_persist(id).unwrap();
     store.finish_persist(id).unwrap();
@@ -251,13 +272,16 @@ fn persisted_objects_are_evicted_least_recently_used_first() {
         assert_eq!(store.stats().pool.chunks_free, 0);
         put(&store, "d", 1, &bytes(CHUNK, 3)).await.unwrap();
         assert!(
-            store.get(&bucket(), &key("b")).is_err(),
+            matches!(store.get(&bucket(), &key("b")), Err(StoreError::Evicted(_))),
             "b was least recently used"
         );
         // Reading promotes: read c, then a, so c is again the least recently used.
         assert!(store.get(&bucket(), &key("c")).is_ok() && store.get(&bucket(), &key("a")).is_ok());
         put(&store, "e", 1, &bytes(CHUNK, 4)).await.unwrap();
-        assert!(store.get(&bucket(), &key("c")).is_err(), "then c");
+        assert!(
+            matches!(store.get(&bucket(), &key("c")), Err(StoreError::Evicted(_))),
+            "then c"
+        );
         assert_eq!(store.stats().evictions, 2);
     });
     assert_quiescent_accounting(&store);
@@ -595,10 +619,24 @@ proptest! {
                     }
                 }
                 Op::Read { key: k } => {
-                    if let Ok(reader) = store.get(&bucket(), &key(&format!("k{k}"))) {
-                        let (version, data, _) = model.get(&k).expect("the store only has what was written");
-                        prop_assert_eq!(reader.meta().id.version.0, *version, "never a stale version");
-                        prop_assert_eq!(Some(reader.read_all().unwrap()), data.clone());
+                    let reader = match store.get(&bucket(), &key(&format!("k{k}"))) {
+                        // Read back as the node does, from the "under-store" (the model).
+                        Err(StoreError::Evicted(meta)) => {
+                            let (version, data, persisted) = model.get(&k).expect("evicted, so written");
+                            prop_assert!(*persisted, "only persisted objects are evicted");
+                            prop_assert_eq!(meta.id.version.0, *version);
+                            rt.block_on(refill(&store, meta, data.as_ref().expect("not a tombstone")))
+                        }
+                        other => other,
+                    };
+                    match reader {
+                        Ok(reader) => {
+                            let (version, data, _) = model.get(&k).expect("the store only has what was written");
+                            prop_assert_eq!(reader.meta().id.version.0, *version, "never a stale version");
+                            prop_assert_eq!(Some(reader.read_all().unwrap()), data.clone());
+                        }
+                        Err(StoreError::NotFound { .. } | StoreError::NoRoomToCache { .. }) => {}
+                        Err(other) => prop_assert!(false, "unexpected {other}"),
                     }
                 }
                 Op::Delete { key: k } => {
@@ -721,4 +759,154 @@ async fn replicas_wait_for_the_primary_to_say_persisted() {
         .await
         .unwrap();
     store.mark_persisted(&id("k", 9)).unwrap();
+}
+
+#[test]
+fn an_evicted_object_is_read_back_checked_and_cached_again() {
+    let rt = paused_runtime();
+    let store = store(8, 6);
+    let data = bytes(2 * CHUNK + 100, 5);
+    rt.block_on(async {
+        put(&store, "old", 1, &data).await.unwrap();
+        persist(&store, &id("old", 1));
+        fill_unpersisted(&store, 6).await; // evicts "old"
+        let meta = evicted(&store, "old");
+        assert_eq!(
+            (meta.len, meta.crc),
+            (data.len() as u64, crc32fast::hash(&data))
+        );
+        assert_eq!(
+            store.head(&bucket(), &key("old")).unwrap(),
+            meta,
+            "head needs no bytes"
+        );
+        let listed = store.list(&bucket(), "old", None, 10);
+        assert_eq!(
+            listed,
+            vec![meta.clone()],
+            "an evicted object is still listed"
+        );
+        assert_quiescent_accounting(&store);
+
+        // Memory is full of pinned data, and nothing is evictable: no room.
+        assert!(matches!(
+            refill(&store, meta.clone(), &data).await,
+            Err(StoreError::NoRoomToCache { .. })
+        ));
+        for i in 0..3 {
+            persist(&store, &id(&format!("k{i}"), 1));
+        }
+        let reader = refill(&store, meta.clone(), &data).await.unwrap();
+        assert_eq!(reader.read_all().unwrap(), data);
+        let cached = store.get(&bucket(), &key("old")).unwrap();
+        assert_eq!(cached.read_all().unwrap(), data, "cached again");
+        assert_eq!(cached.meta(), &meta);
+    });
+    assert_quiescent_accounting(&store);
+}
+
+#[test]
+fn read_back_bytes_that_are_not_what_was_written_are_refused() {
+    let rt = paused_runtime();
+    let data = bytes(3 * CHUNK, 6);
+    let store = store_evicting("k", &data, &rt);
+    let meta = evicted(&store, "k");
+    let mut flipped = data.clone();
+    flipped[CHUNK + 7] ^= 1;
+    let longer = [&data[..], b"!"].concat();
+    for (what, wrong) in [
+        ("a flipped bit", &flipped[..]),
+        ("a shorter object", &data[..data.len() - 1]),
+        ("a longer object", &longer[..]),
+        ("nothing", &[][..]),
+    ] {
+        let result = rt.block_on(refill(&store, meta.clone(), wrong));
+        assert!(
+            matches!(result, Err(StoreError::UnderStoreMismatch { .. })),
+            "{what}: {:?}",
+            result.map(|r| r.meta().clone())
+        );
+        evicted(&store, "k"); // nothing was cached
+        assert_quiescent_accounting(&store);
+    }
+}
+
+/// A store where `name`, holding `data` (3 to 5 chunks), was persisted and then evicted
+/// by six chunks of unpersisted data, half of which is persisted since: room to read
+/// `name` back in.
+fn store_evicting(name: &str, data: &[u8], rt: &tokio::runtime::Runtime) -> ObjectStore {
+    let store = store(8, 6);
+    rt.block_on(async {
+        put(&store, name, 1, data).await.unwrap();
+        persist(&store, &id(name, 1));
+        fill_unpersisted(&store, 6).await;
+    });
+    for i in 0..3 {
+        persist(&store, &id(&format!("k{i}"), 1));
+    }
+    store
+}
+
+#[test]
+fn a_delete_or_newer_version_during_read_back_wins() {
+    let rt = paused_runtime();
+    let data = bytes(3 * CHUNK + 1, 7);
+    for newer in ["delete", "put"] {
+        let store = store_evicting("x", &data, &rt);
+        let meta = evicted(&store, "x");
+        let mut refill = store.refill(meta).unwrap();
+        rt.block_on(refill.write(&data)).unwrap();
+        match newer {
+            "delete" => store
+                .delete(id("x", 2), WriteType::AsyncThrough, Role::Primary)
+                .unwrap(),
+            _ => {
+                rt.block_on(put(&store, "x", 2, b"newer")).unwrap();
+            }
+        }
+        let reader = refill.finish().unwrap();
+        assert_eq!(
+            reader.read_all().unwrap(),
+            data,
+            "{newer}: the read began first"
+        );
+        drop(reader);
+        match store.get(&bucket(), &key("x")) {
+            Ok(r) => assert_eq!((newer, r.read_all().unwrap()), ("put", b"newer".to_vec())),
+            Err(err) => assert!(
+                newer == "delete" && matches!(err, StoreError::NotFound { .. }),
+                "{newer}: {err}"
+            ),
+        }
+        assert_quiescent_accounting(&store);
+    }
+}
+
+#[test]
+fn through_writes_are_not_cached_once_persisted() {
+    let rt = paused_runtime();
+    let store = store(8, 8);
+    let data = bytes(CHUNK * 2, 8);
+    rt.block_on(async {
+        store
+            .put(id("k", 1), WriteType::Through, &data)
+            .await
+            .unwrap();
+    });
+    assert!(
+        store.get(&bucket(), &key("k")).is_ok(),
+        "in memory until persisted"
+    );
+    persist(&store, &id("k", 1));
+    let meta = evicted(&store, "k");
+    let stats = store.stats();
+    assert_eq!((stats.pinned_bytes, stats.evictable_bytes), (0, 0));
+    assert_eq!(stats.pool.chunks_free, 8, "its memory went back at once");
+    // A read-through caches it like any other persisted object.
+    rt.block_on(refill(&store, meta, &data)).unwrap();
+    assert_eq!(
+        store.get(&bucket(), &key("k")).unwrap().read_all().unwrap(),
+        data
+    );
+    assert_quiescent_accounting(&store);
 }

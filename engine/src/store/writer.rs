@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use fdw_net::WriteType;
 
-use super::object::{ObjectData, combine_crcs};
+use super::filling::Filling;
 use super::{ObjectId, ObjectMeta, ObjectStore, Role, StoreError};
-use crate::pool::Chunk;
 
 /// An object being written (state `writing`). Dropping it without committing aborts the
 /// write and returns its memory.
@@ -16,13 +15,7 @@ pub struct ObjectWriter {
     id: ObjectId,
     write_type: WriteType,
     role: Role,
-    chunks: Vec<Chunk>,
-    chunk_crcs: Vec<u32>,
-    /// CRC of the bytes of the last chunk so far.
-    open_crc: crc32fast::Hasher,
-    /// Bytes written into the last chunk.
-    filled: usize,
-    len: u64,
+    fill: Filling,
     /// Bytes of memory pinned for this writer; handed to the index on commit.
     pinned_bytes: u64,
 }
@@ -34,11 +27,7 @@ impl ObjectWriter {
             id,
             write_type,
             role: Role::Primary,
-            chunks: Vec::new(),
-            chunk_crcs: Vec::new(),
-            open_crc: crc32fast::Hasher::new(),
-            filled: 0,
-            len: 0,
+            fill: Filling::default(),
             pinned_bytes: 0,
         }
     }
@@ -55,22 +44,20 @@ impl ObjectWriter {
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.len
+        self.fill.len()
     }
 
     /// Whether nothing was written yet.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.fill.len() == 0
     }
 
     /// Copies `data` into the object. May wait (bounded) for memory; see
     /// [`StoreError::Backpressure`].
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         while !data.is_empty() {
-            let buf = self.buffer(data.len()).await?;
-            let n = buf.len().min(data.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            self.advance(n);
+            self.buffer(data.len()).await?;
+            let n = self.fill.copy_in(data);
             data = &data[n..];
         }
         Ok(())
@@ -82,35 +69,23 @@ impl ObjectWriter {
     /// write, checked against the size limits before any memory is taken.
     pub async fn buffer(&mut self, incoming: usize) -> Result<&mut [u8], StoreError> {
         self.check_limits(incoming as u64)?;
-        if self.chunks.is_empty() || self.filled == self.store.chunk_size() {
-            self.seal_open_chunk();
+        if self.fill.is_full() {
             let chunk = self.store.reserve_chunk(&self.id).await?;
             self.pinned_bytes += chunk.capacity() as u64;
-            self.chunks.push(chunk);
-            self.filled = 0;
+            self.fill.push(chunk);
         }
-        let filled = self.filled;
-        let last = self.chunks.last_mut().expect("a chunk was just ensured");
-        Ok(&mut last.as_mut_slice()[filled..])
+        Ok(self.fill.spare())
     }
 
     /// Marks `n` bytes of the last [`buffer`](Self::buffer) as written, and hashes them
     /// while they are hot in cache.
     pub fn advance(&mut self, n: usize) {
-        let chunk = self.chunks.last().expect("advance follows buffer");
-        assert!(
-            self.filled + n <= chunk.capacity(),
-            "advance past the end of the chunk"
-        );
-        self.open_crc
-            .update(&chunk.as_slice()[self.filled..self.filled + n]);
-        self.filled += n;
-        self.len += n as u64;
+        self.fill.advance(n);
     }
 
     fn check_limits(&self, incoming: u64) -> Result<(), StoreError> {
         let config = self.store.config();
-        let total = self.len + incoming;
+        let total = self.fill.len() + incoming;
         if total > config.max_object_bytes {
             return Err(StoreError::ObjectTooLarge {
                 id: self.id.clone(),
@@ -136,13 +111,12 @@ impl ObjectWriter {
     /// filled the chunk, or be the object's last.
     pub fn seal_frame(&mut self, expected_crc: u32) -> Result<(), StoreError> {
         assert_eq!(
-            self.chunk_crcs.len() + 1,
-            self.chunks.len(),
+            self.fill.sealed() + 1,
+            self.fill.chunk_count(),
             "a frame fills one open chunk"
         );
-        self.seal_open_chunk();
-        let index = self.chunk_crcs.len() - 1;
-        let actual = self.chunk_crcs[index];
+        let actual = self.fill.seal().expect("a chunk was just sealed");
+        let index = self.fill.sealed() - 1;
         if actual != expected_crc {
             return Err(StoreError::ChecksumMismatch {
                 id: self.id.clone(),
@@ -157,16 +131,7 @@ impl ObjectWriter {
     /// The bytes written into the last chunk: after [`seal_frame`](Self::seal_frame),
     /// exactly the frame just received, ready to forward to the next replica.
     pub fn last_chunk(&self) -> &[u8] {
-        self.chunks
-            .last()
-            .map_or(&[], |chunk| &chunk.as_slice()[..self.filled])
-    }
-
-    fn seal_open_chunk(&mut self) {
-        if self.chunk_crcs.len() < self.chunks.len() {
-            let crc = std::mem::take(&mut self.open_crc).finalize();
-            self.chunk_crcs.push(crc);
-        }
+        self.fill.last_chunk()
     }
 
     /// Makes the object visible as `committed`.
@@ -181,9 +146,8 @@ impl ObjectWriter {
     }
 
     fn commit_checked(mut self, expected_crc: Option<u32>) -> Result<ObjectMeta, StoreError> {
-        self.seal_open_chunk();
         if let Some(expected) = expected_crc {
-            let actual = combine_crcs(&self.chunk_crcs, self.len, self.store.chunk_size() as u64);
+            let actual = self.fill.crc(self.store.chunk_size());
             if actual != expected {
                 // Dropping `self` returns the memory.
                 return Err(StoreError::ChecksumMismatch {
@@ -194,12 +158,7 @@ impl ObjectWriter {
                 });
             }
         }
-        let data = ObjectData::new(
-            std::mem::take(&mut self.chunks),
-            std::mem::take(&mut self.chunk_crcs),
-            self.len,
-            self.store.space_freed(),
-        );
+        let data = std::mem::take(&mut self.fill).into_data(self.store.space_freed());
         let pinned = std::mem::take(&mut self.pinned_bytes);
         self.store.commit(
             self.id.clone(),
@@ -214,7 +173,8 @@ impl ObjectWriter {
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
         if self.pinned_bytes > 0 {
-            self.chunks.clear();
+            // The chunks go back before the accounting says they did.
+            self.fill = Filling::default();
             self.store.release_pinned(self.pinned_bytes);
         }
     }
