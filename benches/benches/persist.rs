@@ -24,13 +24,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use fdw_client::{Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_persist::s3_server::S3Server;
 use fdw_persist::{LocalDir, Payload, S3Store, UnderStore};
+use fdw_tools::bench::baseline::put_s3;
+use fdw_tools::bench::fdw_drain;
 use tokio::task::JoinSet;
 
 const OBJECT: usize = 64 << 20;
@@ -65,70 +65,6 @@ fn object(n: usize, len: usize) -> Bytes {
 
 fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
-}
-
-/// fdw: put every object, then time the pipeline's drain.
-async fn fdw_drain(server: &S3Server, objects: &[Bytes], round: usize) -> Duration {
-    let s3 = server.config();
-    let pool = PoolConfig {
-        // Enough for every object on one node, in whole 2 MiB pages.
-        size_bytes: (objects.len() * OBJECT + (256 << 20)).next_multiple_of(2 << 20),
-        chunk_size_bytes: 64 << 10,
-        huge_pages: HugePagePolicy::Auto,
-        populate: true,
-        lock: false,
-    };
-    let cluster = LocalCluster::start(3, pool, |c| {
-        c.persist.s3 = Some(s3.clone());
-        c.persist.default_location = Some("s3://lake/fdw".parse().expect("location"));
-        c.persist.initial_delay = Duration::from_secs(4);
-        c.persist.concurrency = CONCURRENCY;
-        c.persist.max_bytes_in_flight = (CONCURRENCY * OBJECT) as u64;
-        c.persist.part_bytes = PART;
-    })
-    .await
-    .expect("cluster");
-    let replication = Replication {
-        write_type: WriteType::AsyncThrough,
-        replicas: 1,
-        quorum: 1,
-    };
-    let client = cluster.client("bench").await.expect("client");
-    let requests_before = server.requests("CreateMultipartUpload");
-    let put_started = now();
-    for (n, data) in objects.iter().enumerate() {
-        client
-            .put_bytes(
-                "bench",
-                &format!("fdw-{round}/{n}"),
-                data.clone(),
-                replication,
-            )
-            .await
-            .expect("put");
-    }
-    let put_time = put_started.elapsed();
-    assert!(
-        put_time < Duration::from_secs(4),
-        "the puts took {put_time:?}, longer than the pipeline's initial delay"
-    );
-    while server.requests("CreateMultipartUpload") == requests_before {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let started = now();
-    loop {
-        let statuses = client.status().await;
-        if statuses
-            .iter()
-            .all(|(_, s)| s.as_ref().is_ok_and(|s| s.backlog_objects == 0))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let elapsed = started.elapsed();
-    cluster.shutdown().await;
-    elapsed
 }
 
 const READ_OBJECT: usize = 16 << 20;
@@ -192,67 +128,28 @@ async fn read_through_round(
 }
 
 /// Plain aws-sdk-s3: multipart uploads of the same bytes from memory, `CONCURRENCY`
-/// objects at a time, parts in order within an object.
+/// objects at a time, parts in order within an object (`fdw-bench`'s S3 baseline).
 async fn sdk_uploads(store: &S3Store, objects: &[Bytes], round: usize) -> Duration {
     let client = store.client().clone();
     let started = now();
-    let mut running = JoinSet::new();
+    let mut running: JoinSet<anyhow::Result<()>> = JoinSet::new();
     for (n, data) in objects.iter().enumerate() {
         if running.len() == CONCURRENCY {
-            running.join_next().await.expect("task").expect("upload");
+            running
+                .join_next()
+                .await
+                .expect("task")
+                .expect("upload task")
+                .expect("upload");
         }
         let (client, data) = (client.clone(), data.clone());
         running.spawn(async move {
             let key = format!("sdk-{round}/{n}");
-            let upload = client
-                .create_multipart_upload()
-                .bucket("lake")
-                .key(&key)
-                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
-                .send()
-                .await
-                .expect("create");
-            let id = upload.upload_id().expect("id").to_owned();
-            let mut parts = Vec::new();
-            for (i, start) in (0..data.len()).step_by(PART as usize).enumerate() {
-                let end = (start + PART as usize).min(data.len());
-                let part = client
-                    .upload_part()
-                    .bucket("lake")
-                    .key(&key)
-                    .upload_id(&id)
-                    .part_number(i as i32 + 1)
-                    .checksum_crc32(fdw_persist::crc32_header(crc32fast::hash(
-                        &data[start..end],
-                    )))
-                    .body(ByteStream::from(data.slice(start..end)))
-                    .send()
-                    .await
-                    .expect("part");
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(i as i32 + 1)
-                        .e_tag(part.e_tag().unwrap_or_default())
-                        .build(),
-                );
-            }
-            client
-                .complete_multipart_upload()
-                .bucket("lake")
-                .key(&key)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("complete");
+            put_s3(&client, "lake", &key, &data, PART as usize).await
         });
     }
     while let Some(done) = running.join_next().await {
-        done.expect("upload task");
+        done.expect("upload task").expect("upload");
     }
     started.elapsed()
 }
@@ -328,7 +225,17 @@ fn main() {
                 bytes,
                 sdk_uploads(&direct, &objects, round).await,
             ));
-            fdw.push(mib_per_s(bytes, fdw_drain(&server, &objects, round).await));
+            let drained = fdw_drain(
+                &server,
+                &objects,
+                3,
+                PART,
+                CONCURRENCY,
+                &format!("fdw-{round}"),
+            )
+            .await
+            .expect("drain");
+            fdw.push(mib_per_s(bytes, drained));
             println!(
                 "  round {round}: aws-sdk-s3 {:.0} MiB/s, fdw pipeline {:.0} MiB/s",
                 sdk[round], fdw[round]

@@ -9,6 +9,8 @@
 //!   from its chunks, retried with backoff and jitter, aborted if it fails.
 
 mod any;
+#[cfg(feature = "s3-server")]
+pub mod emulation;
 mod local_dir;
 mod location;
 mod s3;

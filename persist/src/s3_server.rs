@@ -10,14 +10,14 @@
 //!   none is left behind;
 //! - it injects faults on request: `500 InternalError`, `503 SlowDown`, delays, and
 //!   connections reset (RST) as soon as they are accepted, and connections reset in the
-//!   middle of a request body.
+//!   middle of a request body;
+//! - it can emulate a cloud object store ([`CloudEmulation`]): first-byte latency,
+//!   jitter, a bandwidth cap per connection and throttling errors.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,6 +28,7 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use s3s_fs::FileSystem;
 
 use crate::S3Config;
+use crate::emulation::{CloudEmulation, Link, draw};
 use crate::under_store::{crc32_header, parse_crc32_header};
 
 /// The access key the server accepts.
@@ -57,6 +58,8 @@ struct State {
     /// For each of the next new connections, how many request bytes to read before
     /// resetting it (0: at once).
     resets: VecDeque<u64>,
+    /// What every request and connection gets, and the draws for its jitter and errors.
+    emulation: Option<(CloudEmulation, fastrand::Rng)>,
 }
 
 /// The running server. Dropping it stops accepting connections.
@@ -75,7 +78,17 @@ impl Drop for S3Server {
 impl S3Server {
     /// Serves the buckets under `root` (each a directory) on a free loopback port.
     pub async fn start(root: &Path) -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(State::default()));
+        Self::start_emulating(root, CloudEmulation::none()).await
+    }
+
+    /// As [`start`](Self::start), behaving like a cloud object store as `emulation` says.
+    pub async fn start_emulating(root: &Path, emulation: CloudEmulation) -> std::io::Result<Self> {
+        let bandwidth = emulation.connection_bytes_per_sec;
+        let state = Arc::new(Mutex::new(State {
+            emulation: (!emulation.is_none())
+                .then(|| (emulation.clone(), fastrand::Rng::with_seed(emulation.seed))),
+            ..State::default()
+        }));
         let fs = FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let checked = Checked {
             fs,
@@ -99,10 +112,7 @@ impl S3Server {
                     drop(stream);
                     continue;
                 }
-                let stream = CutAfter {
-                    stream,
-                    budget: reset_after.unwrap_or(u64::MAX),
-                };
+                let stream = Link::new(stream, reset_after, bandwidth);
                 let service = service.clone();
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -176,52 +186,6 @@ impl S3Server {
     }
 }
 
-/// A connection that fails both ways (and, with zero linger, is reset) once it has read
-/// `budget` bytes.
-struct CutAfter {
-    stream: tokio::net::TcpStream,
-    budget: u64,
-}
-
-impl tokio::io::AsyncRead for CutAfter {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.budget == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
-        }
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        self.budget = self.budget.saturating_sub(read);
-        poll
-    }
-}
-
-impl tokio::io::AsyncWrite for CutAfter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        // Nothing goes back on a connection that was cut: not even an error response.
-        if self.budget == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
-        }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 struct Checked {
     fs: FileSystem,
     root: PathBuf,
@@ -238,7 +202,15 @@ impl Checked {
                 .faults
                 .get_mut(operation)
                 .and_then(VecDeque::pop_front);
-            specific.or_else(|| state.faults.get_mut("*").and_then(VecDeque::pop_front))
+            let fault =
+                specific.or_else(|| state.faults.get_mut("*").and_then(VecDeque::pop_front));
+            let emulated = state.emulation.as_mut().map(|(e, rng)| draw(e, rng));
+            match (fault, emulated) {
+                (Some(fault), _) => Some(fault),
+                (None, Some((_, true))) => Some(Fault::SlowDown),
+                (None, Some((wait, false))) if !wait.is_zero() => Some(Fault::Delay(wait)),
+                (None, _) => None,
+            }
         };
         match fault {
             None => Ok(()),

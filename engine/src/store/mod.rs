@@ -614,17 +614,29 @@ impl ObjectStore {
     async fn reserve_chunk(&self, id: &ObjectId) -> Result<Chunk, StoreError> {
         let started = Instant::now();
         let deadline = started + self.shared.config.backpressure_timeout;
+        self.wait_for_chunk(deadline, || self.try_reserve_chunk())
+            .await
+            .ok_or_else(|| self.backpressure_error(id, started.elapsed()))
+    }
+
+    /// Tries `take` until it yields a chunk, waiting for freed memory between tries;
+    /// `None` once `deadline` passes.
+    async fn wait_for_chunk(
+        &self,
+        deadline: Instant,
+        take: impl Fn() -> Option<Chunk>,
+    ) -> Option<Chunk> {
         loop {
-            // Register before checking, so a release between the check and the wait
-            // still wakes us.
+            // Register before trying, so a release between the try and the wait still
+            // wakes us.
             let freed = self.shared.space_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(chunk) = self.try_reserve_chunk() {
-                return Ok(chunk);
+            if let Some(chunk) = take() {
+                return Some(chunk);
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(self.backpressure_error(id, started.elapsed()));
+                return None;
             }
         }
     }
@@ -658,17 +670,9 @@ impl ObjectStore {
     /// from the pool or by evicting, waiting for memory until `deadline`.
     async fn cache_chunk(&self, meta: &ObjectMeta, deadline: Instant) -> Result<Chunk, StoreError> {
         let started = Instant::now();
-        loop {
-            let freed = self.shared.space_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(chunk) = self.try_alloc_evicting() {
-                return Ok(chunk);
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(self.no_room_to_cache(meta, started.elapsed()));
-            }
-        }
+        self.wait_for_chunk(deadline, || self.try_alloc_evicting())
+            .await
+            .ok_or_else(|| self.no_room_to_cache(meta, started.elapsed()))
     }
 
     fn no_room_to_cache(&self, meta: &ObjectMeta, waited: Duration) -> StoreError {

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
-use fdw_client::{Client, ClientConfig, Member, NodeIdentity};
-use fdw_engine::Config;
 use tokio::io::AsyncWriteExt;
 
 /// Command-line client of an fdw cluster.
@@ -76,13 +74,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::load(&args.config)?;
-    let identity = NodeIdentity::load(&config.node.certs, &args.identity)
-        .with_context(|| format!("loading client certificate {:?}", args.identity))?;
-    let members: Vec<Member> = config.placement().members().to_vec();
-    let mut client_config = ClientConfig::new(members);
-    client_config.replication = config.default_replication();
-    let client = Client::connect(client_config, &identity).await?;
+    let client = fdw_tools::cluster::connect(&args.config, &args.identity).await?;
     match args.command {
         Command::Put { bucket, key, file } => {
             let data = if file.as_os_str() == "-" {

@@ -1,0 +1,200 @@
+//! `fdw-bench`: fdw's latency and throughput beside its baselines, measured in the same
+//! run. See `fdw_tools::bench` for what each workload does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+use fdw_persist::emulation::CloudEmulation;
+use fdw_tools::bench::{self, Plan, Report, Target, Workloads};
+
+/// Latency histograms and throughput of fdw, beside bare quinn, plain aws-sdk-s3 and
+/// a local fsync, all in one run.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The standard benchmark: every workload below.
+    All(RunArgs),
+    /// Put latency by object size and replication setting.
+    Put(RunArgs),
+    /// Get latency by object size.
+    Get(RunArgs),
+    /// Put throughput at several client concurrencies.
+    Throughput(RunArgs),
+    /// The persist pipeline's drain rate to S3.
+    Drain(RunArgs),
+    /// Two saved reports side by side, with new ÷ old for every series in both.
+    Compare {
+        /// The earlier report (report.json).
+        old: PathBuf,
+        /// The later report.
+        new: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Object sizes of the put and get workloads.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4KiB,64KiB,1MiB,16MiB,64MiB"
+    )]
+    sizes: Vec<ByteSize>,
+    /// Replication settings of the put workload, as R/W.
+    #[arg(long, value_delimiter = ',', default_value = "1/1,2/2,3/2,3/3")]
+    replication: Vec<String>,
+    /// Client concurrencies of the throughput workload.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<u32>,
+    /// Bytes the drain workload persists, in 64 MiB objects.
+    #[arg(long, default_value = "256MiB")]
+    drain_bytes: ByteSize,
+    /// Multiplies every sample count (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed of the data and of the S3 emulation's draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Workers of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Memory pool of each local worker.
+    #[arg(long, default_value = "1GiB")]
+    pool_size: ByteSize,
+    /// Measure a running cluster (its TOML file) instead of a local one.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Client certificate name, with --config.
+    #[arg(long, default_value = "client")]
+    identity: String,
+    /// S3's first-byte latency (emulated).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    s3_latency: Duration,
+    /// Extra latency drawn uniformly from 0 up to this, per request.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    s3_jitter: Duration,
+    /// S3 bandwidth per connection, each way; 0 for no cap.
+    #[arg(long, default_value = "85MB")]
+    s3_bandwidth: ByteSize,
+    /// Share of S3 requests refused with 503 SlowDown.
+    #[arg(long, default_value_t = 0.0)]
+    s3_error_rate: f64,
+    /// No emulation: the in-process S3 server as fast as this machine.
+    #[arg(long)]
+    no_emulation: bool,
+    /// Directory for report.json and latency.svg.
+    #[arg(long, default_value = "fdw-bench-report")]
+    out: PathBuf,
+}
+
+impl RunArgs {
+    fn plan(&self, workloads: Workloads) -> anyhow::Result<Plan> {
+        let replications = self
+            .replication
+            .iter()
+            .map(|rw| {
+                let (r, w) = rw
+                    .split_once('/')
+                    .with_context(|| format!("replication {rw:?} is not R/W"))?;
+                Ok((r.trim().parse()?, w.trim().parse()?))
+            })
+            .collect::<anyhow::Result<Vec<(u8, u8)>>>()?;
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.s3_error_rate),
+            "--s3-error-rate must be between 0 and 1"
+        );
+        anyhow::ensure!(self.scale > 0.0, "--scale must be positive");
+        let emulation = if self.no_emulation {
+            CloudEmulation::none()
+        } else {
+            CloudEmulation {
+                first_byte_latency: self.s3_latency,
+                jitter: self.s3_jitter,
+                connection_bytes_per_sec: (self.s3_bandwidth.as_u64() > 0)
+                    .then_some(self.s3_bandwidth.as_u64()),
+                error_rate: self.s3_error_rate,
+                seed: self.seed,
+            }
+        };
+        let target = match &self.config {
+            Some(config) => Target::Running {
+                config: config.clone(),
+                identity: self.identity.clone(),
+            },
+            None => Target::Local {
+                nodes: self.nodes,
+                pool_bytes: self.pool_size.as_u64(),
+            },
+        };
+        Ok(Plan {
+            workloads,
+            sizes: self.sizes.iter().map(ByteSize::as_u64).collect(),
+            replications,
+            concurrencies: self.concurrency.clone(),
+            drain_bytes: self.drain_bytes.as_u64(),
+            scale: self.scale,
+            seed: self.seed,
+            emulation,
+            target,
+            ..Plan::standard()
+        })
+    }
+}
+
+fn only(put: bool, get: bool, throughput: bool, drain: bool) -> Workloads {
+    Workloads {
+        put,
+        get,
+        throughput,
+        drain,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (args, workloads) = match cli.command {
+        Command::Compare { old, new } => {
+            let (old, new) = (load(&old)?, load(&new)?);
+            print!("{}", bench::table::compare(&old, &new));
+            return Ok(());
+        }
+        Command::All(args) => (args, only(true, true, true, true)),
+        Command::Put(args) => (args, only(true, false, false, false)),
+        Command::Get(args) => (args, only(false, true, false, false)),
+        Command::Throughput(args) => (args, only(false, false, true, false)),
+        Command::Drain(args) => (args, only(false, false, false, true)),
+    };
+    let plan = args.plan(workloads)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = runtime.block_on(bench::run(plan, command))?;
+    print!("{}", bench::table::render(&report));
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = args.out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let svg = args.out.join("latency.svg");
+    std::fs::write(&svg, bench::plot::latency_svg(&report))
+        .with_context(|| format!("writing {}", svg.display()))?;
+    println!("\nwrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
