@@ -3,21 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{run, write_config};
+use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_tools::bench::Report;
 
 fn fdw_bench(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fdw-bench"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(env!("CARGO_BIN_EXE_fdw-bench"), args)
 }
 
 fn load(dir: &Path) -> Report {
@@ -148,4 +143,57 @@ fn bad_arguments_are_refused_with_a_clear_error() {
         let (ok, _, stderr) = fdw_bench(args);
         assert!(!ok && stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cluster_is_measured_from_its_config() {
+    let pool = PoolConfig {
+        size_bytes: 64 << 20,
+        chunk_size_bytes: 64 << 10,
+        huge_pages: HugePagePolicy::Off,
+        populate: false,
+        lock: false,
+    };
+    let cluster = LocalCluster::start(3, pool, |_| {}).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    cluster.save_client_certs(dir.path(), "client").unwrap();
+    let config = write_config(dir.path(), &cluster);
+    let out = dir.path().join("run");
+    let args = [
+        "put".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--sizes".to_owned(),
+        "4KiB".to_owned(),
+        "--replication".to_owned(),
+        "2/2".to_owned(),
+        "--scale".to_owned(),
+        "0.02".to_owned(),
+        "--no-emulation".to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fdw_bench(&args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}\n{stderr}");
+    let report = load(&out);
+    assert!(
+        report.settings.target.starts_with("running cluster"),
+        "{:?}",
+        report.settings
+    );
+    let fdw = report
+        .series
+        .iter()
+        .find(|s| s.system == "fdw R=2 W=2")
+        .expect("fdw measured");
+    assert!(fdw.samples >= 1 && fdw.latency.is_some());
+    // The puts went to that cluster.
+    let client = cluster.client("check").await.unwrap();
+    assert!(client.head("bench", "put/4096/r2w2").await.is_ok());
+    cluster.shutdown().await;
 }

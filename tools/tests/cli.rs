@@ -2,36 +2,21 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
+
+use common::{run, write_config};
 
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 
 fn fdw(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fdw"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn write_config(dir: &Path, cluster: &LocalCluster) -> PathBuf {
-    let mut text = format!("[node]\nid = 0\ncerts = \"{}\"\n", dir.display());
-    for m in cluster.members() {
-        text.push_str(&format!(
-            "\n[[members]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\n",
-            m.id, m.name, m.addr
-        ));
-    }
-    let path = dir.join("cluster.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let config = config.to_str().unwrap();
+    let args: Vec<&str> = ["--config", config]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    run(env!("CARGO_BIN_EXE_fdw"), &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
