@@ -50,17 +50,9 @@ fn total_bytes() -> usize {
         .map_or(1 << 30, |b| b.as_u64() as usize)
 }
 
+/// Object `n`'s bytes: `fdw-bench`'s reproducible generator, seed 1.
 fn object(n: usize, len: usize) -> Bytes {
-    let mut x = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    fdw_tools::bench::object(1, n as u64, len as u64)
 }
 
 fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {

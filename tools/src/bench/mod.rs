@@ -30,7 +30,7 @@ use std::time::Duration;
 use fdw_persist::emulation::CloudEmulation;
 
 pub use report::{Latency, Report, Series, Settings};
-pub use workload::{fdw_drain, run};
+pub use workload::{fdw_drain, object, run};
 
 /// Which workloads to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

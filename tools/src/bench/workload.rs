@@ -150,7 +150,7 @@ fn fdw_name(r: u8, w: u8) -> String {
 }
 
 /// Reproducible bytes: a xorshift stream from the seed and the object's number.
-fn object(seed: u64, n: u64, len: u64) -> Bytes {
+pub fn object(seed: u64, n: u64, len: u64) -> Bytes {
     let mut x = (seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
     let mut out = Vec::with_capacity(len as usize + 8);
     while (out.len() as u64) < len {
