@@ -200,6 +200,16 @@ impl Client {
         self.response(member, &mut recv).await
     }
 
+    /// The object's members in preference order, those whose last handshake just failed
+    /// moved to the end: tried last, never skipped.
+    fn preference_list(&self, object: &ObjectRef) -> Vec<&Member> {
+        let members = self
+            .inner
+            .placement
+            .preference_list(&object.bucket, &object.key);
+        self.inner.peers.reachable_first(members)
+    }
+
     /// Writes go to the object's primary: the first member of its preference list that
     /// takes the request (members that cannot be reached are skipped: hand-off). Once a
     /// member has the request, its answer is final, so a write is never sent twice.
@@ -209,11 +219,7 @@ impl Client {
         request: &Request,
     ) -> Result<(&Member, quinn::SendStream, quinn::RecvStream), Error> {
         let mut last_error = None;
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
+        for member in self.preference_list(object) {
             match self.open(member, request).await {
                 Ok((send, recv)) => return Ok((member, send, recv)),
                 Err(err) => last_error = Some(err),
@@ -236,11 +242,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
         let mut last_error = None;
-        for member in self
-            .inner
-            .placement
-            .preference_list(&object.bucket, &object.key)
-        {
+        for member in self.preference_list(object) {
             match attempt(member).await {
                 Ok(answer) => return Ok(answer),
                 Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Unavailable) => {
@@ -632,7 +634,13 @@ impl Client {
         })
     }
 
-    async fn status_of(&self, member: &Member) -> Result<NodeStatus, Error> {
+    /// The cluster's members, as configured.
+    pub fn members(&self) -> &[Member] {
+        self.inner.placement.members()
+    }
+
+    /// One member's status, or why it did not answer.
+    pub async fn status_of(&self, member: &Member) -> Result<NodeStatus, Error> {
         match self.call(member, &Request::Status).await? {
             Response::Status(status) => Ok(status),
             Response::Error { kind, message } => Err(refused(kind, message)),

@@ -26,6 +26,8 @@
 //! [limits]
 //! request_timeout = "10s"        # a stalled peer is cut off after this
 //! connect_timeout = "1s"         # a peer that does not answer is down
+//! heartbeat_interval = "500ms"   # each member is sent a heartbeat this often
+//! failure_timeout = "2s"         # a member silent this long is declared dead
 //! shutdown_grace = "10s"         # in-flight requests get this long to finish
 //!
 //! [buckets]                      # bucket -> under-store
@@ -63,7 +65,7 @@ use fdw_net::wire::Replication;
 use fdw_persist::{RetryPolicy, S3Config, UnderStoreLocation};
 use serde::Deserialize;
 
-use crate::node::{NodeConfig, PersistConfig};
+use crate::node::{HeartbeatConfig, NodeConfig, PersistConfig};
 use crate::pool::{HugePagePolicy, PoolConfig};
 use crate::store::StoreConfig;
 
@@ -205,6 +207,12 @@ pub struct LimitsSection {
     /// Grace period for in-flight requests at shutdown.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Heartbeat period.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a member is declared dead.
+    #[serde(deserialize_with = "duration")]
+    pub failure_timeout: Duration,
 }
 
 impl Default for LimitsSection {
@@ -213,6 +221,8 @@ impl Default for LimitsSection {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            heartbeat_interval: HeartbeatConfig::default().interval,
+            failure_timeout: HeartbeatConfig::default().failure_timeout,
         }
     }
 }
@@ -388,6 +398,16 @@ impl Config {
                 self.members.len()
             ));
         }
+        let limits = &self.limits;
+        if limits.heartbeat_interval.is_zero()
+            || limits.failure_timeout <= limits.heartbeat_interval
+        {
+            return Err(format!(
+                "[limits] failure_timeout ({:?}) must be longer than a non-zero \
+                 heartbeat_interval ({:?}): a member needs a chance to answer",
+                limits.failure_timeout, limits.heartbeat_interval
+            ));
+        }
         self.persist_config()?;
         Ok(())
     }
@@ -501,6 +521,10 @@ impl Config {
         config.store = Some(store);
         config.request_timeout = self.limits.request_timeout;
         config.connect_timeout = self.limits.connect_timeout;
+        config.heartbeat = HeartbeatConfig {
+            interval: self.limits.heartbeat_interval,
+            failure_timeout: self.limits.failure_timeout,
+        };
         config.persist = self.persist_config()?;
         Ok(config)
     }

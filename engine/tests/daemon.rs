@@ -1,5 +1,6 @@
 //! Real `fdw-engine` processes from config files: certificates made by `fdw-engine
-//! certs`, a three-node cluster, the SDK against it, a bad config, and SIGTERM.
+//! certs`, a three-node cluster, the SDK against it, a bad config, SIGTERM, and a
+//! process stopped with SIGSTOP and resumed.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -7,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fdw_client::{Client, ClientConfig, Member, NodeIdentity};
+use fdw_client::{Client, ClientConfig, Member, NodeIdentity, Replication, WriteType};
+use fdw_net::placement::Placement;
+use fdw_net::{BucketName, ObjectKey};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -33,7 +36,7 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 fn write_config(dir: &Path, id: u16, ports: &[u16]) -> PathBuf {
     let mut text = format!(
-        "[node]\nid = {id}\ncerts = \"{}\"\n\n[memory]\npool_size = \"32MiB\"\nhuge_pages = \"off\"\n\n[limits]\nshutdown_grace = \"2s\"\n",
+        "[node]\nid = {id}\ncerts = \"{}\"\n\n[memory]\npool_size = \"32MiB\"\nhuge_pages = \"off\"\n\n[limits]\nshutdown_grace = \"2s\"\nheartbeat_interval = \"100ms\"\nfailure_timeout = \"600ms\"\n",
         dir.display()
     );
     for (m, port) in ports.iter().enumerate() {
@@ -67,9 +70,12 @@ async fn connect(dir: &Path, ports: &[u16]) -> Client {
         })
         .collect();
     let identity = NodeIdentity::load(dir, "client").unwrap();
+    let mut config = ClientConfig::new(members);
+    // A stopped process costs each status call this long.
+    config.request_timeout = Duration::from_secs(2);
     // The daemons need a moment to map their pools and bind; retry, bounded.
     for _ in 0..100 {
-        if let Ok(client) = Client::connect(ClientConfig::new(members.clone()), &identity).await
+        if let Ok(client) = Client::connect(config.clone(), &identity).await
             && client.status().await.iter().all(|(_, s)| s.is_ok())
         {
             return client;
@@ -79,12 +85,10 @@ async fn connect(dir: &Path, ports: &[u16]) -> Client {
     panic!("the cluster did not come up");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_of_processes_serves_and_stops_cleanly() {
-    let dir = scratch("daemon");
+fn make_certs(dir: &Path) {
     let certs = Command::new(ENGINE)
         .args(["certs", "--out"])
-        .arg(&dir)
+        .arg(dir)
         .args(["--names", "node-0,node-1,node-2,client"])
         .output()
         .unwrap();
@@ -93,25 +97,14 @@ async fn a_cluster_of_processes_serves_and_stops_cleanly() {
         "{}",
         String::from_utf8_lossy(&certs.stderr)
     );
+}
 
-    let ports = free_ports(3);
-    let mut children: Vec<Child> = (0..3)
-        .map(|id| spawn(&write_config(&dir, id, &ports)))
-        .collect();
-    let client = connect(&dir, &ports).await;
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let receipt = client
-        .put("stage-1", "from-a-process", &data)
-        .await
-        .unwrap();
-    assert_eq!(receipt.replicas.len(), 2);
-    assert_eq!(client.get("stage-1", "from-a-process").await.unwrap(), data);
-
-    // SIGTERM: each node drains and exits 0, saying so.
+/// SIGTERM to every node, then each must exit 0 having said it stopped.
+fn stop_all(children: Vec<Child>) {
     for child in &children {
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     }
-    for child in children.drain(..) {
+    for child in children {
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -124,6 +117,127 @@ async fn a_cluster_of_processes_serves_and_stops_cleanly() {
             "{stdout}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_processes_serves_and_stops_cleanly() {
+    let dir = scratch("daemon");
+    make_certs(&dir);
+
+    let ports = free_ports(3);
+    let children: Vec<Child> = (0..3)
+        .map(|id| spawn(&write_config(&dir, id, &ports)))
+        .collect();
+    let client = connect(&dir, &ports).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let receipt = client
+        .put("stage-1", "from-a-process", &data)
+        .await
+        .unwrap();
+    assert_eq!(receipt.replicas.len(), 2);
+    assert_eq!(client.get("stage-1", "from-a-process").await.unwrap(), data);
+
+    // SIGTERM: each node drains and exits 0, saying so.
+    stop_all(children);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Whether `viewer` sees member `id` alive, by its status; `None` if it cannot say.
+async fn sees_alive(client: &Client, viewer: u16, id: u16) -> Option<bool> {
+    let member = client.members().iter().find(|m| m.id == viewer)?;
+    let status = client.status_of(member).await.ok()?;
+    status.members.iter().find(|m| m.id == id).map(|m| m.alive)
+}
+
+/// A key whose preference list is `first`, `second`, then the third member.
+fn key_placed(placement: &Placement, first: u16, second: u16) -> String {
+    let bucket = BucketName::new("stage-1").unwrap();
+    (0..10_000)
+        .map(|i| format!("key-{i}"))
+        .find(|k| {
+            let list = placement.preference_list(&bucket, &ObjectKey::new(k.as_str()).unwrap());
+            list[0].id == first && list[1].id == second
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
+    let dir = scratch("sigstop");
+    make_certs(&dir);
+    let ports = free_ports(3);
+    let children: Vec<Child> = (0..3)
+        .map(|id| spawn(&write_config(&dir, id, &ports)))
+        .collect();
+    let client = connect(&dir, &ports).await;
+    let placement = Placement::new(
+        ports
+            .iter()
+            .enumerate()
+            .map(|(id, port)| Member {
+                id: id as u16,
+                name: format!("node-{id}"),
+                addr: ([127, 0, 0, 1], *port).into(),
+            })
+            .collect(),
+    );
+    let stopped = Pid::from_raw(children[1].id() as i32);
+    kill(stopped, Signal::SIGSTOP).unwrap();
+    // Its process lives, its connections stay open, but it answers nothing: dead.
+    for _ in 0..50 {
+        if sees_alive(&client, 0, 1).await == Some(false)
+            && sees_alive(&client, 2, 1).await == Some(false)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sees_alive(&client, 0, 1).await, Some(false));
+    assert_eq!(sees_alive(&client, 2, 1).await, Some(false));
+
+    // A write whose replica set includes it goes to the next member instead, and
+    // reads back.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let r2 = Replication {
+        write_type: WriteType::AsyncThrough,
+        replicas: 2,
+        quorum: 2,
+    };
+    let key = key_placed(&placement, 0, 1);
+    let receipt = client.put_with("stage-1", &key, &data, r2).await.unwrap();
+    assert_eq!(receipt.replicas.len(), 2);
+    assert!(!receipt.replicas.contains(&1), "{:?}", receipt.replicas);
+    assert_eq!(client.get("stage-1", &key).await.unwrap(), data);
+    // All three cannot be had, and the error says why.
+    let r3 = Replication {
+        replicas: 3,
+        quorum: 3,
+        ..r2
+    };
+    let err = client
+        .put_with("stage-1", &key_placed(&placement, 2, 1), &data, r3)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("declared dead"), "{err}");
+
+    // Resumed, it answers again: alive, and a full replica set is possible again.
+    kill(stopped, Signal::SIGCONT).unwrap();
+    for _ in 0..50 {
+        if sees_alive(&client, 0, 1).await == Some(true)
+            && sees_alive(&client, 2, 1).await == Some(true)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sees_alive(&client, 0, 1).await, Some(true));
+    assert_eq!(sees_alive(&client, 2, 1).await, Some(true));
+    let receipt = client
+        .put_with("stage-1", &key_placed(&placement, 2, 1), &data, r3)
+        .await
+        .unwrap();
+    assert_eq!(receipt.replicas.len(), 3);
+    stop_all(children);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

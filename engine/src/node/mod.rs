@@ -7,12 +7,14 @@
 //! never store-and-forward). The client is acknowledged once W replicas — this node
 //! included — hold the complete object (invariant 1).
 
+mod membership;
 mod persist;
 mod quorum;
 mod read;
 mod read_through;
 mod write;
 
+pub use membership::HeartbeatConfig;
 pub use persist::PersistConfig;
 
 use std::net::SocketAddr;
@@ -48,6 +50,8 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Under-stores and the persist pipeline.
     pub persist: PersistConfig,
+    /// Failure detection.
+    pub heartbeat: HeartbeatConfig,
 }
 
 impl NodeConfig {
@@ -62,6 +66,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             persist: PersistConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ struct NodeShared {
     request_timeout: Duration,
     persister: persist::Persister,
     read_through: read_through::ReadThrough,
+    membership: membership::Membership,
     /// Set at shutdown: new requests are refused, those in flight may finish.
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -207,6 +213,8 @@ impl Node {
                 source,
             })?;
         tracing::info!(node = me.id, name = %me.name, addr = %bound, "node serving");
+        let membership =
+            membership::Membership::new(config.heartbeat, me.id, config.placement.members());
         let shared = Arc::new(NodeShared {
             me: Member { addr: bound, ..me },
             placement: config.placement,
@@ -216,12 +224,14 @@ impl Node {
             request_timeout: config.request_timeout,
             persister,
             read_through: read_through::ReadThrough::default(),
+            membership,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         });
         tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
         tokio::spawn(persist::run(shared.clone()));
+        tokio::spawn(membership::run(shared.clone()));
         Ok(Self { shared, endpoint })
     }
 

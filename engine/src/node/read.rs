@@ -142,5 +142,6 @@ pub(super) fn status(node: &NodeShared) -> Response {
         uploads_done: persist.uploads_done,
         upload_failures: persist.upload_failures,
         last_upload_failure: persist.last_failure,
+        members: node.membership.health(),
     })
 }

@@ -38,6 +38,14 @@ async fn open_forwards(
         if member.id == node.me.id {
             continue;
         }
+        // A member declared dead is skipped at once, not after a connect timeout.
+        if let Some(silent) = node.membership.dead_for(member.id) {
+            skipped.push((
+                member.id,
+                format!("declared dead: no heartbeat answered for {silent:.1?}"),
+            ));
+            continue;
+        }
         let opened = async {
             let connection = node.peers.connection(member).await?;
             let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;

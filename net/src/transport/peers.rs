@@ -1,9 +1,13 @@
 //! One QUIC connection per peer, made on first use and reused until it closes: what the
-//! client SDK and every worker keep towards the members they talk to.
+//! client SDK and every worker keep towards the members they talk to. A member whose
+//! last handshake failed is remembered as unreachable for a while, so callers can try
+//! the others first instead of paying the connect timeout on every request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::placement::Member;
 
@@ -12,7 +16,12 @@ pub struct Peers {
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<u16, quinn::Connection>>,
     connect_timeout: Duration,
+    /// When each member's last handshake failed, until one succeeds.
+    unreachable: Mutex<HashMap<u16, Instant>>,
 }
+
+/// How long a failed handshake marks a member as unreachable.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 
 impl Peers {
     /// Connections made from `endpoint`; a handshake slower than `connect_timeout` fails.
@@ -21,6 +30,7 @@ impl Peers {
             endpoint,
             connections: Mutex::new(HashMap::new()),
             connect_timeout,
+            unreachable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -36,18 +46,44 @@ impl Peers {
             return Ok(connection);
         }
         let connecting = super::connect(&self.endpoint, &member.name, member.addr);
-        let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(err)) => return Err(format!("unreachable: {err}")),
-            Err(_) => {
-                return Err(format!(
-                    "unreachable: no handshake within {:?}",
-                    self.connect_timeout
-                ));
+        let failed = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => {
+                self.unreachable().remove(&member.id);
+                self.lock().insert(member.id, connection.clone());
+                return Ok(connection);
             }
+            Ok(Err(err)) => format!("unreachable: {err}"),
+            Err(_) => format!(
+                "unreachable: no handshake within {:?}",
+                self.connect_timeout
+            ),
         };
-        self.lock().insert(member.id, connection.clone());
-        Ok(connection)
+        self.unreachable().insert(member.id, Instant::now());
+        Err(failed)
+    }
+
+    /// Whether `id`'s last handshake failed within the last two seconds: worth trying
+    /// after the others.
+    pub fn recently_unreachable(&self, id: u16) -> bool {
+        self.unreachable()
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_FOR)
+    }
+
+    /// `members` with the recently unreachable ones moved to the end, order otherwise
+    /// kept: nobody is skipped, but the likely live are tried first.
+    pub fn reachable_first<'a>(&self, members: Vec<&'a Member>) -> Vec<&'a Member> {
+        let (mut first, last): (Vec<_>, Vec<_>) = members
+            .into_iter()
+            .partition(|m| !self.recently_unreachable(m.id));
+        first.extend(last);
+        first
+    }
+
+    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Instant>> {
+        self.unreachable
+            .lock()
+            .expect("unreachable map lock poisoned: a panic while holding it")
     }
 
     /// The endpoint connections are made from.

@@ -8,7 +8,7 @@ use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 
 use super::{
     MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_OBJECT_BYTES, MAX_REPLICAS,
-    WireError, frame_header,
+    MAX_STATUS_MEMBERS, WireError, frame_header,
 };
 use crate::{BucketName, ObjectKey, Version, WriteType};
 
@@ -217,6 +217,19 @@ pub struct NodeStatus {
     pub upload_failures: u64,
     /// The last failure's reason.
     pub last_upload_failure: Option<String>,
+    /// How this node sees every other member, by its heartbeats.
+    pub members: Vec<MemberHealth>,
+}
+
+/// One member as another sees it through heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberHealth {
+    /// The member's id.
+    pub id: u16,
+    /// Whether it answered a heartbeat within the failure timeout.
+    pub alive: bool,
+    /// How long it has been in that state, in milliseconds.
+    pub since_ms: u64,
 }
 
 /// A response, validated.
@@ -301,6 +314,13 @@ enum RawRequest {
 }
 
 #[derive(Archive, Serialize, Deserialize)]
+struct RawMemberHealth {
+    id: u16,
+    alive: bool,
+    since_ms: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
 struct RawObjectInfo {
     bucket: Vec<u8>,
     key: Vec<u8>,
@@ -347,6 +367,7 @@ enum RawResponse {
         uploads_done: u64,
         upload_failures: u64,
         last_upload_failure: Option<Vec<u8>>,
+        members: Vec<RawMemberHealth>,
     },
     Error {
         kind: u8,
@@ -657,6 +678,15 @@ impl Response {
                     .last_upload_failure
                     .as_ref()
                     .map(|m| m.as_bytes().to_vec()),
+                members: s
+                    .members
+                    .iter()
+                    .map(|m| RawMemberHealth {
+                        id: m.id,
+                        alive: m.alive,
+                        since_ms: m.since_ms,
+                    })
+                    .collect(),
             },
             Response::Error { kind, message } => RawResponse::Error {
                 kind: kind.code(),
@@ -731,6 +761,7 @@ impl Response {
                 uploads_done,
                 upload_failures,
                 last_upload_failure,
+                members,
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
@@ -749,6 +780,19 @@ impl Response {
                 upload_failures,
                 last_upload_failure: last_upload_failure
                     .map(|m| String::from_utf8_lossy(&m).into_owned()),
+                members: {
+                    if members.len() > MAX_STATUS_MEMBERS {
+                        return Err(WireError::TooManyMembers(members.len()));
+                    }
+                    members
+                        .into_iter()
+                        .map(|m| MemberHealth {
+                            id: m.id,
+                            alive: m.alive,
+                            since_ms: m.since_ms,
+                        })
+                        .collect()
+                },
             }),
             RawResponse::Error { kind, message } => Response::Error {
                 kind: ErrorKind::from_code(kind),

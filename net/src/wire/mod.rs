@@ -24,8 +24,8 @@ mod tests;
 
 pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
 pub use message::{
-    ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication, Request,
-    Response,
+    ErrorKind, ListEntry, MemberHealth, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication,
+    Request, Response,
 };
 
 use crate::NameError;
@@ -46,6 +46,8 @@ pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 pub const MAX_REPLICAS: u8 = 7;
 /// Most keys one list response carries.
 pub const MAX_LIST_KEYS: u32 = 1000;
+/// Most members one status response describes.
+pub const MAX_STATUS_MEMBERS: usize = 256;
 /// Longest error message carried back to a peer.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 2048;
 
@@ -130,6 +132,11 @@ pub enum WireError {
     /// A list page larger than [`MAX_LIST_KEYS`], or zero.
     #[error("max_keys {0} is invalid: it must be 1 to {MAX_LIST_KEYS} (MAX_LIST_KEYS)")]
     InvalidMaxKeys(u32),
+    /// A status describing more than [`MAX_STATUS_MEMBERS`] members.
+    #[error(
+        "status lists {0} members, over the limit of {MAX_STATUS_MEMBERS} (MAX_STATUS_MEMBERS)"
+    )]
+    TooManyMembers(usize),
     /// A byte range that is empty the wrong way round.
     #[error("range {start}..{end} ends before it starts")]
     InvalidRange {

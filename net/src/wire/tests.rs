@@ -107,6 +107,18 @@ fn sample_responses() -> Vec<Response> {
             uploads_done: 8,
             upload_failures: 9,
             last_upload_failure: Some("InternalError".into()),
+            members: vec![
+                MemberHealth {
+                    id: 0,
+                    alive: true,
+                    since_ms: 10,
+                },
+                MemberHealth {
+                    id: 1,
+                    alive: false,
+                    since_ms: 2500,
+                },
+            ],
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),
     ]
@@ -229,4 +241,23 @@ fn seeds() {
     for (i, message) in messages.iter().enumerate() {
         std::fs::write(format!("{dir}/seed-{i}"), message).unwrap();
     }
+}
+
+#[test]
+fn a_status_over_the_member_limit_is_refused_naming_it() {
+    let members = (0..=MAX_STATUS_MEMBERS as u16)
+        .map(|id| MemberHealth {
+            id,
+            alive: true,
+            since_ms: 0,
+        })
+        .collect();
+    let status = Response::Status(NodeStatus {
+        frame_bytes: 65536,
+        members,
+        ..Default::default()
+    });
+    let err = decode_response(&status.encode()).unwrap_err();
+    assert_eq!(err, WireError::TooManyMembers(MAX_STATUS_MEMBERS + 1));
+    assert!(err.to_string().contains("MAX_STATUS_MEMBERS"));
 }

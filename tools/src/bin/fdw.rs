@@ -161,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
                 "failed"
             );
             let mut failures = Vec::new();
+            let mut views = Vec::new();
             for (member, status) in client.status().await {
                 match status {
                     Ok(s) => {
@@ -181,6 +182,14 @@ async fn main() -> anyhow::Result<()> {
                         if let Some(failure) = s.last_upload_failure {
                             failures.push(format!("{}: {failure}", member.name));
                         }
+                        for peer in s.members.iter().filter(|p| !p.alive) {
+                            views.push(format!(
+                                "{} sees node {} dead for {:.1}s (no heartbeat answered)",
+                                member.name,
+                                peer.id,
+                                peer.since_ms as f64 / 1e3
+                            ));
+                        }
                     }
                     Err(err) => println!(
                         "{:<10} {:<22} {:<6} {}",
@@ -190,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
                         err
                     ),
                 }
+            }
+            for view in views {
+                println!("{view}");
             }
             for failure in failures {
                 println!("last upload failure on {failure}");
