@@ -4,10 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::wait_seen;
 use fdw_client::{Client, ClientConfig, Member, NodeIdentity, Replication, WriteType};
 use fdw_net::placement::Placement;
 use fdw_net::{BucketName, ObjectKey};
@@ -142,13 +145,6 @@ async fn a_cluster_of_processes_serves_and_stops_cleanly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Whether `viewer` sees member `id` alive, by its status; `None` if it cannot say.
-async fn sees_alive(client: &Client, viewer: u16, id: u16) -> Option<bool> {
-    let member = client.members().iter().find(|m| m.id == viewer)?;
-    let status = client.status_of(member).await.ok()?;
-    status.members.iter().find(|m| m.id == id).map(|m| m.alive)
-}
-
 /// A key whose preference list is `first`, `second`, then the third member.
 fn key_placed(placement: &Placement, first: u16, second: u16) -> String {
     let bucket = BucketName::new("stage-1").unwrap();
@@ -170,30 +166,11 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
         .map(|id| spawn(&write_config(&dir, id, &ports)))
         .collect();
     let client = connect(&dir, &ports).await;
-    let placement = Placement::new(
-        ports
-            .iter()
-            .enumerate()
-            .map(|(id, port)| Member {
-                id: id as u16,
-                name: format!("node-{id}"),
-                addr: ([127, 0, 0, 1], *port).into(),
-            })
-            .collect(),
-    );
+    let placement = Placement::new(client.members().to_vec());
     let stopped = Pid::from_raw(children[1].id() as i32);
     kill(stopped, Signal::SIGSTOP).unwrap();
     // Its process lives, its connections stay open, but it answers nothing: dead.
-    for _ in 0..50 {
-        if sees_alive(&client, 0, 1).await == Some(false)
-            && sees_alive(&client, 2, 1).await == Some(false)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sees_alive(&client, 0, 1).await, Some(false));
-    assert_eq!(sees_alive(&client, 2, 1).await, Some(false));
+    wait_seen(&client, &[0, 2], 1, false).await;
 
     // A write whose replica set includes it goes to the next member instead, and
     // reads back.
@@ -222,16 +199,7 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
 
     // Resumed, it answers again: alive, and a full replica set is possible again.
     kill(stopped, Signal::SIGCONT).unwrap();
-    for _ in 0..50 {
-        if sees_alive(&client, 0, 1).await == Some(true)
-            && sees_alive(&client, 2, 1).await == Some(true)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sees_alive(&client, 0, 1).await, Some(true));
-    assert_eq!(sees_alive(&client, 2, 1).await, Some(true));
+    wait_seen(&client, &[0, 2], 1, true).await;
     let receipt = client
         .put_with("stage-1", &key_placed(&placement, 2, 1), &data, r3)
         .await

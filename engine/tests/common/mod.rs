@@ -1,5 +1,9 @@
-//! Helpers shared by the in-process cluster tests.
+//! Helpers shared by the cluster tests, in-process and with real processes.
+#![allow(dead_code)] // each test binary uses a part
 
+use std::time::Duration;
+
+use fdw_client::Client;
 use fdw_engine::{HugePagePolicy, PoolConfig};
 
 /// Chunk (and frame) size of the test clusters.
@@ -13,5 +17,34 @@ pub fn pool(size_bytes: usize) -> PoolConfig {
         huge_pages: HugePagePolicy::Off,
         populate: false,
         lock: false,
+    }
+}
+
+/// Whether node `viewer` sees member `id` alive, by its status; `None` if it cannot say.
+pub async fn sees_alive(client: &Client, viewer: u16, id: u16) -> Option<bool> {
+    let member = client.members().iter().find(|m| m.id == viewer)?;
+    let status = client.status_of(member).await.ok()?;
+    status.members.iter().find(|m| m.id == id).map(|m| m.alive)
+}
+
+/// Waits (up to 10 s) until every node of `viewers` sees member `id` as `alive` says,
+/// and fails the test if they do not.
+pub async fn wait_seen(client: &Client, viewers: &[u16], id: u16, alive: bool) {
+    for _ in 0..500 {
+        let mut all = true;
+        for &viewer in viewers {
+            all &= sees_alive(client, viewer, id).await == Some(alive);
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for &viewer in viewers {
+        assert_eq!(
+            sees_alive(client, viewer, id).await,
+            Some(alive),
+            "node {viewer}'s view of node {id}"
+        );
     }
 }
