@@ -122,16 +122,22 @@ fn stop_all(children: Vec<Child>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_of_processes_serves_and_stops_cleanly() {
-    let dir = scratch("daemon");
+/// Three `fdw-engine` processes with certificates and configs under a scratch
+/// directory `name`, and a client once they all answer.
+async fn start_cluster(name: &str) -> (PathBuf, Vec<Child>, Client) {
+    let dir = scratch(name);
     make_certs(&dir);
-
     let ports = free_ports(3);
     let children: Vec<Child> = (0..3)
         .map(|id| spawn(&write_config(&dir, id, &ports)))
         .collect();
     let client = connect(&dir, &ports).await;
+    (dir, children, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_processes_serves_and_stops_cleanly() {
+    let (dir, children, client) = start_cluster("daemon").await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let receipt = client
         .put("stage-1", "from-a-process", &data)
@@ -159,13 +165,7 @@ fn key_placed(placement: &Placement, first: u16, second: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
-    let dir = scratch("sigstop");
-    make_certs(&dir);
-    let ports = free_ports(3);
-    let children: Vec<Child> = (0..3)
-        .map(|id| spawn(&write_config(&dir, id, &ports)))
-        .collect();
-    let client = connect(&dir, &ports).await;
+    let (dir, children, client) = start_cluster("sigstop").await;
     let placement = Placement::new(client.members().to_vec());
     let stopped = Pid::from_raw(children[1].id() as i32);
     kill(stopped, Signal::SIGSTOP).unwrap();
