@@ -29,9 +29,8 @@ use fdw_client::{Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
 use fdw_persist::s3_server::S3Server;
 use fdw_persist::{LocalDir, Payload, S3Store, UnderStore};
-use fdw_tools::bench::baseline::put_s3;
+use fdw_tools::bench::baseline::put_s3_all;
 use fdw_tools::bench::fdw_drain;
-use tokio::task::JoinSet;
 
 const OBJECT: usize = 64 << 20;
 const PART: u64 = 16 << 20;
@@ -119,33 +118,6 @@ async fn read_through_round(
     times
 }
 
-/// Plain aws-sdk-s3: multipart uploads of the same bytes from memory, `CONCURRENCY`
-/// objects at a time, parts in order within an object (`fdw-bench`'s S3 baseline).
-async fn sdk_uploads(store: &S3Store, objects: &[Bytes], round: usize) -> Duration {
-    let client = store.client().clone();
-    let started = now();
-    let mut running: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    for (n, data) in objects.iter().enumerate() {
-        if running.len() == CONCURRENCY {
-            running
-                .join_next()
-                .await
-                .expect("task")
-                .expect("upload task")
-                .expect("upload");
-        }
-        let (client, data) = (client.clone(), data.clone());
-        running.spawn(async move {
-            let key = format!("sdk-{round}/{n}");
-            put_s3(&client, "lake", &key, &data, PART as usize).await
-        });
-    }
-    while let Some(done) = running.join_next().await {
-        done.expect("upload task").expect("upload");
-    }
-    started.elapsed()
-}
-
 /// Plain file calls doing what the io_uring store does: temporary file, `pwrite`s,
 /// `fsync`, rename, directory `fsync`.
 fn pwrite_fsync(dir: &Path, key: &str, pieces: &[Bytes]) {
@@ -215,7 +187,16 @@ fn main() {
         for round in 0..ROUNDS {
             sdk.push(mib_per_s(
                 bytes,
-                sdk_uploads(&direct, &objects, round).await,
+                put_s3_all(
+                    direct.client(),
+                    "lake",
+                    &format!("sdk-{round}"),
+                    &objects,
+                    PART as usize,
+                    CONCURRENCY,
+                )
+                .await
+                .expect("plain SDK uploads"),
             ));
             let drained = fdw_drain(
                 &server,

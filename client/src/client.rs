@@ -507,7 +507,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<ObjectInfo, Error> {
         // The last upload failure seen, to explain a timeout.
-        let last = std::sync::Mutex::new(None);
+        let mut last = None;
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 // Every holder answers for itself; the primary knows about failures.
@@ -521,7 +521,7 @@ impl Client {
                     }
                     Ok(info) => {
                         if let Some(failure) = info.persist_failure {
-                            *last.lock().expect("unpoisoned") = Some(failure);
+                            last = Some(failure);
                         }
                     }
                     Err(err) if err.kind() == ErrorKind::NotFound => {}
@@ -532,7 +532,7 @@ impl Client {
         })
         .await;
         waited.unwrap_or_else(|_| {
-            let why = last.lock().expect("unpoisoned").take();
+            let why = last.take();
             Err(Error::new(
                 ErrorKind::Unavailable,
                 format!(

@@ -100,11 +100,12 @@ impl ObjectBytes {
             .step_by(chunk_bytes)
             .map(|at| data.slice(at..(at + chunk_bytes).min(data.len())))
             .collect();
+        let chunk_crcs: Vec<u32> = chunks.iter().map(|c| crc32fast::hash(c)).collect();
         Self {
-            chunk_crcs: chunks.iter().map(|c| crc32fast::hash(c)).collect(),
+            crc: combine(&chunks, &chunk_crcs),
+            chunk_crcs,
             chunks,
             chunk_bytes: chunk_bytes as u64,
-            crc: crc32fast::hash(&data),
         }
     }
 
@@ -120,18 +121,21 @@ impl ObjectBytes {
 
     /// Chunks `range` as one payload, its CRC combined from theirs.
     fn payload(&self, range: std::ops::Range<usize>) -> Payload {
-        let mut crc = crc32fast::Hasher::new();
-        for (chunk, chunk_crc) in self.chunks[range.clone()]
-            .iter()
-            .zip(&self.chunk_crcs[range.clone()])
-        {
-            crc.combine(&crc32fast::Hasher::new_with_initial_len(
-                *chunk_crc,
-                chunk.len() as u64,
-            ));
-        }
-        Payload::new(self.chunks[range].to_vec(), crc.finalize())
+        let crc = combine(&self.chunks[range.clone()], &self.chunk_crcs[range.clone()]);
+        Payload::new(self.chunks[range].to_vec(), crc)
     }
+}
+
+/// The CRC32 of `chunks` in a row, from their own CRCs: no byte is hashed again.
+fn combine(chunks: &[Bytes], crcs: &[u32]) -> u32 {
+    let mut whole = crc32fast::Hasher::new();
+    for (chunk, crc) in chunks.iter().zip(crcs) {
+        whole.combine(&crc32fast::Hasher::new_with_initial_len(
+            *crc,
+            chunk.len() as u64,
+        ));
+    }
+    whole.finalize()
 }
 
 /// What an upload did.

@@ -128,18 +128,22 @@ impl Persister {
         })
     }
 
-    /// The under-store of `bucket`, if it has one, and the prefix of its keys there: none
-    /// for a bucket of its own, the bucket's name under the shared default location.
-    pub(super) fn store_for(
+    /// Where `id` lives once persisted: its bucket's under-store, if it has one, and its
+    /// key there — the object's key for a bucket with a location of its own, prefixed
+    /// by the bucket's name under the shared default location.
+    pub(super) fn location_of(
         &self,
-        bucket: &BucketName,
+        id: &ObjectId,
     ) -> Option<(std::sync::Arc<AnyUnderStore>, String)> {
-        let (location, prefix) = match self.config.buckets.get(bucket) {
-            Some(location) => (location, String::new()),
-            None => (self.config.default_location.as_ref()?, format!("{bucket}/")),
+        let (location, key) = match self.config.buckets.get(&id.bucket) {
+            Some(location) => (location, id.key.to_string()),
+            None => (
+                self.config.default_location.as_ref()?,
+                format!("{}/{}", id.bucket, id.key),
+            ),
         };
         let store = self.stores.get(&location.to_string())?.clone();
-        Some((store, prefix))
+        Some((store, key))
     }
 
     pub(super) fn config(&self) -> &PersistConfig {
@@ -243,7 +247,7 @@ fn schedule(node: &std::sync::Arc<NodeShared>) {
         if retry_after.is_some_and(|after| after > now) {
             continue;
         }
-        let Some((under_store, prefix)) = persister.store_for(&queued.id.bucket) else {
+        let Some((under_store, path)) = persister.location_of(&queued.id) else {
             continue;
         };
         {
@@ -272,7 +276,7 @@ fn schedule(node: &std::sync::Arc<NodeShared>) {
             tokio::spawn(persist_one(
                 node.clone(),
                 under_store,
-                format!("{prefix}{}", queued.id.key),
+                path,
                 queued.id,
                 queued.len,
                 reader,

@@ -130,7 +130,7 @@ pub(super) fn status(node: &NodeShared) -> Response {
         node: node.me.id,
         backing: stats.pool.backing.to_string(),
         frame_bytes: stats.pool.chunk_size_bytes as u32,
-        pool_bytes: u64::from(stats.pool.chunks_total) * stats.pool.chunk_size_bytes as u64,
+        pool_bytes: stats.pool.total_bytes(),
         pinned_bytes: stats.pinned_bytes,
         evictable_bytes: stats.evictable_bytes,
         backlog_objects: stats.backlog_objects as u64,

@@ -103,12 +103,11 @@ pub(super) async fn get(
 
 async fn fetch(node: &NodeShared, evicted: ObjectMeta) -> Result<ObjectReader, ReadError> {
     let id = evicted.id.clone();
-    let (under_store, prefix) = node
+    let (under_store, path) = node
         .persister
-        .store_for(&id.bucket)
+        .location_of(&id)
         .ok_or_else(|| ReadError::NoUnderStore(id.clone()))?;
     let config = node.persister.config();
-    let path = format!("{prefix}{}", id.key);
     let mut refill = node.store.refill(evicted)?;
     let len = refill.meta().len;
     let mut start = 0;

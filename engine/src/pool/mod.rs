@@ -129,6 +129,13 @@ pub struct PoolStats {
     pub chunks_free: usize,
 }
 
+impl PoolStats {
+    /// The pool's size: every chunk, handed out or not.
+    pub fn total_bytes(&self) -> u64 {
+        u64::from(self.chunks_total) * self.chunk_size_bytes as u64
+    }
+}
+
 impl Pool {
     /// Maps and carves the pool. Logs which backing it got.
     pub fn new(config: &PoolConfig) -> Result<Self, PoolError> {

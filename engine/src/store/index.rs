@@ -82,13 +82,14 @@ impl Entry {
         }
     }
 
-    /// Drops the bytes from memory, keeping what they must read back as.
-    fn evict(&mut self) -> Option<Arc<ObjectData>> {
+    /// Drops the (persisted, evictable) bytes from memory and from the accounting,
+    /// keeping what they must read back as.
+    fn evict(&mut self, accounting: &Accounting) -> Option<Arc<ObjectData>> {
         let Body::Cached(data) = &self.body else {
             return None;
         };
         let (len, crc) = (data.len(), data.crc());
-        self.memory_bytes = 0;
+        accounting.evicted(std::mem::take(&mut self.memory_bytes));
         std::mem::replace(&mut self.body, Body::Evicted { len, crc }).into_data()
     }
 }
@@ -499,8 +500,7 @@ impl Index {
         if let Body::Cached(_) = entry.body {
             accounting.persisted(memory_bytes);
             if entry.write_type == WriteType::Through {
-                released.extend(entry.evict());
-                accounting.evicted(memory_bytes);
+                released.extend(entry.evict(accounting));
             } else {
                 cached = true;
             }
@@ -552,8 +552,7 @@ impl Index {
             "evicting {id}, which is not persisted"
         );
         let memory_bytes = entry.memory_bytes;
-        let data = entry.evict();
-        accounting.evicted(memory_bytes);
+        let data = entry.evict(accounting);
         self.orders.evictions += 1;
         tracing::debug!(%id, bytes = memory_bytes, "evicted");
         data

@@ -393,7 +393,7 @@ impl AsRef<[u8]> for ChunkView {
 impl ObjectStore {
     /// A store over `pool` with `config`'s limits.
     pub fn new(pool: Pool, config: StoreConfig) -> Result<Self, StoreError> {
-        let pool_bytes = u64::from(pool.stats().chunks_total) * pool.chunk_size() as u64;
+        let pool_bytes = pool.stats().total_bytes();
         if config.unpersisted_limit_bytes > pool_bytes {
             return Err(StoreError::InvalidConfig(format!(
                 "unpersisted_limit_bytes {} is larger than the {}-byte pool",
@@ -555,10 +555,6 @@ impl ObjectStore {
         self.shared.pool.chunk_size()
     }
 
-    fn pool_bytes(&self) -> u64 {
-        u64::from(self.shared.pool.stats().chunks_total) * self.chunk_size() as u64
-    }
-
     fn space_freed(&self) -> Arc<Notify> {
         self.shared.space_freed.clone()
     }
@@ -681,7 +677,7 @@ impl ObjectStore {
             len: meta.len,
             waited,
             pinned_bytes: self.shared.accounting.pinned(),
-            pool_bytes: self.pool_bytes(),
+            pool_bytes: self.shared.pool.stats().total_bytes(),
             chunks_free: self.shared.pool.stats().chunks_free,
         }
     }

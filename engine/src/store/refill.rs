@@ -25,7 +25,9 @@ impl Refill {
         // Refuse at once what could never fit beside the unpersisted data.
         let needed = meta.len.next_multiple_of(store.chunk_size() as u64);
         let room = store
-            .pool_bytes()
+            .pool()
+            .stats()
+            .total_bytes()
             .saturating_sub(store.shared.accounting.pinned());
         if needed > room {
             return Err(store.no_room_to_cache(&meta, std::time::Duration::ZERO));

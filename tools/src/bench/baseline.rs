@@ -164,6 +164,35 @@ pub async fn put_s3(
     Ok(())
 }
 
+/// Plain aws-sdk-s3 uploads ([`put_s3`]) of `objects` to `bucket` under `prefix/n`,
+/// `concurrency` objects at a time, parts in order within each: what draining them
+/// takes without fdw. Returns the wall time.
+pub async fn put_s3_all(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    objects: &[Bytes],
+    part_bytes: usize,
+    concurrency: usize,
+) -> anyhow::Result<std::time::Duration> {
+    let started = super::now();
+    let mut uploads = tokio::task::JoinSet::new();
+    for (n, data) in objects.iter().enumerate() {
+        if uploads.len() == concurrency.max(1)
+            && let Some(done) = uploads.join_next().await
+        {
+            done??;
+        }
+        let (client, data) = (client.clone(), data.clone());
+        let (bucket, key) = (bucket.to_owned(), format!("{prefix}/{n}"));
+        uploads.spawn(async move { put_s3(&client, &bucket, &key, &data, part_bytes).await });
+    }
+    while let Some(done) = uploads.join_next().await {
+        done??;
+    }
+    Ok(started.elapsed())
+}
+
 /// Plain aws-sdk-s3 `GetObject`, the body read to its end; returns its length.
 pub async fn get_s3(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<u64> {
     let object = client.get_object().bucket(bucket).key(key).send().await?;

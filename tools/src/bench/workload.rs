@@ -560,21 +560,15 @@ async fn drain(env: &Env, nodes: u16) -> anyhow::Result<Vec<Series>> {
         bytesize::ByteSize(DRAIN_OBJECT)
     );
 
-    let started = now();
-    let mut uploads = tokio::task::JoinSet::new();
-    for (n, data) in objects.iter().enumerate() {
-        if uploads.len() == DRAIN_CONCURRENCY {
-            uploads.join_next().await.context("an upload task")???;
-        }
-        let (s3, data, part) = (env.s3.clone(), data.clone(), plan.part_bytes as usize);
-        uploads.spawn(async move {
-            baseline::put_s3(&s3, LAKE, &format!("direct/drain/{n}"), &data, part).await
-        });
-    }
-    while let Some(done) = uploads.join_next().await {
-        done??;
-    }
-    let direct = started.elapsed();
+    let direct = baseline::put_s3_all(
+        &env.s3,
+        LAKE,
+        "direct/drain",
+        &objects,
+        plan.part_bytes as usize,
+        DRAIN_CONCURRENCY,
+    )
+    .await?;
 
     let fdw = fdw_drain(
         &env.server,

@@ -26,7 +26,7 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
         me.name,
         me.id,
         node.addr(),
-        bytesize::ByteSize(u64::from(store.pool.chunks_total) * store.pool.chunk_size_bytes as u64),
+        bytesize::ByteSize(store.pool.total_bytes()),
         store.pool.backing,
         config.members.len()
     );
