@@ -150,6 +150,7 @@ async fn local_dir_round(
             .put_object(
                 &format!("uring-{round}-{n}"),
                 Payload::new(pieces.clone(), crc),
+                &fdw_persist::Fence::default(),
             )
             .await
             .expect("io_uring write");

@@ -455,7 +455,9 @@ async fn evicted_objects_are_read_back_from_s3_identical_and_cached_again() {
     // by every replica, never served.
     assert!(evicted_everywhere(&s.cluster, "obj/2"));
     let changed = fdw_persist::Payload::from_bytes(bytes(100, 0).into());
-    s.s3.put_object("obj/2", changed).await.unwrap();
+    s.s3
+        .put_object("obj/2", changed, &fdw_persist::Fence::default())
+        .await.unwrap();
     let err = s.client.get(BUCKET, "obj/2").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("overwritten"), "{err}");

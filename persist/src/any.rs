@@ -5,7 +5,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::{
-    CompletedPart, FailureKind, LocalDir, Payload, S3Config, S3Store, StoredObject, UnderStore,
+    CompletedPart, Expect, FailureKind, Fence, LocalDir, Payload, S3Config, S3Store, StoredObject, UnderStore,
     UnderStoreError, UnderStoreLocation,
 };
 
@@ -64,12 +64,17 @@ impl UnderStore for AnyUnderStore {
         each!(self, s => s.puts_any_size())
     }
 
-    async fn put_object(&self, key: &str, payload: Payload) -> Result<(), UnderStoreError> {
-        each!(self, s => s.put_object(key, payload).await)
+    async fn put_object(
+        &self,
+        key: &str,
+        payload: Payload,
+        fence: &Fence,
+    ) -> Result<(), UnderStoreError> {
+        each!(self, s => s.put_object(key, payload, fence).await)
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, UnderStoreError> {
-        each!(self, s => s.create_multipart(key).await)
+    async fn create_multipart(&self, key: &str, fence: &Fence) -> Result<String, UnderStoreError> {
+        each!(self, s => s.create_multipart(key, fence).await)
     }
 
     async fn upload_part(
@@ -89,8 +94,9 @@ impl UnderStore for AnyUnderStore {
         parts: &[CompletedPart],
         crc: u32,
         len: u64,
+        fence: &Fence,
     ) -> Result<(), UnderStoreError> {
-        each!(self, s => s.complete_multipart(key, upload_id, parts, crc, len).await)
+        each!(self, s => s.complete_multipart(key, upload_id, parts, crc, len, fence).await)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), UnderStoreError> {
@@ -105,8 +111,8 @@ impl UnderStore for AnyUnderStore {
         each!(self, s => s.head(key).await)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), UnderStoreError> {
-        each!(self, s => s.delete(key).await)
+    async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
+        each!(self, s => s.delete(key, expect).await)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, UnderStoreError> {

@@ -6,7 +6,9 @@
 //! - [`S3Store`]: AWS S3 and S3-compatible servers, on aws-sdk-s3;
 //! - [`LocalDir`]: a local directory, the embedded default, written through io_uring;
 //! - [`upload()`]: one object, as a single checksummed PUT or a multipart upload streamed
-//!   from its chunks, retried with backoff and jitter, aborted if it fails.
+//!   from its chunks, retried with backoff and jitter, aborted if it fails;
+//! - [`persist_version()`]: one version of a key, fenced so that an older version never
+//!   replaces a newer one, whoever writes it.
 
 mod any;
 #[cfg(feature = "s3-server")]
@@ -24,9 +26,10 @@ pub use local_dir::LocalDir;
 pub use location::{LocationError, UnderStoreLocation};
 pub use s3::{S3Config, S3Store};
 pub use under_store::{
-    CompletedPart, FailureKind, Payload, StoredObject, UnderStore, UnderStoreError, crc32_header,
-    parse_crc32_header,
+    CompletedPart, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore,
+    UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
 };
 pub use upload::{
-    MAX_PARTS, MIN_PART_BYTES, ObjectBytes, RetryPolicy, UploadReport, upload, with_retry,
+    MAX_PARTS, MIN_PART_BYTES, ObjectBytes, Persisted, RetryPolicy, UploadReport,
+    persist_version, upload, with_retry,
 };

@@ -5,6 +5,11 @@
 //! a temporary file, one write per buffer at its offset (all submitted together), fsync,
 //! close, rename into place, fsync the directory. A crash leaves either the old file or
 //! the new one, never a torn one, and a temporary file is never visible under its key.
+//! A write's fdw version is an extended attribute of the file (`user.fdw.version`), set
+//! before the fsync. The check of a write's [`Fence`] and its rename (or a delete's
+//! check and unlink) happen under one lock, an `flock` on the work directory that every
+//! node and process sharing the directory takes, so an older version never replaces a
+//! newer one.
 //! Each write runs on a blocking-pool thread with a ring of its own (one per thread,
 //! kept), so uploads in flight do not wait for each other's fsyncs.
 //!
@@ -24,7 +29,7 @@ use bytes::Bytes;
 use io_uring::{IoUring, opcode, types};
 
 use crate::under_store::{
-    CompletedPart, FailureKind, Payload, StoredObject, UnderStore, UnderStoreError,
+    CompletedPart, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore, UnderStoreError,
 };
 
 /// Entries per ring; larger batches of writes are submitted in turns.
@@ -35,6 +40,10 @@ const WORK_DIR: &str = ".fdw-tmp";
 /// Temporary files older than this are leftovers of a crash, removed at start-up. Younger
 /// ones may belong to another node sharing the directory, mid-write.
 const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The extended attribute that holds a file's fdw version.
+const VERSION_XATTR: &str = "user.fdw.version";
+/// The lock file, in the work directory.
+const LOCK_FILE: &str = "lock";
 
 /// A directory of objects.
 #[derive(Debug, Clone)]
@@ -44,6 +53,86 @@ pub struct LocalDir {
     /// their temporary files must never collide.
     instance: u64,
     next_tmp: Arc<AtomicU64>,
+    lock: Arc<DirLock>,
+}
+
+/// Serialises check-and-replace in the directory: a mutex among this instance's
+/// threads (an `flock` is per open file, so it would not exclude them), and an `flock`
+/// among instances and processes.
+#[derive(Debug)]
+struct DirLock {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl DirLock {
+    fn open(work: &Path) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(work.join(LOCK_FILE))?;
+        Ok(Self {
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    fn hold<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        use rustix::fs::{FlockOperation, flock};
+        let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        flock(&*file, FlockOperation::LockExclusive)?;
+        let result = f();
+        flock(&*file, FlockOperation::Unlock)?;
+        result
+    }
+}
+
+/// A write that found something other than it expected.
+#[derive(Debug, thiserror::Error)]
+#[error("the key is not what the write expected: {0}")]
+struct Conflict(String);
+
+/// What is stored at `path`: `None` if nothing; its tag changes with every replace (a
+/// new inode, modification time and version).
+fn stored_at(path: &Path) -> io::Result<Option<(std::fs::Metadata, Option<u64>, String)>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => meta,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut value = [0u8; 20];
+    let version = match rustix::fs::getxattr(path, VERSION_XATTR, &mut value[..]) {
+        Ok(n) => std::str::from_utf8(&value[..n])
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        Err(rustix::io::Errno::NODATA) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let tag = format!(
+        "{:x}-{:x}.{:x}-{}",
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        version.map_or("none".to_owned(), |v: u64| v.to_string())
+    );
+    Ok(Some((meta, version, tag)))
+}
+
+/// Fails with [`Conflict`] unless what is at `path` is what `expect` says.
+fn check_expected(path: &Path, expect: Option<&Expect>) -> io::Result<()> {
+    let Some(expect) = expect else {
+        return Ok(());
+    };
+    let current = stored_at(path)?.map(|(_, _, tag)| tag);
+    match (expect, current) {
+        (Expect::Absent, None) => Ok(()),
+        (Expect::Tag(want), Some(tag)) if *want == tag => Ok(()),
+        (_, found) => Err(io::Error::other(Conflict(format!(
+            "expected {expect:?}, found {}",
+            found.unwrap_or_else(|| "nothing".to_owned())
+        )))),
+    }
 }
 
 impl LocalDir {
@@ -57,6 +146,7 @@ impl LocalDir {
             root: Arc::new(root.to_path_buf()),
             instance: std::hash::RandomState::new().hash_one(std::process::id()),
             next_tmp: Arc::new(AtomicU64::new(0)),
+            lock: Arc::new(DirLock::open(&work)?),
         })
     }
 
@@ -87,15 +177,18 @@ impl LocalDir {
             .join(format!("{what}-{:016x}-{n}", self.instance))
     }
 
-    /// Writes `payload` durably at `path` (see the module docs), on the blocking pool.
+    /// Writes `payload` durably at `path` (see the module docs), on the blocking pool,
+    /// if `fence` allows.
     async fn write_durably(
         &self,
         operation: &'static str,
         key: &str,
         path: PathBuf,
         payload: Payload,
+        fence: &Fence,
     ) -> Result<(), UnderStoreError> {
         let tmp = self.tmp_path("object");
+        let (fence, lock) = (fence.clone(), self.lock.clone());
         let result = tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -106,7 +199,7 @@ impl LocalDir {
                     Some(ring) => ring,
                     None => ring.insert(IoUring::new(RING_ENTRIES)?),
                 };
-                write_file(ring, &tmp, &path, payload.pieces())
+                write_file(ring, &tmp, &path, payload.pieces(), &fence, &lock)
             })
         })
         .await;
@@ -131,6 +224,9 @@ impl LocalDir {
 fn remove_leftovers(work: &Path, age: std::time::Duration) -> io::Result<()> {
     for entry in std::fs::read_dir(work)? {
         let entry = entry?;
+        if entry.file_name() == LOCK_FILE {
+            continue; // never stale, and shared: a second lock file would not exclude
+        }
         let old = entry
             .metadata()?
             .modified()?
@@ -155,6 +251,7 @@ thread_local! {
 
 fn io_failure(operation: &'static str, key: &str, err: io::Error) -> UnderStoreError {
     let kind = match err.kind() {
+        _ if err.get_ref().is_some_and(|inner| inner.is::<Conflict>()) => FailureKind::Conflict,
         io::ErrorKind::NotFound => FailureKind::NotFound,
         io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput => FailureKind::Permanent,
         // Full disks, I/O errors, interrupted calls: an operator can fix these, and the
@@ -221,10 +318,28 @@ fn fsync_and_close(ring: &mut IoUring, fd: types::Fd) -> io::Result<()> {
     check(closed).map(drop)
 }
 
-/// The durable write: temporary file, writes, fsync, rename, directory fsync.
-fn write_file(ring: &mut IoUring, tmp: &Path, path: &Path, pieces: &[Bytes]) -> io::Result<()> {
+/// The durable write: temporary file with its version, writes, fsync, then (under the
+/// lock) the fence's check and the rename, then the directory's fsync.
+fn write_file(
+    ring: &mut IoUring,
+    tmp: &Path,
+    path: &Path,
+    pieces: &[Bytes],
+    fence: &Fence,
+    lock: &DirLock,
+) -> io::Result<()> {
     let fd = open(ring, tmp, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)?;
-    let written = write_all(ring, fd, pieces);
+    let versioned = match fence.version {
+        Some(version) => rustix::fs::setxattr(
+            tmp,
+            VERSION_XATTR,
+            version.to_string().as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(io::Error::from),
+        None => Ok(()),
+    };
+    let written = versioned.and_then(|()| write_all(ring, fd, pieces));
     let synced = written.and_then(|()| fsync_and_close(ring, fd));
     if let Err(err) = synced {
         let _ = run(ring, &[opcode::Close::new(fd).build()]);
@@ -239,7 +354,11 @@ fn write_file(ring: &mut IoUring, tmp: &Path, path: &Path, pieces: &[Bytes]) -> 
         to.as_ptr(),
     )
     .build();
-    if let Err(err) = check(run(ring, &[rename])?[0]) {
+    let renamed = lock.hold(|| {
+        check_expected(path, fence.expect.as_ref())?;
+        check(run(ring, &[rename])?[0]).map(drop)
+    });
+    if let Err(err) = renamed {
         let _ = std::fs::remove_file(tmp);
         return Err(err);
     }
@@ -310,23 +429,32 @@ impl UnderStore for LocalDir {
         true
     }
 
-    async fn put_object(&self, key: &str, payload: Payload) -> Result<(), UnderStoreError> {
+    async fn put_object(
+        &self,
+        key: &str,
+        payload: Payload,
+        fence: &Fence,
+    ) -> Result<(), UnderStoreError> {
         let path = self.path("PutObject", key)?;
-        self.write_durably("PutObject", key, path, payload).await
+        self.write_durably("PutObject", key, path, payload, fence)
+            .await
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, UnderStoreError> {
+    async fn create_multipart(&self, key: &str, fence: &Fence) -> Result<String, UnderStoreError> {
         self.path("CreateMultipartUpload", key)?;
         let dir = self.tmp_path("upload");
         let id = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let key_file = dir.join("key");
         let key_owned = key.to_owned();
+        let version = fence.version;
         blocking("CreateMultipartUpload", key, move || {
             std::fs::create_dir_all(&dir)?;
-            std::fs::write(key_file, key_owned)
+            if let Some(version) = version {
+                std::fs::write(dir.join("version"), version.to_string())?;
+            }
+            std::fs::write(dir.join("key"), key_owned)
         })
         .await?;
         Ok(id)
@@ -350,7 +478,8 @@ impl UnderStore for LocalDir {
         }
         let crc = payload.crc();
         let path = dir.join(format!("{number:05}"));
-        self.write_durably("UploadPart", key, path, payload).await?;
+        self.write_durably("UploadPart", key, path, payload, &Fence::default())
+            .await?;
         Ok(CompletedPart {
             number,
             etag: format!("{crc:08x}"),
@@ -365,6 +494,7 @@ impl UnderStore for LocalDir {
         parts: &[CompletedPart],
         crc: u32,
         len: u64,
+        fence: &Fence,
     ) -> Result<(), UnderStoreError> {
         let dir = self.upload_dir(upload_id);
         let path = self.path("CompleteMultipartUpload", key)?;
@@ -373,7 +503,12 @@ impl UnderStore for LocalDir {
             .map(|p| dir.join(format!("{:05}", p.number)))
             .collect();
         // Read the parts back and check them as a whole before anything is in place.
-        let (pieces, actual) = blocking("CompleteMultipartUpload", key, move || {
+        let (pieces, actual, version) = blocking("CompleteMultipartUpload", key, move || {
+            let version = match std::fs::read_to_string(dir.join("version")) {
+                Ok(v) => v.parse().ok(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
             let mut pieces = Vec::with_capacity(files.len());
             let mut hasher = crc32fast::Hasher::new();
             for file in files {
@@ -381,7 +516,7 @@ impl UnderStore for LocalDir {
                 hasher.update(&bytes);
                 pieces.push(Bytes::from(bytes));
             }
-            Ok((pieces, hasher.finalize()))
+            Ok((pieces, hasher.finalize(), version))
         })
         .await?;
         let payload = Payload::new(pieces, actual);
@@ -396,7 +531,11 @@ impl UnderStore for LocalDir {
                 ),
             ));
         }
-        self.write_durably("CompleteMultipartUpload", key, path, payload)
+        let fence = Fence {
+            version,
+            expect: fence.expect.clone(),
+        };
+        self.write_durably("CompleteMultipartUpload", key, path, payload, &fence)
             .await?;
         self.abort_multipart(key, upload_id).await
     }
@@ -437,25 +576,34 @@ impl UnderStore for LocalDir {
     async fn head(&self, key: &str) -> Result<Option<StoredObject>, UnderStoreError> {
         let path = self.path("HeadObject", key)?;
         let key_owned = key.to_owned();
-        blocking("HeadObject", key, move || match std::fs::metadata(path) {
-            Ok(meta) if meta.is_file() => Ok(Some(StoredObject {
+        blocking("HeadObject", key, move || {
+            Ok(stored_at(&path)?.map(|(meta, version, tag)| StoredObject {
                 key: key_owned,
                 len: meta.len(),
                 crc: None,
-            })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+                version,
+                tag: Some(tag),
+            }))
         })
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), UnderStoreError> {
+    async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
         let path = self.path("DeleteObject", key)?;
+        let (expect, lock) = (expect.cloned(), self.lock.clone());
         blocking("DeleteObject", key, move || {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                other => other?,
+            let removed = lock.hold(|| {
+                if stored_at(&path)?.is_none() {
+                    return Ok(false);
+                }
+                check_expected(&path, expect.as_ref())?;
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                    other => other.map(|()| true),
+                }
+            })?;
+            if !removed {
+                return Ok(());
             }
             // The removal is durable once the directory is.
             if let Some(dir) = path.parent() {
@@ -490,7 +638,7 @@ impl UnderStore for LocalDir {
                         out.push(StoredObject {
                             key,
                             len: entry.metadata()?.len(),
-                            crc: None,
+                            ..StoredObject::default()
                         });
                     }
                 }

@@ -20,8 +20,8 @@ use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
 
 use crate::under_store::{
-    CompletedPart, FailureKind, Payload, StoredObject, UnderStore, UnderStoreError, crc32_header,
-    parse_crc32_header,
+    CompletedPart, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore, UnderStoreError,
+    VERSION_METADATA, crc32_header, parse_crc32_header,
 };
 
 /// How to reach an S3 service.
@@ -152,6 +152,10 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 (_, "NoSuchKey" | "NoSuchUpload" | "NotFound") | (Some(404), _) => {
                     FailureKind::NotFound
                 }
+                // A conditional write lost to another writer.
+                (_, "PreconditionFailed" | "ConditionalRequestConflict") | (Some(412), _) => {
+                    FailureKind::Conflict
+                }
                 // IncompleteBody: our bodies are whole in memory, so the network cut it.
                 (
                     _,
@@ -186,6 +190,21 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     UnderStoreError::new(kind, operation, key, message)
 }
 
+/// S3's conditional headers for `expect`: (`If-Match`, `If-None-Match`).
+fn conditions(expect: Option<&Expect>) -> (Option<String>, Option<String>) {
+    match expect {
+        None => (None, None),
+        Some(Expect::Absent) => (None, Some("*".to_owned())),
+        Some(Expect::Tag(tag)) => (Some(tag.clone()), None),
+    }
+}
+
+fn version_metadata(fence: &Fence) -> Option<std::collections::HashMap<String, String>> {
+    fence
+        .version
+        .map(|v| [(VERSION_METADATA.to_owned(), v.to_string())].into())
+}
+
 fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     match err {
         SdkError::ServiceError(service) => Some(service.raw().status().as_u16()),
@@ -194,12 +213,21 @@ fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 }
 
 impl UnderStore for S3Store {
-    async fn put_object(&self, key: &str, payload: Payload) -> Result<(), UnderStoreError> {
+    async fn put_object(
+        &self,
+        key: &str,
+        payload: Payload,
+        fence: &Fence,
+    ) -> Result<(), UnderStoreError> {
         let full = self.full_key(key);
+        let (if_match, if_none_match) = conditions(fence.expect.as_ref());
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(&full)
+            .set_metadata(version_metadata(fence))
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .content_length(payload.len() as i64)
             .checksum_crc32(crc32_header(payload.crc()))
             .body(Self::body(&payload))
@@ -209,13 +237,14 @@ impl UnderStore for S3Store {
         Ok(())
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, UnderStoreError> {
+    async fn create_multipart(&self, key: &str, fence: &Fence) -> Result<String, UnderStoreError> {
         let full = self.full_key(key);
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
+            .set_metadata(version_metadata(fence))
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .checksum_type(ChecksumType::FullObject)
             .send()
@@ -266,8 +295,10 @@ impl UnderStore for S3Store {
         parts: &[CompletedPart],
         crc: u32,
         len: u64,
+        fence: &Fence,
     ) -> Result<(), UnderStoreError> {
         let full = self.full_key(key);
+        let (if_match, if_none_match) = conditions(fence.expect.as_ref());
         let parts = parts
             .iter()
             .map(|p| {
@@ -284,6 +315,8 @@ impl UnderStore for S3Store {
             .bucket(&self.bucket)
             .key(&full)
             .upload_id(upload_id)
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .checksum_type(ChecksumType::FullObject)
             .checksum_crc32(crc32_header(crc))
             .mpu_object_size(len as i64)
@@ -356,6 +389,11 @@ impl UnderStore for S3Store {
                 key: key.to_owned(),
                 len: head.content_length().unwrap_or(0).max(0) as u64,
                 crc: head.checksum_crc32().and_then(parse_crc32_header),
+                version: head
+                    .metadata()
+                    .and_then(|m| m.get(VERSION_METADATA))
+                    .and_then(|v| v.parse().ok()),
+                tag: head.e_tag().map(str::to_owned),
             })),
             Err(err) => match failure("HeadObject", &full, err) {
                 e if e.kind == FailureKind::NotFound => Ok(None),
@@ -364,13 +402,15 @@ impl UnderStore for S3Store {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), UnderStoreError> {
+    async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
         let full = self.full_key(key);
+        let (if_match, _) = conditions(expect);
         match self
             .client
             .delete_object()
             .bucket(&self.bucket)
             .key(&full)
+            .set_if_match(if_match)
             .send()
             .await
         {
@@ -401,7 +441,7 @@ impl UnderStore for S3Store {
                 out.push(StoredObject {
                     key: key.strip_prefix(&self.prefix).unwrap_or(key).to_owned(),
                     len: object.size().unwrap_or(0).max(0) as u64,
-                    crc: None,
+                    ..StoredObject::default()
                 });
             }
             token = page.next_continuation_token().map(str::to_owned);

@@ -94,6 +94,7 @@ impl S3Server {
             fs,
             root: root.canonicalize()?,
             state: state.clone(),
+            writes: tokio::sync::Mutex::new(()),
         };
         let mut builder = s3s::service::S3ServiceBuilder::new(checked);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -190,6 +191,9 @@ struct Checked {
     fs: FileSystem,
     root: PathBuf,
     state: Arc<Mutex<State>>,
+    /// Held from a write's conditions check to its end, as S3 makes conditional writes
+    /// atomic (s3s-fs checks, then writes).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Checked {
@@ -283,6 +287,7 @@ impl S3 for Checked {
         let expected = req.input.checksum_crc32.clone();
         let body = checked_body(req.input.body.take(), expected.as_deref()).await?;
         req.input.body = Some(body);
+        let _write = self.writes.lock().await;
         self.fs.put_object(req).await
     }
 
@@ -307,6 +312,29 @@ impl S3 for Checked {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.admit("DeleteObject").await?;
+        let _write = self.writes.lock().await;
+        // s3s-fs ignores `If-Match` on a delete; S3 honours it.
+        if let Some(expected) = req.input.if_match.as_ref().and_then(|c| c.as_etag()) {
+            let head = S3Request {
+                input: HeadObjectInput {
+                    bucket: req.input.bucket.clone(),
+                    key: req.input.key.clone(),
+                    ..Default::default()
+                },
+                method: req.method.clone(),
+                uri: req.uri.clone(),
+                headers: req.headers.clone(),
+                extensions: Default::default(),
+                credentials: req.credentials.clone(),
+                region: req.region.clone(),
+                service: req.service.clone(),
+                trailing_headers: None,
+            };
+            let current = self.fs.head_object(head).await?.output.e_tag;
+            if !current.is_some_and(|tag| tag.strong_cmp(expected)) {
+                return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+            }
+        }
         self.fs.delete_object(req).await
     }
 
@@ -359,6 +387,7 @@ impl S3 for Checked {
         }
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
         let expected = req.input.checksum_crc32.clone();
+        let _write = self.writes.lock().await;
         let mut completed = self.fs.complete_multipart_upload(req).await?;
         self.state
             .lock()

@@ -26,6 +26,9 @@ pub enum FailureKind {
     Permanent,
     /// The object (or upload) does not exist.
     NotFound,
+    /// The key is not what the write expected ([`Fence::expect`]): another writer got
+    /// there first. Read it again and decide again.
+    Conflict,
 }
 
 /// A failed under-store call.
@@ -165,7 +168,7 @@ pub struct CompletedPart {
 }
 
 /// What `head` and `list` say about a stored object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredObject {
     /// The key, relative to the store's location.
     pub key: String,
@@ -173,7 +176,47 @@ pub struct StoredObject {
     pub len: u64,
     /// CRC32 of the whole object, if the store recorded one.
     pub crc: Option<u32>,
+    /// The fdw version it was written as, if fdw wrote it (`head` only).
+    pub version: Option<u64>,
+    /// A tag that changes whenever the object is replaced: what [`Expect::Tag`] names
+    /// (`head` only).
+    pub tag: Option<String>,
 }
+
+/// What a write expects to find under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing (S3 `If-None-Match: *`).
+    Absent,
+    /// The object with this tag (S3 `If-Match: <ETag>`).
+    Tag(String),
+}
+
+impl Expect {
+    /// What a write must find to replace `current` (as `head` gave it).
+    pub fn replacing(current: Option<&StoredObject>) -> Self {
+        match current {
+            None => Self::Absent,
+            Some(object) => Self::Tag(object.tag.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// The fence on a write, which keeps an older version from replacing a newer one
+/// whoever writes it (invariant 5 across primaries): the version it records, and what
+/// it must replace. A write whose expectation no longer holds fails with
+/// [`FailureKind::Conflict`] and changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fence {
+    /// fdw's version of the object, recorded with it: S3 metadata `fdw-version`, or an
+    /// extended attribute of a local file.
+    pub version: Option<u64>,
+    /// What must be under the key for the write to happen; `None`: anything.
+    pub expect: Option<Expect>,
+}
+
+/// The S3 metadata name (`x-amz-meta-fdw-version`) of the recorded version.
+pub const VERSION_METADATA: &str = "fdw-version";
 
 /// An under-store: where persisted objects live. Keys are relative to the store's
 /// location (its S3 prefix or directory).
@@ -185,18 +228,21 @@ pub trait UnderStore: Send + Sync {
         false
     }
 
-    /// Writes a whole object in one request, checked against `payload`'s CRC32.
+    /// Writes a whole object in one request, checked against `payload`'s CRC32, if
+    /// `fence` allows.
     fn put_object(
         &self,
         key: &str,
         payload: Payload,
+        fence: &Fence,
     ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
 
-    /// Starts a multipart upload whose parts and whole carry CRC32 checksums. Returns the
-    /// upload id.
+    /// Starts a multipart upload whose parts and whole carry CRC32 checksums, recording
+    /// `fence`'s version. Returns the upload id.
     fn create_multipart(
         &self,
         key: &str,
+        fence: &Fence,
     ) -> impl Future<Output = Result<String, UnderStoreError>> + Send;
 
     /// Uploads part `number` (1-based), checked against `payload`'s CRC32.
@@ -209,7 +255,7 @@ pub trait UnderStore: Send + Sync {
     ) -> impl Future<Output = Result<CompletedPart, UnderStoreError>> + Send;
 
     /// Completes the upload from `parts`, checked against the whole object's CRC32 and
-    /// size.
+    /// size, if `fence`'s expectation holds.
     fn complete_multipart(
         &self,
         key: &str,
@@ -217,6 +263,7 @@ pub trait UnderStore: Send + Sync {
         parts: &[CompletedPart],
         crc: u32,
         len: u64,
+        fence: &Fence,
     ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
 
     /// Abandons an upload and frees its parts.
@@ -239,8 +286,12 @@ pub trait UnderStore: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<Option<StoredObject>, UnderStoreError>> + Send;
 
-    /// Deletes `key`; deleting a missing key succeeds.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
+    /// Deletes `key`, if it is what `expect` says; deleting a missing key succeeds.
+    fn delete(
+        &self,
+        key: &str,
+        expect: Option<&Expect>,
+    ) -> impl Future<Output = Result<(), UnderStoreError>> + Send;
 
     /// Every object whose key starts with `prefix`, in key order.
     fn list(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::under_store::{Payload, UnderStore, UnderStoreError};
+use crate::under_store::{Expect, FailureKind, Fence, Payload, UnderStore, UnderStoreError};
 
 /// S3's limit on parts per upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -147,13 +147,15 @@ pub struct UploadReport {
     pub retries: u32,
 }
 
-/// Uploads `object` to `key`: one PUT if it fits in `part_bytes` (or the store takes
-/// any size in one), else multipart. `part_bytes` is raised to [`MIN_PART_BYTES`] and to
-/// whole chunks, and further as needed to stay within [`MAX_PARTS`].
+/// Uploads `object` to `key` under `fence`: one PUT if it fits in `part_bytes` (or the
+/// store takes any size in one), else multipart. `part_bytes` is raised to
+/// [`MIN_PART_BYTES`] and to whole chunks, and further as needed to stay within
+/// [`MAX_PARTS`].
 pub async fn upload(
     store: &impl UnderStore,
     key: &str,
     object: &ObjectBytes,
+    fence: &Fence,
     part_bytes: u64,
     policy: &RetryPolicy,
 ) -> Result<UploadReport, UnderStoreError> {
@@ -163,7 +165,7 @@ pub async fn upload(
     if len <= part_bytes || store.puts_any_size() {
         let payload = object.payload(0..object.chunks.len());
         with_retry(policy, &mut report.retries, || {
-            store.put_object(key, payload.clone())
+            store.put_object(key, payload.clone(), fence)
         })
         .await?;
         return Ok(report);
@@ -172,7 +174,10 @@ pub async fn upload(
     let per_part = (part_bytes.div_ceil(chunk))
         .max(1)
         .max(len.div_ceil(chunk).div_ceil(MAX_PARTS)) as usize;
-    let upload_id = with_retry(policy, &mut report.retries, || store.create_multipart(key)).await?;
+    let upload_id = with_retry(policy, &mut report.retries, || {
+        store.create_multipart(key, fence)
+    })
+    .await?;
     let result = async {
         let mut parts = Vec::new();
         for (i, start) in (0..object.chunks.len()).step_by(per_part).enumerate() {
@@ -186,7 +191,7 @@ pub async fn upload(
         }
         report.parts = parts.len() as u32;
         with_retry(policy, &mut report.retries, || {
-            store.complete_multipart(key, &upload_id, &parts, object.crc, len)
+            store.complete_multipart(key, &upload_id, &parts, object.crc, len, fence)
         })
         .await
     }
@@ -204,6 +209,75 @@ pub async fn upload(
         return Err(err);
     }
     Ok(report)
+}
+
+/// How a fenced write of one version ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// The version is in the store now (for a delete: the key is absent).
+    Written(UploadReport),
+    /// The store already holds version `stored`, not older than this one: nothing was
+    /// written, and nothing needs to be.
+    Preempted {
+        /// The version the store holds.
+        stored: u64,
+    },
+}
+
+/// Writes that lose to another writer in a row before giving up (the next pass of the
+/// pipeline tries again).
+const MAX_CONFLICTS: u32 = 8;
+
+/// Persists `version` of `key`: uploads `object`, or for a tombstone (`None`) deletes the
+/// key, unless the store already holds this version or a newer one. Each write is
+/// conditional on what was read just before it, so an older version never replaces a
+/// newer one and a delete never removes a newer version, whichever node writes and
+/// however late (a primary that was paused mid-upload, and the member that took its
+/// place). A write that loses such a race reads again and decides again.
+pub async fn persist_version(
+    store: &impl UnderStore,
+    key: &str,
+    object: Option<&ObjectBytes>,
+    version: u64,
+    part_bytes: u64,
+    policy: &RetryPolicy,
+) -> Result<Persisted, UnderStoreError> {
+    let mut conflicts = 0;
+    loop {
+        let mut retries = 0;
+        let current = with_retry(policy, &mut retries, || store.head(key)).await?;
+        if let Some(stored) = current.as_ref().and_then(|c| c.version)
+            && stored >= version
+        {
+            return Ok(Persisted::Preempted { stored });
+        }
+        let expect = Expect::replacing(current.as_ref());
+        let written = match object {
+            Some(object) => {
+                let fence = Fence {
+                    version: Some(version),
+                    expect: Some(expect),
+                };
+                upload(store, key, object, &fence, part_bytes, policy).await
+            }
+            None if current.is_none() => Ok(UploadReport::default()),
+            None => with_retry(policy, &mut retries, || store.delete(key, Some(&expect)))
+                .await
+                .map(|()| UploadReport::default()),
+        };
+        match written {
+            Err(err) if err.kind == FailureKind::Conflict && conflicts + 1 < MAX_CONFLICTS => {
+                tracing::debug!(%err, key, version, "another writer got there first; reading again");
+                conflicts += 1;
+            }
+            other => {
+                return other.map(|mut report| {
+                    report.retries += retries;
+                    Persisted::Written(report)
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

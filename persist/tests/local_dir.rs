@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use fdw_persist::{FailureKind, LocalDir, ObjectBytes, Payload, RetryPolicy, UnderStore, upload};
+use fdw_persist::{
+    FailureKind, Fence, LocalDir, ObjectBytes, Payload, RetryPolicy, UnderStore, upload,
+};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -12,8 +14,12 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Temporary files and open uploads (the lock file is always there).
 fn work_files(root: &std::path::Path) -> usize {
-    std::fs::read_dir(root.join(".fdw-tmp")).unwrap().count()
+    std::fs::read_dir(root.join(".fdw-tmp"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "lock")
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,6 +34,7 @@ async fn objects_are_written_whole_from_their_buffers() {
         &store,
         "stage-1/part-0.parquet",
         &object,
+        &Fence::default(),
         0,
         &RetryPolicy::default(),
     )
@@ -53,6 +60,7 @@ async fn objects_are_written_whole_from_their_buffers() {
         .put_object(
             "stage-1/part-0.parquet",
             Payload::from_bytes(Bytes::from_static(b"v2")),
+            &Fence::default(),
         )
         .await
         .unwrap();
@@ -62,11 +70,11 @@ async fn objects_are_written_whole_from_their_buffers() {
     );
 
     store
-        .put_object("stage-1/b", Payload::from_bytes(Bytes::new()))
+        .put_object("stage-1/b", Payload::from_bytes(Bytes::new()), &Fence::default())
         .await
         .unwrap();
     store
-        .put_object("other", Payload::from_bytes(Bytes::from_static(b"x")))
+        .put_object("other", Payload::from_bytes(Bytes::from_static(b"x")), &Fence::default())
         .await
         .unwrap();
     let listed: Vec<_> = store
@@ -78,8 +86,8 @@ async fn objects_are_written_whole_from_their_buffers() {
         .collect();
     assert_eq!(listed, ["stage-1/b", "stage-1/part-0.parquet"]);
 
-    store.delete("stage-1/b").await.unwrap();
-    store.delete("stage-1/b").await.unwrap();
+    store.delete("stage-1/b", None).await.unwrap();
+    store.delete("stage-1/b", None).await.unwrap();
     assert_eq!(store.head("stage-1/b").await.unwrap(), None);
     let err = store.get("stage-1/b", None).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::NotFound);
@@ -92,7 +100,7 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
     let (a, b) = (data(1000, 2), data(500, 3));
     let whole: Vec<u8> = [a.clone(), b.clone()].concat();
 
-    let id = store.create_multipart("mp").await.unwrap();
+    let id = store.create_multipart("mp", &Fence::default()).await.unwrap();
     assert_eq!(
         store.open_uploads("").await.unwrap(),
         [("mp".to_owned(), id.clone())]
@@ -112,6 +120,7 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
             &[p1.clone(), p2.clone()],
             crc32fast::hash(&whole),
             1500,
+            &Fence::default(),
         )
         .await
         .unwrap();
@@ -119,13 +128,13 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
     assert!(store.open_uploads("").await.unwrap().is_empty());
 
     // A whole-object CRC that does not match refuses the upload; nothing lands.
-    let id = store.create_multipart("bad").await.unwrap();
+    let id = store.create_multipart("bad", &Fence::default()).await.unwrap();
     let p1 = store
         .upload_part("bad", &id, 1, Payload::from_bytes(a.into()))
         .await
         .unwrap();
     let err = store
-        .complete_multipart("bad", &id, &[p1], 0xdead_beef, 1000)
+        .complete_multipart("bad", &id, &[p1], 0xdead_beef, 1000, &Fence::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
@@ -146,7 +155,7 @@ async fn stores_sharing_a_directory_never_mix_their_writes() {
             let key = format!("k{i}-{round}");
             writes.push(tokio::spawn(async move {
                 store
-                    .put_object(&key, Payload::from_bytes(body.clone().into()))
+                    .put_object(&key, Payload::from_bytes(body.clone().into()), &Fence::default())
                     .await
                     .unwrap();
                 (key, body)
@@ -165,7 +174,7 @@ async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
     let store = LocalDir::new(dir.path()).unwrap();
     for key in ["../escape", "/abs", "a/../../b", ".fdw-tmp/x", ""] {
         let err = store
-            .put_object(key, Payload::from_bytes(Bytes::from_static(b"x")))
+            .put_object(key, Payload::from_bytes(Bytes::from_static(b"x")), &Fence::default())
             .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");

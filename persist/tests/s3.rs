@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{
-    FailureKind, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload, with_retry,
+    FailureKind, Fence, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload,
+    with_retry,
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -59,7 +60,7 @@ async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
 
     // Up to the part size: one PutObject.
     let small = data(100_000, 1);
-    let report = upload(&s.store, "small", &object(&small), PART, &policy)
+    let report = upload(&s.store, "small", &object(&small), &Fence::default(), PART, &policy)
         .await
         .unwrap();
     assert_eq!(report.parts, 0);
@@ -67,7 +68,7 @@ async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
 
     // Above it: parts along chunk boundaries, completed with the whole-object CRC.
     let large = data(3 * (5 << 20) + 123, 2);
-    let report = upload(&s.store, "large", &object(&large), PART, &policy)
+    let report = upload(&s.store, "large", &object(&large), &Fence::default(), PART, &policy)
         .await
         .unwrap();
     assert_eq!(report.parts, 4);
@@ -87,9 +88,9 @@ async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
         large[70_000..70_100]
     );
 
-    s.store.delete("small").await.unwrap();
+    s.store.delete("small", None).await.unwrap();
     assert_eq!(s.store.head("small").await.unwrap(), None);
-    s.store.delete("small").await.unwrap(); // deleting a missing key succeeds
+    s.store.delete("small", None).await.unwrap(); // deleting a missing key succeeds
     let missing = s.store.get("small", None).await.unwrap_err();
     assert_eq!(missing.kind, FailureKind::NotFound, "{missing}");
 }
@@ -99,7 +100,7 @@ async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
     let s = setup().await;
     let bytes = Bytes::from(data(10_000, 3));
     let wrong = Payload::new(vec![bytes.clone()], crc32fast::hash(&bytes) ^ 1);
-    let err = s.store.put_object("k", wrong).await.unwrap_err();
+    let err = s.store.put_object("k", wrong, &Fence::default()).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
     assert!(err.message.contains("BadDigest"), "{err}");
     assert_eq!(s.store.head("k").await.unwrap(), None);
@@ -109,7 +110,7 @@ async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
     let large = data(6 << 20, 4);
     let mut bad = object(&large);
     bad.crc ^= 1;
-    let err = upload(&s.store, "mp", &bad, PART, &RetryPolicy::default())
+    let err = upload(&s.store, "mp", &bad, &Fence::default(), PART, &RetryPolicy::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
@@ -131,12 +132,12 @@ async fn transient_faults_are_retried_and_the_object_ends_correct() {
         .inject("CompleteMultipartUpload", Fault::InternalError, 1);
 
     let small = data(1000, 5);
-    let report = upload(&s.store, "small", &object(&small), PART, &quick_retries(5))
+    let report = upload(&s.store, "small", &object(&small), &Fence::default(), PART, &quick_retries(5))
         .await
         .unwrap();
     assert_eq!(report.retries, 2);
     let large = data(11 << 20, 6);
-    let report = upload(&s.store, "large", &object(&large), PART, &quick_retries(5))
+    let report = upload(&s.store, "large", &object(&large), &Fence::default(), PART, &quick_retries(5))
         .await
         .unwrap();
     assert_eq!(report.retries, 4, "1 create + 2 parts + 1 complete");
@@ -152,7 +153,7 @@ async fn reset_connections_are_retried_and_the_object_ends_correct() {
     // are reset (RST) by the server.
     s.server.reset_connections(2);
     let large = data(11 << 20, 8);
-    let report = upload(&s.store, "reset", &object(&large), PART, &quick_retries(5))
+    let report = upload(&s.store, "reset", &object(&large), &Fence::default(), PART, &quick_retries(5))
         .await
         .unwrap();
     assert_eq!(report.retries, 2, "one retry per reset connection");
@@ -167,7 +168,7 @@ async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
     // nothing of the cut-off request is stored.
     s.server.reset_connections_after(2, 1 << 20);
     let large = data(11 << 20, 9);
-    let report = upload(&s.store, "cut", &object(&large), PART, &quick_retries(5))
+    let report = upload(&s.store, "cut", &object(&large), &Fence::default(), PART, &quick_retries(5))
         .await
         .unwrap();
     // A connection the client opens but uses only for small requests is never cut.
@@ -186,6 +187,7 @@ async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
         &s.store,
         "cut-small",
         &object(&small),
+        &Fence::default(),
         PART,
         &quick_retries(5),
     )
@@ -200,7 +202,7 @@ async fn an_upload_that_runs_out_of_retries_is_aborted() {
     let s = setup().await;
     s.server.inject("UploadPart", Fault::InternalError, 100);
     let large = data(6 << 20, 7);
-    let err = upload(&s.store, "doomed", &object(&large), PART, &quick_retries(3))
+    let err = upload(&s.store, "doomed", &object(&large), &Fence::default(), PART, &quick_retries(3))
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::Retryable, "{err}");
@@ -244,7 +246,11 @@ async fn the_cloud_emulation_adds_latency_caps_bandwidth_and_throttles() {
     let store = S3Store::new(&server.config(), "lake", "");
     let bytes = data(1_000_000, 3);
     store
-        .put_object("k", Payload::from_bytes(Bytes::from(bytes.clone())))
+        .put_object(
+            "k",
+            Payload::from_bytes(Bytes::from(bytes.clone())),
+            &Fence::default(),
+        )
         .await
         .unwrap();
     // Lower bounds only, which a slow machine cannot break: the latency, plus 1 MB at

@@ -20,8 +20,8 @@ use fdw_net::placement::Member;
 use fdw_net::wire::{ObjectRef, Request, Response};
 use fdw_net::{BucketName, ObjectKey, transport};
 use fdw_persist::{
-    AnyUnderStore, ObjectBytes, RetryPolicy, S3Config, UnderStore, UnderStoreError,
-    UnderStoreLocation, upload, with_retry,
+    AnyUnderStore, ObjectBytes, Persisted, RetryPolicy, S3Config, UnderStoreError,
+    UnderStoreLocation, persist_version,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -297,31 +297,32 @@ async fn persist_one(
     let persister = &node.persister;
     let config = &persister.config;
     let key = key.as_str();
-    let result = match reader {
-        Some(reader) => {
-            async {
-                // A chunk that no longer matches its CRC must not reach the under-store.
-                let object = object_bytes(&reader, node.store.pool().chunk_size() as u64)?;
-                upload(
-                    under_store.as_ref(),
-                    key,
-                    &object,
-                    config.part_bytes,
-                    &config.retry,
-                )
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-            }
-            .await
+    let result = async {
+        // A chunk that no longer matches its CRC must not reach the under-store.
+        let chunk_bytes = node.store.pool().chunk_size() as u64;
+        let object = reader
+            .as_ref()
+            .map(|reader| object_bytes(reader, chunk_bytes))
+            .transpose()?;
+        persist_version(
+            under_store.as_ref(),
+            key,
+            object.as_ref(),
+            id.version.0,
+            config.part_bytes,
+            &config.retry,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    let result = result.map(|persisted| {
+        if let Persisted::Preempted { stored } = persisted {
+            // Another primary (one that took over, or this key's earlier primary)
+            // already wrote this version or a newer one: nothing to write.
+            tracing::debug!(%id, stored, "the under-store already has this version or a newer one");
         }
-        None => {
-            let mut retries = 0;
-            with_retry(&config.retry, &mut retries, || under_store.delete(key))
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
+    });
     match result {
         Ok(()) => {
             if let Err(err) = node.store.finish_persist(&id) {
