@@ -20,7 +20,10 @@ fn codec(c: &mut Criterion) {
         crc: Some(0xdead_beef),
         frame_bytes: 64 << 10,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).expect("replication"),
-        version: Some(Version(1_795_493_237_828_673)),
+        forwarded: Some(fdw_net::wire::Forwarded {
+            version: Version(1_795_493_237_828_673),
+            primary: 1,
+        }),
     });
     let encoded = request.encode();
     let mut copy = vec![0u8; encoded.len()];

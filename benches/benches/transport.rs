@@ -145,7 +145,10 @@ impl ClientFanOut {
             crc: Some(whole.finalize()),
             frame_bytes: self.frame_bytes,
             replication: Replication::new(WriteType::AsyncThrough, 2, 2).expect("replication"),
-            version: Some(Version(version)),
+            forwarded: Some(fdw_net::wire::Forwarded {
+                version: Version(version),
+                primary: 1,
+            }),
         })
         .encode();
         let replicas = self.placement.preference_list(&object.bucket, &object.key);

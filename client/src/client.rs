@@ -367,7 +367,7 @@ impl Client {
             crc,
             frame_bytes: self.inner.frame_bytes,
             replication,
-            version: None,
+            forwarded: None,
         };
         let request = Request::Put(header);
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
@@ -563,7 +563,7 @@ impl Client {
         let request = Request::Delete {
             object: object.clone(),
             replication,
-            version: None,
+            forwarded: None,
         };
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
         let _ = send.finish();

@@ -28,6 +28,7 @@
 //! connect_timeout = "1s"         # a peer that does not answer is down
 //! heartbeat_interval = "500ms"   # each member is sent a heartbeat this often
 //! failure_timeout = "2s"         # a member silent this long is declared dead
+//! recovery_copy_rate = "256MiB"  # bytes a second re-replication may send
 //! shutdown_grace = "10s"         # in-flight requests get this long to finish
 //!
 //! [buckets]                      # bucket -> under-store
@@ -65,7 +66,7 @@ use fdw_net::wire::Replication;
 use fdw_persist::{RetryPolicy, S3Config, UnderStoreLocation};
 use serde::Deserialize;
 
-use crate::node::{HeartbeatConfig, NodeConfig, PersistConfig};
+use crate::node::{HeartbeatConfig, NodeConfig, PersistConfig, RecoveryConfig};
 use crate::pool::{HugePagePolicy, PoolConfig};
 use crate::store::StoreConfig;
 
@@ -213,6 +214,8 @@ pub struct LimitsSection {
     /// Silence after which a member is declared dead.
     #[serde(deserialize_with = "duration")]
     pub failure_timeout: Duration,
+    /// Bytes a second re-replication may send.
+    pub recovery_copy_rate: ByteSize,
 }
 
 impl Default for LimitsSection {
@@ -223,6 +226,7 @@ impl Default for LimitsSection {
             shutdown_grace: Duration::from_secs(10),
             heartbeat_interval: HeartbeatConfig::default().interval,
             failure_timeout: HeartbeatConfig::default().failure_timeout,
+            recovery_copy_rate: ByteSize(RecoveryConfig::default().copy_bytes_per_sec),
         }
     }
 }
@@ -524,6 +528,12 @@ impl Config {
         config.heartbeat = HeartbeatConfig {
             interval: self.limits.heartbeat_interval,
             failure_timeout: self.limits.failure_timeout,
+        };
+        if self.limits.recovery_copy_rate.as_u64() == 0 {
+            return Err("[limits] recovery_copy_rate must be above zero".into());
+        }
+        config.recovery = RecoveryConfig {
+            copy_bytes_per_sec: self.limits.recovery_copy_rate.as_u64(),
         };
         config.persist = self.persist_config()?;
         Ok(config)

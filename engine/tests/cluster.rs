@@ -289,7 +289,7 @@ fn put_header(key: &str, len: u64) -> Request {
         crc: None,
         frame_bytes: CHUNK as u32,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
-        version: None,
+        forwarded: None,
     })
 }
 

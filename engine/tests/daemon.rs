@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::wait_seen;
+use common::{keys_placed, wait_seen};
 use fdw_client::{Client, ClientConfig, Member, NodeIdentity, Replication, WriteType};
 use fdw_net::placement::Placement;
-use fdw_net::{BucketName, ObjectKey};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -152,16 +151,6 @@ async fn a_cluster_of_processes_serves_and_stops_cleanly() {
 }
 
 /// A key whose preference list is `first`, `second`, then the third member.
-fn key_placed(placement: &Placement, first: u16, second: u16) -> String {
-    let bucket = BucketName::new("stage-1").unwrap();
-    (0..10_000)
-        .map(|i| format!("key-{i}"))
-        .find(|k| {
-            let list = placement.preference_list(&bucket, &ObjectKey::new(k.as_str()).unwrap());
-            list[0].id == first && list[1].id == second
-        })
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
@@ -180,7 +169,7 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
         replicas: 2,
         quorum: 2,
     };
-    let key = key_placed(&placement, 0, 1);
+    let key = keys_placed(&placement, "stage-1", &[0, 1], 1).remove(0);
     let receipt = client.put_with("stage-1", &key, &data, r2).await.unwrap();
     assert_eq!(receipt.replicas.len(), 2);
     assert!(!receipt.replicas.contains(&1), "{:?}", receipt.replicas);
@@ -192,7 +181,12 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
         ..r2
     };
     let err = client
-        .put_with("stage-1", &key_placed(&placement, 2, 1), &data, r3)
+        .put_with(
+            "stage-1",
+            &keys_placed(&placement, "stage-1", &[2, 1], 1).remove(0),
+            &data,
+            r3,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("declared dead"), "{err}");
@@ -201,7 +195,12 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
     kill(stopped, Signal::SIGCONT).unwrap();
     wait_seen(&client, &[0, 2], 1, true).await;
     let receipt = client
-        .put_with("stage-1", &key_placed(&placement, 2, 1), &data, r3)
+        .put_with(
+            "stage-1",
+            &keys_placed(&placement, "stage-1", &[2, 1], 1).remove(0),
+            &data,
+            r3,
+        )
         .await
         .unwrap();
     assert_eq!(receipt.replicas.len(), 3);

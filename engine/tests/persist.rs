@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::pool;
+use common::{eventually, pool};
 use fdw_client::{Client, ErrorKind, Replication, WriteType};
 use fdw_engine::LocalCluster;
 use fdw_engine::node::PersistConfig;
@@ -67,17 +67,6 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13) ^ seed ^ (i >> 10) as u8)
         .collect()
-}
-
-/// Polls `done` every 20 ms for up to 30 s.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    for _ in 0..1500 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// Whether no node has anything left to persist: uploaded at the primary, and every
@@ -455,9 +444,9 @@ async fn evicted_objects_are_read_back_from_s3_identical_and_cached_again() {
     // by every replica, never served.
     assert!(evicted_everywhere(&s.cluster, "obj/2"));
     let changed = fdw_persist::Payload::from_bytes(bytes(100, 0).into());
-    s.s3
-        .put_object("obj/2", changed, &fdw_persist::Fence::default())
-        .await.unwrap();
+    s.s3.put_object("obj/2", changed, &fdw_persist::Fence::default())
+        .await
+        .unwrap();
     let err = s.client.get(BUCKET, "obj/2").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("overwritten"), "{err}");

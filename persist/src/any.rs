@@ -5,8 +5,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::{
-    CompletedPart, Expect, FailureKind, Fence, LocalDir, Payload, S3Config, S3Store, StoredObject, UnderStore,
-    UnderStoreError, UnderStoreLocation,
+    CompletedPart, Expect, FailureKind, Fence, LocalDir, Payload, S3Config, S3Store, StoredObject,
+    UnderStore, UnderStoreError, UnderStoreLocation,
 };
 
 /// The under-store a location names.

@@ -78,7 +78,10 @@ impl DirLock {
 
     fn hold<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         use rustix::fs::{FlockOperation, flock};
-        let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         flock(&*file, FlockOperation::LockExclusive)?;
         let result = f();
         flock(&*file, FlockOperation::Unlock)?;

@@ -64,10 +64,7 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     // A delete older than what is stored leaves it; a newer one removes it.
     let retry = policy();
     let delete = |version| persist_version(store, "k", None, version, PART, &retry);
-    assert_eq!(
-        delete(3).await.unwrap(),
-        Persisted::Preempted { stored: 5 }
-    );
+    assert_eq!(delete(3).await.unwrap(), Persisted::Preempted { stored: 5 });
     assert!(store.head("k").await.unwrap().is_some());
     assert!(matches!(write(7, 2000).await, Persisted::Written(_)));
     assert!(matches!(delete(8).await.unwrap(), Persisted::Written(_)));
@@ -176,5 +173,8 @@ async fn a_late_multipart_upload_never_replaces_a_newer_version() {
         newer.chunks.concat(),
         "the newer version stays"
     );
-    assert!(server.open_uploads().is_empty(), "the late upload was aborted");
+    assert!(
+        server.open_uploads().is_empty(),
+        "the late upload was aborted"
+    );
 }

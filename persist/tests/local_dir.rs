@@ -70,11 +70,19 @@ async fn objects_are_written_whole_from_their_buffers() {
     );
 
     store
-        .put_object("stage-1/b", Payload::from_bytes(Bytes::new()), &Fence::default())
+        .put_object(
+            "stage-1/b",
+            Payload::from_bytes(Bytes::new()),
+            &Fence::default(),
+        )
         .await
         .unwrap();
     store
-        .put_object("other", Payload::from_bytes(Bytes::from_static(b"x")), &Fence::default())
+        .put_object(
+            "other",
+            Payload::from_bytes(Bytes::from_static(b"x")),
+            &Fence::default(),
+        )
         .await
         .unwrap();
     let listed: Vec<_> = store
@@ -100,7 +108,10 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
     let (a, b) = (data(1000, 2), data(500, 3));
     let whole: Vec<u8> = [a.clone(), b.clone()].concat();
 
-    let id = store.create_multipart("mp", &Fence::default()).await.unwrap();
+    let id = store
+        .create_multipart("mp", &Fence::default())
+        .await
+        .unwrap();
     assert_eq!(
         store.open_uploads("").await.unwrap(),
         [("mp".to_owned(), id.clone())]
@@ -128,7 +139,10 @@ async fn multipart_uploads_are_checked_whole_and_leave_nothing_open() {
     assert!(store.open_uploads("").await.unwrap().is_empty());
 
     // A whole-object CRC that does not match refuses the upload; nothing lands.
-    let id = store.create_multipart("bad", &Fence::default()).await.unwrap();
+    let id = store
+        .create_multipart("bad", &Fence::default())
+        .await
+        .unwrap();
     let p1 = store
         .upload_part("bad", &id, 1, Payload::from_bytes(a.into()))
         .await
@@ -155,7 +169,11 @@ async fn stores_sharing_a_directory_never_mix_their_writes() {
             let key = format!("k{i}-{round}");
             writes.push(tokio::spawn(async move {
                 store
-                    .put_object(&key, Payload::from_bytes(body.clone().into()), &Fence::default())
+                    .put_object(
+                        &key,
+                        Payload::from_bytes(body.clone().into()),
+                        &Fence::default(),
+                    )
                     .await
                     .unwrap();
                 (key, body)
@@ -174,7 +192,11 @@ async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
     let store = LocalDir::new(dir.path()).unwrap();
     for key in ["../escape", "/abs", "a/../../b", ".fdw-tmp/x", ""] {
         let err = store
-            .put_object(key, Payload::from_bytes(Bytes::from_static(b"x")), &Fence::default())
+            .put_object(
+                key,
+                Payload::from_bytes(Bytes::from_static(b"x")),
+                &Fence::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");

@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{
-    FailureKind, Fence, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload,
-    with_retry,
+    FailureKind, Fence, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload, with_retry,
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -60,17 +59,31 @@ async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
 
     // Up to the part size: one PutObject.
     let small = data(100_000, 1);
-    let report = upload(&s.store, "small", &object(&small), &Fence::default(), PART, &policy)
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "small",
+        &object(&small),
+        &Fence::default(),
+        PART,
+        &policy,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.parts, 0);
     assert_eq!(s.server.requests("PutObject"), 1);
 
     // Above it: parts along chunk boundaries, completed with the whole-object CRC.
     let large = data(3 * (5 << 20) + 123, 2);
-    let report = upload(&s.store, "large", &object(&large), &Fence::default(), PART, &policy)
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "large",
+        &object(&large),
+        &Fence::default(),
+        PART,
+        &policy,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.parts, 4);
     assert_eq!(s.server.requests("UploadPart"), 4);
     assert!(s.server.open_uploads().is_empty());
@@ -100,7 +113,11 @@ async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
     let s = setup().await;
     let bytes = Bytes::from(data(10_000, 3));
     let wrong = Payload::new(vec![bytes.clone()], crc32fast::hash(&bytes) ^ 1);
-    let err = s.store.put_object("k", wrong, &Fence::default()).await.unwrap_err();
+    let err = s
+        .store
+        .put_object("k", wrong, &Fence::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
     assert!(err.message.contains("BadDigest"), "{err}");
     assert_eq!(s.store.head("k").await.unwrap(), None);
@@ -110,9 +127,16 @@ async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
     let large = data(6 << 20, 4);
     let mut bad = object(&large);
     bad.crc ^= 1;
-    let err = upload(&s.store, "mp", &bad, &Fence::default(), PART, &RetryPolicy::default())
-        .await
-        .unwrap_err();
+    let err = upload(
+        &s.store,
+        "mp",
+        &bad,
+        &Fence::default(),
+        PART,
+        &RetryPolicy::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
     assert_eq!(err.operation, "CompleteMultipartUpload");
     assert_eq!(s.store.head("mp").await.unwrap(), None);
@@ -132,14 +156,28 @@ async fn transient_faults_are_retried_and_the_object_ends_correct() {
         .inject("CompleteMultipartUpload", Fault::InternalError, 1);
 
     let small = data(1000, 5);
-    let report = upload(&s.store, "small", &object(&small), &Fence::default(), PART, &quick_retries(5))
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "small",
+        &object(&small),
+        &Fence::default(),
+        PART,
+        &quick_retries(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.retries, 2);
     let large = data(11 << 20, 6);
-    let report = upload(&s.store, "large", &object(&large), &Fence::default(), PART, &quick_retries(5))
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "large",
+        &object(&large),
+        &Fence::default(),
+        PART,
+        &quick_retries(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.retries, 4, "1 create + 2 parts + 1 complete");
     assert_eq!(s.store.get("small", None).await.unwrap(), small[..]);
     assert_eq!(s.store.get("large", None).await.unwrap(), large[..]);
@@ -153,9 +191,16 @@ async fn reset_connections_are_retried_and_the_object_ends_correct() {
     // are reset (RST) by the server.
     s.server.reset_connections(2);
     let large = data(11 << 20, 8);
-    let report = upload(&s.store, "reset", &object(&large), &Fence::default(), PART, &quick_retries(5))
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "reset",
+        &object(&large),
+        &Fence::default(),
+        PART,
+        &quick_retries(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.retries, 2, "one retry per reset connection");
     assert_eq!(s.store.get("reset", None).await.unwrap(), large[..]);
     assert!(s.server.open_uploads().is_empty());
@@ -168,9 +213,16 @@ async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
     // nothing of the cut-off request is stored.
     s.server.reset_connections_after(2, 1 << 20);
     let large = data(11 << 20, 9);
-    let report = upload(&s.store, "cut", &object(&large), &Fence::default(), PART, &quick_retries(5))
-        .await
-        .unwrap();
+    let report = upload(
+        &s.store,
+        "cut",
+        &object(&large),
+        &Fence::default(),
+        PART,
+        &quick_retries(5),
+    )
+    .await
+    .unwrap();
     // A connection the client opens but uses only for small requests is never cut.
     assert!(
         (1..=2).contains(&report.retries),
@@ -202,9 +254,16 @@ async fn an_upload_that_runs_out_of_retries_is_aborted() {
     let s = setup().await;
     s.server.inject("UploadPart", Fault::InternalError, 100);
     let large = data(6 << 20, 7);
-    let err = upload(&s.store, "doomed", &object(&large), &Fence::default(), PART, &quick_retries(3))
-        .await
-        .unwrap_err();
+    let err = upload(
+        &s.store,
+        "doomed",
+        &object(&large),
+        &Fence::default(),
+        PART,
+        &quick_retries(3),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, FailureKind::Retryable, "{err}");
     assert_eq!(s.server.requests("UploadPart"), 3);
     assert!(s.server.open_uploads().is_empty(), "the upload was aborted");

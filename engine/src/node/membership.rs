@@ -9,15 +9,20 @@
 //! timeout to answer before it judges them. So does a node that was itself paused
 //! (stopped, or starved of CPU) for longer than the timeout: its peers' silence was its
 //! own.
+//!
+//! Each answer carries the member's incarnation, which changes when its process
+//! restarts: a restart is a loss too (its memory is empty), even if it was too quick to
+//! be declared dead. Recovery ([`super::recovery`]) acts on both.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fdw_net::placement::Member;
 use fdw_net::transport;
 use fdw_net::wire::{MemberHealth, Request, Response};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::NodeShared;
@@ -47,6 +52,10 @@ struct Peer {
     /// When `alive` last changed.
     since: Instant,
     probing: bool,
+    /// Its incarnation, once it answered.
+    incarnation: Option<u64>,
+    /// When it was last seen to have restarted.
+    restarted_at: Option<Instant>,
 }
 
 /// This node's view of the other members.
@@ -54,6 +63,10 @@ pub(super) struct Membership {
     config: HeartbeatConfig,
     peers: Mutex<HashMap<u16, Peer>>,
     last_tick: Mutex<Instant>,
+    /// Members lost (declared dead, or restarted) since start.
+    losses: AtomicU64,
+    /// A member was lost.
+    lost: Notify,
 }
 
 impl Membership {
@@ -68,6 +81,8 @@ impl Membership {
                     alive: true,
                     since: now,
                     probing: false,
+                    incarnation: None,
+                    restarted_at: None,
                 };
                 (m.id, peer)
             })
@@ -76,7 +91,39 @@ impl Membership {
             config,
             peers: Mutex::new(peers),
             last_tick: Mutex::new(now),
+            losses: AtomicU64::new(0),
+            lost: Notify::new(),
         }
+    }
+
+    pub(super) fn config(&self) -> HeartbeatConfig {
+        self.config
+    }
+
+    /// Members lost since start: a count that changes with every loss.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next loss.
+    pub(super) fn next_loss(&self) -> tokio::sync::futures::Notified<'_> {
+        self.lost.notified()
+    }
+
+    fn count_loss(&self) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        self.lost.notify_waiters();
+    }
+
+    /// Whether `id` lost what it held when `committed_at` was: it is declared dead, or
+    /// it restarted since. Returns when that was noticed.
+    pub(super) fn lost_since(&self, id: u16, committed_at: Instant) -> Option<Instant> {
+        let peers = self.peers();
+        let peer = peers.get(&id)?;
+        if !peer.alive {
+            return Some(peer.since);
+        }
+        peer.restarted_at.filter(|&at| at > committed_at)
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Peer>> {
@@ -111,20 +158,32 @@ impl Membership {
         health
     }
 
-    /// Records a heartbeat's outcome.
-    fn answered(&self, id: u16, answered: bool) {
+    /// Records a heartbeat's outcome: the incarnation it answered with, or `None`.
+    fn answered(&self, id: u16, answer: Option<u64>) {
         let mut peers = self.peers();
         let Some(peer) = peers.get_mut(&id) else {
             return;
         };
         peer.probing = false;
-        if answered {
-            peer.last_answer = Instant::now();
-            if !peer.alive {
-                tracing::info!(peer = id, "member answers again: alive");
-                peer.alive = true;
-                peer.since = Instant::now();
-            }
+        let Some(incarnation) = answer else {
+            return;
+        };
+        let now = Instant::now();
+        peer.last_answer = now;
+        if !peer.alive {
+            tracing::info!(peer = id, "member answers again: alive");
+            peer.alive = true;
+            peer.since = now;
+        }
+        let known = peer.incarnation.replace(incarnation);
+        if known.is_some_and(|known| known != incarnation) {
+            tracing::warn!(
+                peer = id,
+                "member restarted: what it held in memory is gone"
+            );
+            peer.restarted_at = Some(now);
+            drop(peers);
+            self.count_loss();
         }
     }
 
@@ -149,6 +208,7 @@ impl Membership {
             }
         }
         let mut due = Vec::new();
+        let mut lost = false;
         for (&id, peer) in peers.iter_mut() {
             let silent = now.saturating_duration_since(peer.last_answer);
             if peer.alive && silent > self.config.failure_timeout {
@@ -159,11 +219,16 @@ impl Membership {
                 );
                 peer.alive = false;
                 peer.since = now;
+                lost = true;
             }
             if !peer.probing {
                 peer.probing = true;
                 due.push(id);
             }
+        }
+        drop(peers);
+        if lost {
+            self.count_loss();
         }
         due
     }
@@ -180,30 +245,35 @@ pub(super) async fn run(node: std::sync::Arc<NodeShared>) {
             };
             let node = node.clone();
             tokio::spawn(async move {
-                let answered = transport::within(timeout, heartbeat(&node, &member))
+                let answer = transport::within(timeout, heartbeat(&node, &member))
                     .await
-                    .is_ok_and(|ok| ok);
-                node.membership.answered(member.id, answered);
+                    .ok()
+                    .flatten();
+                node.membership.answered(member.id, answer);
             });
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-/// One heartbeat: a status request on the member's connection.
-async fn heartbeat(node: &NodeShared, member: &Member) -> Result<bool, transport::TransportError> {
+/// One heartbeat: a status request on the member's connection. Returns the member's
+/// incarnation if it answered.
+async fn heartbeat(
+    node: &NodeShared,
+    member: &Member,
+) -> Result<Option<u64>, transport::TransportError> {
     let Ok(connection) = node.peers.connection(member).await else {
-        return Ok(false);
+        return Ok(None);
     };
     let Ok((mut send, mut recv)) = connection.open_bi().await else {
-        return Ok(false);
+        return Ok(None);
     };
     transport::write_message(&mut send, &Request::Status.encode()).await?;
     let _ = send.finish();
-    Ok(matches!(
-        transport::read_response(&mut recv).await?,
-        Response::Status(_)
-    ))
+    Ok(match transport::read_response(&mut recv).await? {
+        Response::Status(status) => Some(status.incarnation),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -225,12 +295,13 @@ mod tests {
         failure_timeout: Duration::from_millis(500),
     };
 
-    /// Ticks every interval for `ticks` intervals, member `answering` answering each
-    /// heartbeat and the others silent.
-    async fn run_for(m: &Membership, ticks: u32, answering: &[u16]) {
+    /// Ticks every interval for `ticks` intervals, the members in `answering` answering
+    /// each heartbeat (with the incarnation given) and the others silent.
+    async fn run_for(m: &Membership, ticks: u32, answering: &[(u16, u64)]) {
         for _ in 0..ticks {
             for id in m.tick() {
-                m.answered(id, answering.contains(&id));
+                let answer = answering.iter().find(|(a, _)| *a == id).map(|(_, i)| *i);
+                m.answered(id, answer);
             }
             tokio::time::advance(CONFIG.interval).await;
         }
@@ -239,9 +310,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_member_is_dead_after_the_timeout_and_alive_when_it_answers() {
         let m = Membership::new(CONFIG, 0, &members(3));
-        run_for(&m, 5, &[1]).await;
+        run_for(&m, 5, &[(1, 1)]).await;
         assert!(m.is_alive(1) && m.is_alive(2), "not yet past the timeout");
-        run_for(&m, 2, &[1]).await;
+        run_for(&m, 2, &[(1, 1)]).await;
         assert!(m.is_alive(1), "it answers");
         assert!(!m.is_alive(2), "silent for longer than 500 ms");
         assert!(m.dead_for(2).is_some_and(|d| d > CONFIG.failure_timeout));
@@ -251,7 +322,7 @@ mod tests {
             health.iter().map(|h| (h.id, h.alive)).collect::<Vec<_>>(),
             [(1, true), (2, false)]
         );
-        run_for(&m, 1, &[1, 2]).await;
+        run_for(&m, 1, &[(1, 1), (2, 1)]).await;
         assert!(
             m.is_alive(2) && m.dead_for(2).is_none(),
             "back with its first answer"
@@ -259,22 +330,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn deaths_and_restarts_are_losses_and_pauses_are_not() {
+        let m = Membership::new(CONFIG, 0, &members(3));
+        let before = Instant::now();
+        run_for(&m, 2, &[(1, 1), (2, 1)]).await;
+        assert_eq!(m.losses(), 0);
+        assert_eq!(m.lost_since(1, before), None);
+
+        // Member 1 answers with a new incarnation: it restarted, quicker than the
+        // timeout. What it held before is lost; what it got since is not.
+        for id in m.tick() {
+            m.answered(id, Some(if id == 1 { 2 } else { 1 }));
+        }
+        assert_eq!(m.losses(), 1);
+        assert!(m.is_alive(1));
+        let restarted = m.lost_since(1, before).unwrap();
+        tokio::time::advance(CONFIG.interval).await;
+        assert_eq!(m.lost_since(1, Instant::now()), None);
+        assert_eq!(m.lost_since(1, before), Some(restarted));
+
+        // Member 2 goes silent: dead, a loss, whenever its objects were committed.
+        run_for(&m, 7, &[(1, 2)]).await;
+        assert_eq!(m.losses(), 2);
+        assert!(m.lost_since(2, Instant::now()).is_some());
+        // It comes back as the same process (SIGCONT): alive, and no longer lost.
+        run_for(&m, 1, &[(1, 2), (2, 1)]).await;
+        assert_eq!(m.lost_since(2, before), None);
+        assert_eq!(m.losses(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn one_heartbeat_at_a_time_per_member() {
         let m = Membership::new(CONFIG, 0, &members(2));
         assert_eq!(m.tick(), [1]);
         assert!(m.tick().is_empty(), "the first is still in flight");
-        m.answered(1, false);
+        m.answered(1, None);
         assert_eq!(m.tick(), [1]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_node_that_was_paused_does_not_blame_its_peers() {
         let m = Membership::new(CONFIG, 0, &members(2));
-        run_for(&m, 2, &[1]).await;
+        run_for(&m, 2, &[(1, 1)]).await;
         // This node stops for 5 s (SIGSTOP): no ticks, no answers.
         tokio::time::advance(Duration::from_secs(5)).await;
         for id in m.tick() {
-            m.answered(id, false);
+            m.answered(id, None);
         }
         assert!(m.is_alive(1), "its silence was this node's own");
         run_for(&m, 7, &[]).await;

@@ -12,10 +12,12 @@ mod persist;
 mod quorum;
 mod read;
 mod read_through;
+mod recovery;
 mod write;
 
 pub use membership::HeartbeatConfig;
 pub use persist::PersistConfig;
+pub use recovery::RecoveryConfig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct NodeConfig {
     pub persist: PersistConfig,
     /// Failure detection.
     pub heartbeat: HeartbeatConfig,
+    /// Take-over and re-replication after failures.
+    pub recovery: RecoveryConfig,
 }
 
 impl NodeConfig {
@@ -67,6 +71,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(1),
             persist: PersistConfig::default(),
             heartbeat: HeartbeatConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -121,6 +126,17 @@ impl VersionClock {
     }
 }
 
+/// A value that differs between two starts of a node: the start time in microseconds,
+/// mixed with a random draw in case two starts fall in the same one.
+fn incarnation() -> u64 {
+    use std::hash::BuildHasher;
+    #[allow(clippy::disallowed_methods)] // read once at start, as an identity
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as u64 ^ std::hash::RandomState::new().hash_one(std::process::id())
+}
+
 struct NodeShared {
     me: Member,
     placement: Placement,
@@ -131,10 +147,29 @@ struct NodeShared {
     persister: persist::Persister,
     read_through: read_through::ReadThrough,
     membership: membership::Membership,
+    recovery: recovery::Recovery,
+    /// Changes with every start of the process: peers tell a restart by it.
+    incarnation: u64,
     /// Set at shutdown: new requests are refused, those in flight may finish.
     draining: AtomicBool,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
+}
+
+impl NodeShared {
+    /// Sends `member` one request without data and reads its answer, within the
+    /// request timeout.
+    async fn ask(&self, member: &Member, request: &[u8]) -> Result<Response, String> {
+        let connection = self.peers.connection(member).await?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        transport::write_message(&mut send, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        transport::within(self.request_timeout, transport::read_response(&mut recv))
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Counts one request in flight for as long as it lives.
@@ -225,6 +260,8 @@ impl Node {
             persister,
             read_through: read_through::ReadThrough::default(),
             membership,
+            recovery: recovery::Recovery::new(config.recovery),
+            incarnation: incarnation(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
@@ -232,6 +269,7 @@ impl Node {
         tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
         tokio::spawn(persist::run(shared.clone()));
         tokio::spawn(membership::run(shared.clone()));
+        recovery::start(&shared);
         Ok(Self { shared, endpoint })
     }
 
@@ -335,8 +373,8 @@ async fn serve_stream(
         Request::Delete {
             object,
             replication,
-            version,
-        } => write::delete(&node, object, replication, version).await,
+            forwarded,
+        } => write::delete(&node, object, replication, forwarded).await,
         Request::Head(object) => read::head(&node, object),
         Request::List {
             bucket,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use fdw_net::placement::Member;
 use fdw_net::wire::{ObjectRef, Request, Response};
-use fdw_net::{BucketName, ObjectKey, transport};
+use fdw_net::{BucketName, ObjectKey};
 use fdw_persist::{
     AnyUnderStore, ObjectBytes, Persisted, RetryPolicy, S3Config, UnderStoreError,
     UnderStoreLocation, persist_version,
@@ -336,6 +336,7 @@ async fn persist_one(
             persister.uploads_done.fetch_add(1, Ordering::Relaxed);
             persister.persisted.notify_waiters();
             tracing::debug!(%id, len, "persisted");
+            super::recovery::clear_leftovers(&node, &under_store, key, &id).await;
             tell_replicas(&node, &id).await;
         }
         Err(reason) => {
@@ -414,15 +415,8 @@ async fn tell_replicas(node: &std::sync::Arc<NodeShared>, id: &ObjectId) {
 const TELL_ATTEMPTS: u32 = 16;
 
 async fn tell(node: &NodeShared, member: &Member, request: &[u8]) -> Result<(), String> {
-    let connection = node.peers.connection(member).await?;
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-    transport::write_message(&mut send, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = send.finish();
-    match transport::within(node.request_timeout, transport::read_response(&mut recv)).await {
-        Ok(Response::Stored { .. }) => Ok(()),
-        Ok(other) => Err(format!("{other:?}")),
-        Err(err) => Err(err.to_string()),
+    match node.ask(member, request).await? {
+        Response::Stored { .. } => Ok(()),
+        other => Err(format!("{other:?}")),
     }
 }

@@ -143,5 +143,7 @@ pub(super) fn status(node: &NodeShared) -> Response {
         upload_failures: persist.upload_failures,
         last_upload_failure: persist.last_failure,
         members: node.membership.health(),
+        incarnation: node.incarnation,
+        recovery: node.recovery.status(),
     })
 }

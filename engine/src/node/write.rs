@@ -3,7 +3,9 @@
 
 use fdw_net::Version;
 use fdw_net::transport::{self, TransportError};
-use fdw_net::wire::{ErrorKind, ObjectRef, PutHeader, Replication, Request, Response, frame_count};
+use fdw_net::wire::{
+    ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response, frame_count,
+};
 use tokio::sync::mpsc;
 
 use super::quorum::{Outcome, Quorum};
@@ -160,8 +162,11 @@ pub(super) async fn put(
             ),
         );
     }
-    match header.version {
-        Some(version) => receive(node, &header, version, recv, &mut Vec::new(), None).await,
+    match header.forwarded {
+        Some(Forwarded { version, primary }) => {
+            let role = Role::Replica { primary };
+            receive(node, &header, version, role, recv, &mut Vec::new(), None).await
+        }
         None => coordinate_put(node, header, recv).await,
     }
 }
@@ -179,7 +184,10 @@ async fn coordinate_put(
     let replication = header.replication;
     let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
     let forward = Request::Put(PutHeader {
-        version: Some(version),
+        forwarded: Some(Forwarded {
+            version,
+            primary: node.me.id,
+        }),
         ..header.clone()
     });
     let mut forwards = open_forwards(
@@ -197,6 +205,7 @@ async fn coordinate_put(
         node,
         &header,
         version,
+        Role::Primary,
         recv,
         &mut forwards,
         Some(&mut quorum),
@@ -242,11 +251,13 @@ fn superseded(header: &PutHeader, version: Version) -> Response {
 }
 
 /// Receives an object's frames into a writer, checking each frame's CRC and forwarding
-/// it to `forwards` as it arrives, then commits it under `version`.
+/// it to `forwards` as it arrives, then commits it under `version`. The primary (the
+/// one counting a quorum) persists; replicas wait for its word.
 async fn receive(
     node: &NodeShared,
     header: &PutHeader,
     version: Version,
+    role: Role,
     recv: &mut quinn::RecvStream,
     forwards: &mut Vec<Forward>,
     mut quorum: Option<&mut Quorum>,
@@ -257,13 +268,8 @@ async fn receive(
         Err(StoreError::StaleVersion { .. }) => return superseded(header, version),
         Err(err) => return store_error(err),
     };
-    // The primary (the one counting a quorum) persists; replicas wait for its word.
-    let role = if quorum.is_some() {
-        Role::Primary
-    } else {
-        Role::Replica
-    };
     writer.set_role(role);
+    writer.set_replicas(header.replication.replicas);
     // A peer error ends the write: stalling is `Unavailable` (try again), anything
     // else the peer sent wrong is `InvalidInput`.
     let peer_error = |index: u64, err: TransportError| {
@@ -344,18 +350,19 @@ pub(super) async fn delete(
     node: &NodeShared,
     object: ObjectRef,
     replication: Replication,
-    version: Option<Version>,
+    forwarded: Option<Forwarded>,
 ) -> Response {
     let local = |version, role| match node.store.delete(
         object_id(&object.bucket, &object.key, version),
         replication.write_type,
         role,
+        replication.replicas,
     ) {
         Ok(()) | Err(StoreError::StaleVersion { .. }) => Ok(()),
         Err(err) => Err(err),
     };
-    match version {
-        Some(version) => match local(version, Role::Replica) {
+    match forwarded {
+        Some(Forwarded { version, primary }) => match local(version, Role::Replica { primary }) {
             Ok(()) => Response::Stored {
                 version,
                 crc: 0,
@@ -371,7 +378,10 @@ pub(super) async fn delete(
             let forward = Request::Delete {
                 object: object.clone(),
                 replication,
-                version: Some(version),
+                forwarded: Some(Forwarded {
+                    version,
+                    primary: node.me.id,
+                }),
             };
             let forwards =
                 open_forwards(node, &object, replication.replicas, &forward, &mut quorum).await;

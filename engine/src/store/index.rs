@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::accounting::Accounting;
 use super::object::ObjectData;
-use super::{ObjectId, ObjectMeta, ObjectState, QueuedObject, Role, StoreError};
+use super::{ObjectId, ObjectMeta, ObjectState, QueuedObject, Role, StoreError, Unpersisted};
 
 /// What a version holds.
 enum Body {
@@ -55,6 +55,7 @@ struct Entry {
     state: ObjectState,
     write_type: WriteType,
     role: Role,
+    replicas: u8,
     /// Commit order, the persist FIFO's key.
     seq: u64,
     /// Pool memory this entry accounts for.
@@ -79,6 +80,7 @@ impl Entry {
             crc,
             state: self.state,
             write_type: self.write_type,
+            replicas: self.replicas,
         }
     }
 
@@ -233,8 +235,7 @@ impl Index {
     pub(super) fn commit(
         &mut self,
         id: ObjectId,
-        write_type: WriteType,
-        role: Role,
+        (write_type, role, replicas): (WriteType, Role, u8),
         data: Option<Arc<ObjectData>>,
         memory_bytes: u64,
         accounting: &Accounting,
@@ -248,6 +249,7 @@ impl Index {
             state: ObjectState::Committed,
             write_type,
             role,
+            replicas,
             seq,
             memory_bytes,
         };
@@ -539,6 +541,49 @@ impl Index {
                 committed_at: q.committed_at,
             })
             .collect()
+    }
+
+    pub(super) fn unpersisted(&self) -> Vec<Unpersisted> {
+        self.orders
+            .fifo
+            .values()
+            .filter_map(|q| {
+                let entry = self
+                    .key_state(&q.id.bucket, &q.id.key)?
+                    .versions
+                    .get(&q.id.version)?;
+                Some(Unpersisted {
+                    id: q.id.clone(),
+                    role: entry.role,
+                    replicas: entry.replicas,
+                    write_type: entry.write_type,
+                    tombstone: matches!(entry.body, Body::Tombstone),
+                    len: q.len,
+                    committed_at: q.committed_at,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn meta_of(&self, id: &ObjectId) -> Option<ObjectMeta> {
+        let entry = self
+            .key_state(&id.bucket, &id.key)?
+            .versions
+            .get(&id.version)?;
+        Some(entry.meta(id.clone()))
+    }
+
+    pub(super) fn take_over(&mut self, id: &ObjectId) -> bool {
+        match self.entry_mut(id) {
+            Ok(entry)
+                if entry.state == ObjectState::Committed
+                    && matches!(entry.role, Role::Replica { .. }) =>
+            {
+                entry.role = Role::Primary;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Evicts the least recently used persisted object. Only persisted objects are ever

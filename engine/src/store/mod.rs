@@ -88,8 +88,12 @@ pub enum Role {
     /// This node persists the object.
     #[default]
     Primary,
-    /// Another node does.
-    Replica,
+    /// Another node does: `primary`, which ordered it (or a member that takes over
+    /// if it fails).
+    Replica {
+        /// The member that ordered the version and persists it.
+        primary: u16,
+    },
 }
 
 /// An object waiting in the persist FIFO.
@@ -116,6 +120,27 @@ pub struct ObjectMeta {
     pub state: ObjectState,
     /// How it was written.
     pub write_type: WriteType,
+    /// How many members hold it (R).
+    pub replicas: u8,
+}
+
+/// A version not yet persisted, as recovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpersisted {
+    /// Which version.
+    pub id: ObjectId,
+    /// Who persists it.
+    pub role: Role,
+    /// How many members hold it (R).
+    pub replicas: u8,
+    /// How it was written.
+    pub write_type: WriteType,
+    /// A delete.
+    pub tombstone: bool,
+    /// Its size (0 for a tombstone).
+    pub len: u64,
+    /// When it was committed here.
+    pub committed_at: Instant,
 }
 
 /// Limits of the store.
@@ -443,8 +468,10 @@ impl ObjectStore {
         id: ObjectId,
         write_type: WriteType,
         role: Role,
+        replicas: u8,
     ) -> Result<(), StoreError> {
-        self.commit(id, write_type, role, None, 0).map(drop)
+        self.commit(id, write_type, role, replicas, None, 0)
+            .map(drop)
     }
 
     /// The newest live version of a key; [`StoreError::Evicted`] if its bytes must be
@@ -514,6 +541,23 @@ impl ObjectStore {
         self.index().persist_queue(limit)
     }
 
+    /// The metadata of one exact version, tombstones and evicted versions included.
+    pub fn meta_of(&self, id: &ObjectId) -> Option<ObjectMeta> {
+        self.index().meta_of(id)
+    }
+
+    /// Every version waiting to be persisted (by this node or another), in commit order.
+    pub fn unpersisted(&self) -> Vec<Unpersisted> {
+        self.index().unpersisted()
+    }
+
+    /// Makes this node the primary of a replica's copy whose primary failed: it enters
+    /// this node's persist queue at its place in commit order. `false` if it is no
+    /// longer waiting for a primary (persisted, superseded, or already this node's).
+    pub fn take_over(&self, id: &ObjectId) -> bool {
+        self.index().take_over(id)
+    }
+
     /// `committed → persisted` on a replica: the primary has persisted `id`. Its memory
     /// becomes evictable. A version superseded here meanwhile is no error; one that has
     /// not arrived yet (the primary can finish its upload before a replica commits) is
@@ -571,13 +615,13 @@ impl ObjectStore {
         id: ObjectId,
         write_type: WriteType,
         role: Role,
+        replicas: u8,
         data: Option<Arc<ObjectData>>,
         pinned_bytes: u64,
     ) -> Result<ObjectMeta, StoreError> {
         let result = self.index().commit(
             id,
-            write_type,
-            role,
+            (write_type, role, replicas),
             data,
             pinned_bytes,
             &self.shared.accounting,

@@ -438,7 +438,7 @@ fn a_tombstone_hides_the_key_and_is_persisted_as_a_delete() {
     rt.block_on(put(&store, "k", 1, &bytes(CHUNK, 1))).unwrap();
     persist(&store, &id("k", 1));
     store
-        .delete(id("k", 2), WriteType::AsyncThrough, Role::Primary)
+        .delete(id("k", 2), WriteType::AsyncThrough, Role::Primary, 1)
         .unwrap();
     assert!(matches!(
         store.head(&bucket(), &key("k")),
@@ -642,7 +642,7 @@ proptest! {
                 Op::Delete { key: k } => {
                     let version = next_version;
                     next_version += 1;
-                    store.delete(id(&format!("k{k}"), version), WriteType::AsyncThrough, Role::Primary).unwrap();
+                    store.delete(id(&format!("k{k}"), version), WriteType::AsyncThrough, Role::Primary, 1).unwrap();
                     model.insert(k, (version, None, false));
                 }
             }
@@ -669,7 +669,7 @@ fn listing_walks_keys_in_order_under_a_prefix() {
         }
     });
     store
-        .delete(id("a/2", 2), WriteType::AsyncThrough, Role::Primary)
+        .delete(id("a/2", 2), WriteType::AsyncThrough, Role::Primary, 1)
         .unwrap();
     let keys = |prefix, after, max| {
         store
@@ -735,7 +735,7 @@ fn queued(store: &ObjectStore, limit: usize) -> Vec<ObjectId> {
 async fn replicas_wait_for_the_primary_to_say_persisted() {
     let store = store(8, 4);
     let mut writer = store.writer(id("k", 1), WriteType::AsyncThrough).unwrap();
-    writer.set_role(Role::Replica);
+    writer.set_role(Role::Replica { primary: 9 });
     writer.write(&[7; 1000]).await.unwrap();
     writer.commit().unwrap();
     assert!(queued(&store, 10).is_empty(), "a replica does not upload");
@@ -759,6 +759,67 @@ async fn replicas_wait_for_the_primary_to_say_persisted() {
         .await
         .unwrap();
     store.mark_persisted(&id("k", 9)).unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_copy_can_be_taken_over_once_at_its_place_in_commit_order() {
+    let store = store(8, 4);
+    let replica = |name: &'static str, version| {
+        let store = store.clone();
+        async move {
+            let mut writer = store
+                .writer(id(name, version), WriteType::AsyncThrough)
+                .unwrap();
+            writer.set_role(Role::Replica { primary: 9 });
+            writer.set_replicas(2);
+            writer.write(&[7; 100]).await.unwrap();
+            writer.commit().unwrap();
+        }
+    };
+    replica("a", 1).await;
+    store
+        .put(id("b", 2), WriteType::AsyncThrough, &[1; 10])
+        .await
+        .unwrap();
+    replica("c", 3).await;
+    store
+        .delete(
+            id("d", 4),
+            WriteType::AsyncThrough,
+            Role::Replica { primary: 9 },
+            2,
+        )
+        .unwrap();
+    let waiting: Vec<_> = store
+        .unpersisted()
+        .into_iter()
+        .map(|u| (u.id.key.to_string(), u.role, u.replicas, u.tombstone))
+        .collect();
+    let replica_of_9 = Role::Replica { primary: 9 };
+    assert_eq!(
+        waiting,
+        [
+            ("a".to_owned(), replica_of_9, 2, false),
+            ("b".to_owned(), Role::Primary, 1, false),
+            ("c".to_owned(), replica_of_9, 2, false),
+            ("d".to_owned(), replica_of_9, 2, true),
+        ]
+    );
+    assert_eq!(queued(&store, 10), [id("b", 2)]);
+
+    assert!(store.take_over(&id("c", 3)));
+    assert!(store.take_over(&id("a", 1)));
+    assert!(!store.take_over(&id("a", 1)), "once");
+    assert!(!store.take_over(&id("b", 2)), "already this node's");
+    assert_eq!(
+        queued(&store, 10),
+        [id("a", 1), id("b", 2), id("c", 3)],
+        "in commit order, not in the order taken over"
+    );
+    // A copy the primary persisted meanwhile is not waiting for an owner any more.
+    store.mark_persisted(&id("d", 4)).unwrap();
+    assert!(!store.take_over(&id("d", 4)));
+    assert_eq!(store.meta_of(&id("a", 1)).unwrap().replicas, 2);
 }
 
 #[test]
@@ -858,7 +919,7 @@ fn a_delete_or_newer_version_during_read_back_wins() {
         rt.block_on(refill.write(&data)).unwrap();
         match newer {
             "delete" => store
-                .delete(id("x", 2), WriteType::AsyncThrough, Role::Primary)
+                .delete(id("x", 2), WriteType::AsyncThrough, Role::Primary, 1)
                 .unwrap(),
             _ => {
                 rt.block_on(put(&store, "x", 2, b"newer")).unwrap();

@@ -15,6 +15,7 @@ pub struct ObjectWriter {
     id: ObjectId,
     write_type: WriteType,
     role: Role,
+    replicas: u8,
     fill: Filling,
     /// Bytes of memory pinned for this writer; handed to the index on commit.
     pinned_bytes: u64,
@@ -27,6 +28,7 @@ impl ObjectWriter {
             id,
             write_type,
             role: Role::Primary,
+            replicas: 1,
             fill: Filling::default(),
             pinned_bytes: 0,
         }
@@ -35,6 +37,12 @@ impl ObjectWriter {
     /// Whether this node or another persists the object (this node by default).
     pub fn set_role(&mut self, role: Role) {
         self.role = role;
+    }
+
+    /// How many members the cluster keeps it on (R), which recovery restores when one
+    /// fails before it is persisted (1 by default).
+    pub fn set_replicas(&mut self, replicas: u8) {
+        self.replicas = replicas;
     }
 
     /// The object being written.
@@ -164,6 +172,7 @@ impl ObjectWriter {
             self.id.clone(),
             self.write_type,
             self.role,
+            self.replicas,
             Some(Arc::new(data)),
             pinned,
         )

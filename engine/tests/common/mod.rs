@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use fdw_client::Client;
 use fdw_engine::{HugePagePolicy, PoolConfig};
+use fdw_net::placement::Placement;
+use fdw_net::{BucketName, ObjectKey};
 
 /// Chunk (and frame) size of the test clusters.
 pub const CHUNK: usize = 64 * 1024;
@@ -47,4 +49,36 @@ pub async fn wait_seen(client: &Client, viewers: &[u16], id: u16, alive: bool) {
             "node {viewer}'s view of node {id}"
         );
     }
+}
+
+/// The first keys of `bucket` (`key-0`, `key-1`, …) whose preference list starts with
+/// the members `first`, in that order: `count` of them.
+pub fn keys_placed(
+    placement: &Placement,
+    bucket: &str,
+    first: &[u16],
+    count: usize,
+) -> Vec<String> {
+    let bucket = BucketName::new(bucket).unwrap();
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| {
+            let list = placement.preference_list(&bucket, &ObjectKey::new(k.as_str()).unwrap());
+            list.iter().zip(first).all(|(m, id)| m.id == *id)
+        })
+        .take(count)
+        .collect();
+    assert_eq!(keys.len(), count, "not enough keys placed as {first:?}");
+    keys
+}
+
+/// Polls `done` every 20 ms for up to 30 s.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..1500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
 }

@@ -61,8 +61,31 @@ pub struct PutHeader {
     pub frame_bytes: u32,
     /// Copies and durability.
     pub replication: Replication,
-    /// Set when a primary forwards to a replica: the version it assigned.
-    pub version: Option<Version>,
+    /// Set when a primary forwards to a replica.
+    pub forwarded: Option<Forwarded>,
+}
+
+/// What a primary adds when it forwards a write to a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The version it assigned.
+    pub version: Version,
+    /// The primary's id: the member that persists this version, unless it fails and
+    /// another member takes over.
+    pub primary: u16,
+}
+
+impl Forwarded {
+    fn raw(forwarded: Option<Self>) -> Option<(u64, u16)> {
+        forwarded.map(|f| (f.version.0, f.primary))
+    }
+
+    fn typed(raw: Option<(u64, u16)>) -> Option<Self> {
+        raw.map(|(version, primary)| Self {
+            version: Version(version),
+            primary,
+        })
+    }
 }
 
 /// A request, validated.
@@ -86,7 +109,7 @@ pub enum Request {
         /// Copies and durability of the tombstone.
         replication: Replication,
         /// Set when a primary forwards.
-        version: Option<Version>,
+        forwarded: Option<Forwarded>,
     },
     /// List keys of a bucket under a prefix, in key order, after `start_after`.
     List {
@@ -219,6 +242,26 @@ pub struct NodeStatus {
     pub last_upload_failure: Option<String>,
     /// How this node sees every other member, by its heartbeats.
     pub members: Vec<MemberHealth>,
+    /// Changes every time the node's process starts (with empty memory), so that its
+    /// peers can tell a restart from a pause.
+    pub incarnation: u64,
+    /// What the node did for objects whose members failed.
+    pub recovery: RecoveryStatus,
+}
+
+/// What a node did to restore the owner and the copies of unpersisted objects after
+/// members failed, since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryStatus {
+    /// Objects whose primary failed that this node took over (it persists them now).
+    pub taken_over: u64,
+    /// Copies it sent to members that lacked them.
+    pub copies_made: u64,
+    /// Their bytes.
+    pub copy_bytes: u64,
+    /// Unpersisted objects it is primary for that have fewer live copies than their R,
+    /// as of its last pass.
+    pub under_replicated: u64,
 }
 
 /// One member as another sees it through heartbeats.
@@ -282,7 +325,7 @@ enum RawRequest {
         crc: Option<u32>,
         frame_bytes: u32,
         replication: RawReplication,
-        version: Option<u64>,
+        forwarded: Option<(u64, u16)>,
     },
     Get {
         bucket: Vec<u8>,
@@ -297,7 +340,7 @@ enum RawRequest {
         bucket: Vec<u8>,
         key: Vec<u8>,
         replication: RawReplication,
-        version: Option<u64>,
+        forwarded: Option<(u64, u16)>,
     },
     List {
         bucket: Vec<u8>,
@@ -368,6 +411,8 @@ enum RawResponse {
         upload_failures: u64,
         last_upload_failure: Option<Vec<u8>>,
         members: Vec<RawMemberHealth>,
+        incarnation: u64,
+        recovery: (u64, u64, u64, u64),
     },
     Error {
         kind: u8,
@@ -481,7 +526,7 @@ impl Request {
                     crc: put.crc,
                     frame_bytes: put.frame_bytes,
                     replication: raw_replication(&put.replication),
-                    version: put.version.map(|v| v.0),
+                    forwarded: Forwarded::raw(put.forwarded),
                 }
             }
             Request::Get { object, range } => {
@@ -499,14 +544,14 @@ impl Request {
             Request::Delete {
                 object,
                 replication,
-                version,
+                forwarded,
             } => {
                 let (bucket, key) = name_bytes(object);
                 RawRequest::Delete {
                     bucket,
                     key,
                     replication: raw_replication(replication),
-                    version: version.map(|v| v.0),
+                    forwarded: Forwarded::raw(*forwarded),
                 }
             }
             Request::List {
@@ -542,7 +587,7 @@ impl Request {
                 crc,
                 frame_bytes,
                 replication: r,
-                version,
+                forwarded,
             } => {
                 check_object_len(len)?;
                 check_frame_bytes(frame_bytes)?;
@@ -552,7 +597,7 @@ impl Request {
                     crc,
                     frame_bytes,
                     replication: replication(r)?,
-                    version: version.map(Version),
+                    forwarded: Forwarded::typed(forwarded),
                 })
             }
             RawRequest::Get { bucket, key, range } => {
@@ -571,11 +616,11 @@ impl Request {
                 bucket,
                 key,
                 replication: r,
-                version,
+                forwarded,
             } => Request::Delete {
                 object: object_ref(bucket, key)?,
                 replication: replication(r)?,
-                version: version.map(Version),
+                forwarded: Forwarded::typed(forwarded),
             },
             RawRequest::List {
                 bucket,
@@ -687,6 +732,13 @@ impl Response {
                         since_ms: m.since_ms,
                     })
                     .collect(),
+                incarnation: s.incarnation,
+                recovery: (
+                    s.recovery.taken_over,
+                    s.recovery.copies_made,
+                    s.recovery.copy_bytes,
+                    s.recovery.under_replicated,
+                ),
             },
             Response::Error { kind, message } => RawResponse::Error {
                 kind: kind.code(),
@@ -762,6 +814,8 @@ impl Response {
                 upload_failures,
                 last_upload_failure,
                 members,
+                incarnation,
+                recovery: (taken_over, copies_made, copy_bytes, under_replicated),
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
@@ -792,6 +846,13 @@ impl Response {
                             since_ms: m.since_ms,
                         })
                         .collect()
+                },
+                incarnation,
+                recovery: RecoveryStatus {
+                    taken_over,
+                    copies_made,
+                    copy_bytes,
+                    under_replicated,
                 },
             }),
             RawResponse::Error { kind, message } => Response::Error {
@@ -825,7 +886,7 @@ pub(super) mod tests_support {
                 replicas,
                 quorum,
             },
-            version: None,
+            forwarded: None,
         };
         rkyv::to_bytes::<rancor::Error>(&raw).unwrap().to_vec()
     }

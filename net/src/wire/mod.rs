@@ -24,14 +24,14 @@ mod tests;
 
 pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
 pub use message::{
-    ErrorKind, ListEntry, MemberHealth, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication,
-    Request, Response,
+    ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus, ObjectInfo, ObjectRef, PutHeader,
+    RecoveryStatus, Replication, Request, Response,
 };
 
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.

@@ -19,7 +19,7 @@ fn put(key: &str) -> Request {
         crc: Some(0xdead_beef),
         frame_bytes: 65536,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
-        version: None,
+        forwarded: None,
     })
 }
 
@@ -43,7 +43,10 @@ fn sample_requests() -> Vec<Request> {
         Request::Delete {
             object: object("k"),
             replication: Replication::new(WriteType::MustCache, 3, 1).unwrap(),
-            version: Some(Version(9)),
+            forwarded: Some(Forwarded {
+                version: Version(9),
+                primary: 2,
+            }),
         },
         Request::List {
             bucket: BucketName::new("stage-1").unwrap(),
@@ -119,6 +122,13 @@ fn sample_responses() -> Vec<Response> {
                     since_ms: 2500,
                 },
             ],
+            incarnation: 11,
+            recovery: RecoveryStatus {
+                taken_over: 12,
+                copies_made: 13,
+                copy_bytes: 14,
+                under_replicated: 15,
+            },
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),
     ]
@@ -142,10 +152,14 @@ fn the_preamble_is_checked_first() {
     ));
 
     let mut newer = good.clone();
-    newer[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let next = PROTOCOL_VERSION + 1;
+    newer[4..6].copy_from_slice(&next.to_le_bytes());
     let err = decode_request(&newer).unwrap_err();
-    assert_eq!(err, WireError::UnsupportedVersion { got: 2 });
-    assert!(err.to_string().contains("speaks version 1"));
+    assert_eq!(err, WireError::UnsupportedVersion { got: next });
+    assert!(
+        err.to_string()
+            .contains(&format!("speaks version {PROTOCOL_VERSION}"))
+    );
 
     let mut huge = good.clone();
     huge[6..10].copy_from_slice(&(MAX_HEADER_BYTES as u32 + 1).to_le_bytes());
