@@ -230,28 +230,41 @@ impl Client {
     }
 
     /// Reads go to the object's members in preference order until one answers: a member
-    /// that does not have the object (`NotFound`) or cannot serve now (`Unavailable`) is
-    /// skipped; any other answer is final.
+    /// that does not have the object (`NotFound`, `Deleted`) or cannot serve now
+    /// (`Unavailable`) is skipped; any other answer is final. If every member answered
+    /// that it does not know the key at all (after restarts, no memory may hold a
+    /// persisted object), the first is asked once more to look in the under-store. Not
+    /// if one holds a tombstone: the under-store may still have the deleted version.
     async fn first_answer<'a, T, F, Fut>(
         &'a self,
         object: &ObjectRef,
         mut attempt: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(&'a Member) -> Fut,
+        F: FnMut(&'a Member, bool) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
+        let members = self.preference_list(object);
         let mut last_error = None;
-        for member in self.preference_list(object) {
-            match attempt(member).await {
+        let mut nobody_knows = !members.is_empty();
+        for member in &members {
+            match attempt(member, false).await {
                 Ok(answer) => return Ok(answer),
-                Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Unavailable) => {
+                Err(err) if err.kind() == ErrorKind::NotFound => last_error = Some(err),
+                Err(err) if matches!(err.kind(), ErrorKind::Deleted | ErrorKind::Unavailable) => {
+                    nobody_knows = false;
                     last_error = Some(err)
                 }
                 Err(err) => return Err(err),
             }
         }
+        if nobody_knows && let Some(first) = members.first() {
+            return attempt(first, true)
+                .await
+                .map_err(Error::deleted_as_not_found);
+        }
         Err(last_error
+            .map(Error::deleted_as_not_found)
             .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "the cluster has no members")))
     }
 
@@ -421,18 +434,21 @@ impl Client {
         range: Option<Range<u64>>,
     ) -> Result<Vec<u8>, Error> {
         let object = Self::object(bucket, key)?;
-        let request = Request::Get {
-            object: object.clone(),
-            range,
-        };
         // Replicas first, in preference order.
-        self.first_answer(&object, |member| async {
-            let (mut send, mut recv) = self.open(member, &request).await?;
-            let _ = send.finish();
-            match self.response(member, &mut recv).await? {
-                Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
-                Response::Error { kind, message } => Err(refused(kind, message)),
-                other => Err(unexpected("get", &other)),
+        self.first_answer(&object, |member, under_store| {
+            let request = Request::Get {
+                object: object.clone(),
+                range: range.clone(),
+                under_store,
+            };
+            async move {
+                let (mut send, mut recv) = self.open(member, &request).await?;
+                let _ = send.finish();
+                match self.response(member, &mut recv).await? {
+                    Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
+                    Response::Error { kind, message } => Err(refused(kind, message)),
+                    other => Err(unexpected("get", &other)),
+                }
             }
         })
         .await
@@ -485,12 +501,17 @@ impl Client {
     /// What the newest version of the object is and where it is.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
         let object = Self::object(bucket, key)?;
-        let request = Request::Head(object.clone());
-        self.first_answer(&object, |member| async {
-            match self.call(member, &request).await? {
-                Response::Object(info) => Ok(info),
-                Response::Error { kind, message } => Err(refused(kind, message)),
-                other => Err(unexpected("head", &other)),
+        self.first_answer(&object, |member, under_store| {
+            let request = Request::Head {
+                object: object.clone(),
+                under_store,
+            };
+            async move {
+                match self.call(member, &request).await? {
+                    Response::Object(info) => Ok(info),
+                    Response::Error { kind, message } => Err(refused(kind, message)),
+                    other => Err(unexpected("head", &other)),
+                }
             }
         })
         .await

@@ -35,6 +35,17 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// A deleted key is, to callers, a key not found.
+    pub(crate) fn deleted_as_not_found(self) -> Self {
+        match self.kind {
+            ErrorKind::Deleted => Self {
+                kind: ErrorKind::NotFound,
+                ..self
+            },
+            _ => self,
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -9,13 +9,13 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, keys_placed, pool};
-use fdw_client::{Client, Replication, WriteType};
+use fdw_client::{Client, ErrorKind, Replication, WriteType};
 use fdw_engine::node::HeartbeatConfig;
 use fdw_engine::{LocalCluster, NodeConfig};
 use fdw_net::placement::Placement;
 use fdw_net::wire::RecoveryStatus;
 use fdw_net::{BucketName, ObjectKey, Version};
-use fdw_persist::s3_server::S3Server;
+use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{RetryPolicy, S3Store, UnderStore};
 
 const BUCKET: &str = "stage-1";
@@ -201,4 +201,63 @@ async fn a_stopped_primarys_uploads_are_taken_over() {
     assert_eq!(recovery(&client, &[1, 2]).await.taken_over, 6);
     assert!(server.open_uploads().is_empty());
     cluster.shutdown().await;
+}
+
+/// A whole new cluster over the same S3 bucket knows nothing in memory, as after every
+/// member restarted: reads still find what was persisted, read back and checked. But a
+/// key whose delete a member holds (not yet persisted) is not found, though S3 still
+/// has its old version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("lake")).unwrap();
+    let server = S3Server::start(root.path()).await.unwrap();
+    let s3 = server.config();
+    let start = || {
+        LocalCluster::start(3, pool(64 << 20), |c| {
+            c.persist.s3 = Some(s3.clone());
+            c.persist.buckets.insert(
+                BucketName::new(BUCKET).unwrap(),
+                "s3://lake/fdw".parse().unwrap(),
+            );
+            c.persist.part_bytes = 5 << 20;
+            c.persist.failure_backoff = Duration::from_millis(100);
+        })
+    };
+    let first = start().await.unwrap();
+    let client = first.client("client").await.unwrap();
+    let (small, large) = (bytes(1000, 1), bytes((6 << 20) + 5, 2));
+    for (key, data) in [("small", &small), ("large", &large), ("doomed", &small)] {
+        let receipt = client.put_with(BUCKET, key, data, R2W2).await.unwrap();
+        client
+            .wait_persisted(BUCKET, key, receipt.version, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    first.shutdown().await;
+
+    let second = start().await.unwrap();
+    let client = second.client("client").await.unwrap();
+    assert_eq!(client.get(BUCKET, "small").await.unwrap(), small);
+    assert_eq!(
+        client.get_range(BUCKET, "large", 5..(5 << 20)).await.unwrap(),
+        large[5..(5 << 20)]
+    );
+    let info = client.head(BUCKET, "large").await.unwrap();
+    assert_eq!((info.len, info.crc), (large.len() as u64, crc32fast::hash(&large)));
+    assert!(info.persisted);
+    let err = client.get(BUCKET, "never-written").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    let s3_store = S3Store::new(&s3, "lake", "fdw");
+    // The delete cannot reach S3 yet: the tombstone is only in members' memory.
+    server.inject("DeleteObject", Fault::InternalError, 1000);
+    client.delete_with(BUCKET, "doomed", R2W2).await.unwrap();
+    assert!(s3_store.head("doomed").await.unwrap().is_some());
+    let err = client.get(BUCKET, "doomed").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = client.head(BUCKET, "doomed").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    server.clear_faults();
+    second.shutdown().await;
 }

@@ -42,6 +42,8 @@ const WORK_DIR: &str = ".fdw-tmp";
 const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The extended attribute that holds a file's fdw version.
 const VERSION_XATTR: &str = "user.fdw.version";
+/// The extended attribute that holds a file's CRC32, as the writer computed it.
+const CRC_XATTR: &str = "user.fdw.crc32";
 /// The lock file, in the work directory.
 const LOCK_FILE: &str = "lock";
 
@@ -94,9 +96,27 @@ impl DirLock {
 #[error("the key is not what the write expected: {0}")]
 struct Conflict(String);
 
-/// What is stored at `path`: `None` if nothing; its tag changes with every replace (a
-/// new inode, modification time and version).
-fn stored_at(path: &Path) -> io::Result<Option<(std::fs::Metadata, Option<u64>, String)>> {
+/// A number kept in an extended attribute, as decimal text; `None` if absent.
+fn number_xattr(path: &Path, name: &str) -> io::Result<Option<u64>> {
+    let mut value = [0u8; 20];
+    match rustix::fs::getxattr(path, name, &mut value[..]) {
+        Ok(n) => Ok(std::str::from_utf8(&value[..n])
+            .ok()
+            .and_then(|v| v.parse().ok())),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn set_number_xattr(path: &Path, name: &str, value: u64) -> io::Result<()> {
+    let text = value.to_string();
+    rustix::fs::setxattr(path, name, text.as_bytes(), rustix::fs::XattrFlags::empty())
+        .map_err(io::Error::from)
+}
+
+/// What is stored at `path`, as `head` tells it, `None` if nothing. Its tag changes with
+/// every replace (a new inode, modification time and version).
+fn stored_at(path: &Path, key: &str) -> io::Result<Option<StoredObject>> {
     use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => meta,
@@ -104,22 +124,22 @@ fn stored_at(path: &Path) -> io::Result<Option<(std::fs::Metadata, Option<u64>, 
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut value = [0u8; 20];
-    let version = match rustix::fs::getxattr(path, VERSION_XATTR, &mut value[..]) {
-        Ok(n) => std::str::from_utf8(&value[..n])
-            .ok()
-            .and_then(|v| v.parse().ok()),
-        Err(rustix::io::Errno::NODATA) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let version = number_xattr(path, VERSION_XATTR)?;
+    let crc = number_xattr(path, CRC_XATTR)?.and_then(|c| u32::try_from(c).ok());
     let tag = format!(
         "{:x}-{:x}.{:x}-{}",
         meta.ino(),
         meta.mtime(),
         meta.mtime_nsec(),
-        version.map_or("none".to_owned(), |v: u64| v.to_string())
+        version.map_or("none".to_owned(), |v| v.to_string())
     );
-    Ok(Some((meta, version, tag)))
+    Ok(Some(StoredObject {
+        key: key.to_owned(),
+        len: meta.len(),
+        crc,
+        version,
+        tag: Some(tag),
+    }))
 }
 
 /// Fails with [`Conflict`] unless what is at `path` is what `expect` says.
@@ -127,7 +147,7 @@ fn check_expected(path: &Path, expect: Option<&Expect>) -> io::Result<()> {
     let Some(expect) = expect else {
         return Ok(());
     };
-    let current = stored_at(path)?.map(|(_, _, tag)| tag);
+    let current = stored_at(path, "")?.and_then(|stored| stored.tag);
     match (expect, current) {
         (Expect::Absent, None) => Ok(()),
         (Expect::Tag(want), Some(tag)) if *want == tag => Ok(()),
@@ -202,7 +222,15 @@ impl LocalDir {
                     Some(ring) => ring,
                     None => ring.insert(IoUring::new(RING_ENTRIES)?),
                 };
-                write_file(ring, &tmp, &path, payload.pieces(), &fence, &lock)
+                write_file(
+                    ring,
+                    &tmp,
+                    &path,
+                    payload.pieces(),
+                    payload.crc(),
+                    &fence,
+                    &lock,
+                )
             })
         })
         .await;
@@ -328,21 +356,18 @@ fn write_file(
     tmp: &Path,
     path: &Path,
     pieces: &[Bytes],
+    crc: u32,
     fence: &Fence,
     lock: &DirLock,
 ) -> io::Result<()> {
     let fd = open(ring, tmp, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)?;
-    let versioned = match fence.version {
-        Some(version) => rustix::fs::setxattr(
-            tmp,
-            VERSION_XATTR,
-            version.to_string().as_bytes(),
-            rustix::fs::XattrFlags::empty(),
-        )
-        .map_err(io::Error::from),
-        None => Ok(()),
-    };
-    let written = versioned.and_then(|()| write_all(ring, fd, pieces));
+    // Set before the fsync, which makes them durable with the bytes.
+    let labelled =
+        set_number_xattr(tmp, CRC_XATTR, crc.into()).and_then(|()| match fence.version {
+            Some(version) => set_number_xattr(tmp, VERSION_XATTR, version),
+            None => Ok(()),
+        });
+    let written = labelled.and_then(|()| write_all(ring, fd, pieces));
     let synced = written.and_then(|()| fsync_and_close(ring, fd));
     if let Err(err) = synced {
         let _ = run(ring, &[opcode::Close::new(fd).build()]);
@@ -579,16 +604,7 @@ impl UnderStore for LocalDir {
     async fn head(&self, key: &str) -> Result<Option<StoredObject>, UnderStoreError> {
         let path = self.path("HeadObject", key)?;
         let key_owned = key.to_owned();
-        blocking("HeadObject", key, move || {
-            Ok(stored_at(&path)?.map(|(meta, version, tag)| StoredObject {
-                key: key_owned,
-                len: meta.len(),
-                crc: None,
-                version,
-                tag: Some(tag),
-            }))
-        })
-        .await
+        blocking("HeadObject", key, move || stored_at(&path, &key_owned)).await
     }
 
     async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
@@ -596,7 +612,7 @@ impl UnderStore for LocalDir {
         let (expect, lock) = (expect.cloned(), self.lock.clone());
         blocking("DeleteObject", key, move || {
             let removed = lock.hold(|| {
-                if stored_at(&path)?.is_none() {
+                if stored_at(&path, "")?.is_none() {
                     return Ok(false);
                 }
                 check_expected(&path, expect.as_ref())?;

@@ -55,6 +55,9 @@ struct State {
     uploads: BTreeMap<String, (String, String)>,
     /// Requests served, per operation.
     requests: BTreeMap<&'static str, u64>,
+    /// The full-object CRC32 of objects made by multipart uploads, by (bucket, key):
+    /// S3 returns it on `HeadObject`, s3s-fs does not keep it.
+    multipart_crcs: BTreeMap<(String, String), String>,
     /// For each of the next new connections, how many request bytes to read before
     /// resetting it (0: at once).
     resets: VecDeque<u64>,
@@ -227,6 +230,11 @@ impl Checked {
         }
     }
 
+    fn forget_multipart_crc(&self, object: (String, String)) {
+        let mut state = self.state.lock().expect("server state");
+        state.multipart_crcs.remove(&object);
+    }
+
     fn upload_is_open(&self, upload_id: &str) -> bool {
         let state = self.state.lock().expect("server state");
         state.uploads.contains_key(upload_id)
@@ -288,7 +296,10 @@ impl S3 for Checked {
         let body = checked_body(req.input.body.take(), expected.as_deref()).await?;
         req.input.body = Some(body);
         let _write = self.writes.lock().await;
-        self.fs.put_object(req).await
+        let object = (req.input.bucket.clone(), req.input.key.clone());
+        let put = self.fs.put_object(req).await?;
+        self.forget_multipart_crc(object);
+        Ok(put)
     }
 
     async fn get_object(
@@ -304,7 +315,14 @@ impl S3 for Checked {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.admit("HeadObject").await?;
-        self.fs.head_object(req).await
+        let object = (req.input.bucket.clone(), req.input.key.clone());
+        let mut head = self.fs.head_object(req).await?;
+        // s3s-fs may still report the CRC of a single PUT the upload replaced.
+        let state = self.state.lock().expect("server state");
+        if let Some(crc) = state.multipart_crcs.get(&object) {
+            head.output.checksum_crc32 = Some(crc.clone());
+        }
+        Ok(head)
     }
 
     async fn delete_object(
@@ -335,7 +353,10 @@ impl S3 for Checked {
                 return Err(s3_error!(PreconditionFailed, "ETag does not match"));
             }
         }
-        self.fs.delete_object(req).await
+        let object = (req.input.bucket.clone(), req.input.key.clone());
+        let deleted = self.fs.delete_object(req).await?;
+        self.forget_multipart_crc(object);
+        Ok(deleted)
     }
 
     async fn list_objects_v2(
@@ -386,6 +407,7 @@ impl S3 for Checked {
             return Err(s3_error!(NoSuchUpload));
         }
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
+        let object = (req.input.bucket.clone(), req.input.key.clone());
         let expected = req.input.checksum_crc32.clone();
         let _write = self.writes.lock().await;
         let mut completed = self.fs.complete_multipart_upload(req).await?;
@@ -407,6 +429,11 @@ impl S3 for Checked {
                 "full-object x-amz-checksum-crc32 {expected} does not match the parts' {actual}"
             ));
         }
+        self.state
+            .lock()
+            .expect("server state")
+            .multipart_crcs
+            .insert(object, actual.clone());
         completed.output.checksum_crc32 = Some(actual);
         completed.output.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
         Ok(completed)

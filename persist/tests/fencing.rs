@@ -54,6 +54,11 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     assert!(matches!(write(5, 1000).await, Persisted::Written(_)));
     let head = store.head("k").await.unwrap().unwrap();
     assert_eq!(head.version, Some(5));
+    assert_eq!(
+        head.crc,
+        Some(object(5, 1000).crc),
+        "the CRC is recorded too"
+    );
     assert!(head.tag.is_some());
 
     // Older, or the same again (a take-over that repeats an upload): nothing written.
@@ -84,6 +89,15 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     let err = store.delete("k", wrong_tag.as_ref()).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::Conflict, "{err}");
     assert_eq!(store.head("k").await.unwrap().unwrap().version, Some(10));
+
+    // A multipart upload records its version and whole CRC like a single PUT.
+    let large = (6 << 20) + 3;
+    assert!(matches!(write(12, large).await, Persisted::Written(_)));
+    let head = store.head("k").await.unwrap().unwrap();
+    assert_eq!(
+        (head.version, head.crc, head.len),
+        (Some(12), Some(object(12, large).crc), large as u64)
+    );
 }
 
 /// Many writers persist versions 1..=n of one key at once, in a shuffled order: the

@@ -363,8 +363,12 @@ async fn serve_stream(
         };
     let response = match request {
         // The one request that streams its answer.
-        Request::Get { object, range } => {
-            if let Err(err) = read::get(&node, object, range, &mut send).await {
+        Request::Get {
+            object,
+            range,
+            under_store,
+        } => {
+            if let Err(err) = read::get(&node, object, range, under_store, &mut send).await {
                 tracing::debug!("get ended early: {err}");
             }
             return;
@@ -375,7 +379,10 @@ async fn serve_stream(
             replication,
             forwarded,
         } => write::delete(&node, object, replication, forwarded).await,
-        Request::Head(object) => read::head(&node, object),
+        Request::Head {
+            object,
+            under_store,
+        } => read::head(&node, object, under_store).await,
         Request::List {
             bucket,
             prefix,
@@ -415,6 +422,9 @@ fn error_kind(err: &StoreError) -> ErrorKind {
         StoreError::ObjectTooLarge { .. } | StoreError::RangeOutOfBounds { .. } => {
             ErrorKind::InvalidInput
         }
+        StoreError::NotFound {
+            deleted: Some(_), ..
+        } => ErrorKind::Deleted,
         StoreError::NotFound { .. } | StoreError::VersionNotFound(_) => ErrorKind::NotFound,
         // Another replica may have the newer version, or the under-store may be back.
         StoreError::StaleVersion { .. }

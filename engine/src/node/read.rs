@@ -30,13 +30,30 @@ fn info(node: &NodeShared, meta: &ObjectMeta, len: u64, crc: u32) -> ObjectInfo 
     }
 }
 
+/// Looks the key up in the under-store first if the client asks (no member knew it).
+async fn discover(
+    node: &NodeShared,
+    object: &ObjectRef,
+    under_store: bool,
+) -> Result<(), read_through::ReadError> {
+    if under_store {
+        read_through::discover(node, &object.bucket, &object.key).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn get(
     node: &NodeShared,
     object: ObjectRef,
     range: Option<Range<u64>>,
+    under_store: bool,
     send: &mut quinn::SendStream,
 ) -> Result<(), TransportError> {
-    let reader = match read_through::get(node, &object.bucket, &object.key).await {
+    let found = match discover(node, &object, under_store).await {
+        Ok(()) => read_through::get(node, &object.bucket, &object.key).await,
+        Err(err) => Err(err),
+    };
+    let reader = match found {
         Ok(reader) => reader,
         Err(err) => {
             respond(send, &err.into_response()).await;
@@ -89,7 +106,10 @@ pub(super) async fn get(
     Ok(())
 }
 
-pub(super) fn head(node: &NodeShared, object: ObjectRef) -> Response {
+pub(super) async fn head(node: &NodeShared, object: ObjectRef, under_store: bool) -> Response {
+    if let Err(err) = discover(node, &object, under_store).await {
+        return err.into_response();
+    }
     match node.store.head(&object.bucket, &object.key) {
         Ok(meta) => Response::Object(info(node, &meta, meta.len, meta.crc)),
         Err(err) => store_error(err),
@@ -144,6 +164,6 @@ pub(super) fn status(node: &NodeShared) -> Response {
         last_upload_failure: persist.last_failure,
         members: node.membership.health(),
         incarnation: node.incarnation,
-        recovery: node.recovery.status(),
+        recovery: node.recovery.status(node.membership.losses()),
     })
 }

@@ -58,6 +58,9 @@ pub(super) enum ReadError {
     /// The bucket has no under-store here, so its evicted bytes cannot be read back.
     #[error("{0} was evicted, but this node has no under-store for its bucket")]
     NoUnderStore(ObjectId),
+    /// The under-store's copy carries no CRC32, so it could not be checked.
+    #[error("{0}: the under-store's copy has no CRC32 to check it against")]
+    NoChecksum(ObjectId),
 }
 
 impl ReadError {
@@ -78,6 +81,52 @@ impl ReadError {
             }
         }
     }
+}
+
+/// A key this node does not know, looked up in the under-store: what is there is
+/// learned as a persisted, evicted version (size, CRC and fdw version from the
+/// under-store's metadata), which a `get` then reads back like any evicted object. The
+/// client asks for this only once no member knew the key and none held its tombstone.
+pub(super) async fn discover(
+    node: &NodeShared,
+    bucket: &BucketName,
+    key: &ObjectKey,
+) -> Result<(), ReadError> {
+    if node.store.newest_version(bucket, key).is_some() {
+        return Ok(());
+    }
+    let id = super::object_id(bucket, key, fdw_net::Version(0));
+    let Some((under_store, path)) = node.persister.location_of(&id) else {
+        return Ok(()); // not persisted, so nowhere else to look
+    };
+    let mut retries = 0;
+    let stored = with_retry(&node.persister.config().retry, &mut retries, || {
+        under_store.head(&path)
+    })
+    .await
+    .map_err(|source| ReadError::UnderStore {
+        id: id.clone(),
+        source,
+    })?;
+    let Some(stored) = stored else {
+        return Ok(()); // nowhere: not found
+    };
+    let Some(crc) = stored.crc else {
+        return Err(ReadError::NoChecksum(id));
+    };
+    let meta = ObjectMeta {
+        // Written outside fdw: older than anything fdw writes.
+        id: super::object_id(bucket, key, fdw_net::Version(stored.version.unwrap_or(0))),
+        len: stored.len,
+        crc,
+        state: crate::store::ObjectState::Persisted,
+        write_type: fdw_net::WriteType::AsyncThrough,
+        replicas: 1,
+    };
+    if node.store.learn(&meta) {
+        tracing::info!(id = %meta.id, "learned from the under-store");
+    }
+    Ok(())
 }
 
 /// The newest version of a key, read back from the under-store first if it was evicted.

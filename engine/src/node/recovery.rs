@@ -28,7 +28,7 @@ use std::time::Duration;
 use fdw_net::placement::Member;
 use fdw_net::transport;
 use fdw_net::wire::{
-    Forwarded, ObjectRef, PutHeader, RecoveryStatus, Replication, Request, Response,
+    ErrorKind, Forwarded, ObjectRef, PutHeader, RecoveryStatus, Replication, Request, Response,
 };
 use fdw_persist::{AnyUnderStore, UnderStore};
 use tokio::sync::Notify;
@@ -60,6 +60,9 @@ pub(super) struct Recovery {
     copies_made: AtomicU64,
     copy_bytes: AtomicU64,
     under_replicated: AtomicU64,
+    /// The member losses the last complete pass covered: every object then had its
+    /// owner and R live copies.
+    losses_restored: AtomicU64,
     /// Adopted versions whose lost primary may have left multipart uploads open.
     adopted: Mutex<HashSet<ObjectId>>,
     /// Objects were adopted: their copies are to be checked.
@@ -74,12 +77,15 @@ impl Recovery {
         }
     }
 
-    pub(super) fn status(&self) -> RecoveryStatus {
+    /// The counters, with the number of member losses this node has seen.
+    pub(super) fn status(&self, losses_seen: u64) -> RecoveryStatus {
         RecoveryStatus {
+            losses_seen,
             taken_over: self.taken_over.load(Ordering::Relaxed),
             copies_made: self.copies_made.load(Ordering::Relaxed),
             copy_bytes: self.copy_bytes.load(Ordering::Relaxed),
             under_replicated: self.under_replicated.load(Ordering::Relaxed),
+            losses_restored: self.losses_restored.load(Ordering::Relaxed),
         }
     }
 
@@ -110,10 +116,12 @@ async fn adopt_loop(node: Arc<NodeShared>) {
 }
 
 /// Takes over the copies this node holds whose primary is lost, when it is their turn.
-fn adopt_orphans(node: &NodeShared) {
+/// Returns how many wait for their turn.
+fn adopt_orphans(node: &NodeShared) -> u64 {
     let timeout = node.membership.config().failure_timeout;
     let now = Instant::now();
     let mut adopted = 0;
+    let mut waiting = 0;
     for object in node.store.unpersisted() {
         let Role::Replica { primary } = object.role else {
             continue;
@@ -131,6 +139,7 @@ fn adopt_orphans(node: &NodeShared) {
             .filter(|m| node.membership.dead_for(m.id).is_none())
             .count();
         if now < lost_at + timeout * rank as u32 {
+            waiting += 1;
             continue;
         }
         if node.store.take_over(id) {
@@ -150,6 +159,7 @@ fn adopt_orphans(node: &NodeShared) {
         node.persister.wake();
         node.recovery.adoptions.notify_one();
     }
+    waiting
 }
 
 /// After `id` was persisted: if it was adopted, aborts the multipart uploads of `key`
@@ -192,11 +202,15 @@ async fn copy_loop(node: Arc<NodeShared>) {
         let losses = node.membership.losses();
         if losses != handled || due {
             handled = losses;
+            // Owners first, so that the pass sees every object this node now persists.
+            let waiting = adopt_orphans(&node);
             let short = restore_copies(&node).await;
-            node.recovery
-                .under_replicated
-                .store(short, Ordering::Relaxed);
-            due = short > 0;
+            let recovery = &node.recovery;
+            recovery.under_replicated.store(short, Ordering::Relaxed);
+            if short == 0 && waiting == 0 {
+                recovery.losses_restored.store(handled, Ordering::Relaxed);
+            }
+            due = short > 0 || waiting > 0;
         }
         tokio::select! {
             _ = lost => {}
@@ -272,10 +286,14 @@ async fn holds(node: &NodeShared, member: &Member, id: &ObjectId) -> Result<bool
         bucket: id.bucket.clone(),
         key: id.key.clone(),
     };
-    match node.ask(member, &Request::Head(object).encode()).await? {
+    let request = Request::Head {
+        object,
+        under_store: false,
+    };
+    match node.ask(member, &request.encode()).await? {
         Response::Object(info) => Ok(info.version >= id.version),
         Response::Error {
-            kind: fdw_net::wire::ErrorKind::NotFound,
+            kind: ErrorKind::NotFound | ErrorKind::Deleted,
             ..
         } => Ok(false),
         other => Err(format!("unexpected answer {other:?}")),

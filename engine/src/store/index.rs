@@ -332,18 +332,19 @@ impl Index {
         bucket: &BucketName,
         key: &ObjectKey,
     ) -> Result<(ObjectMeta, Arc<ObjectData>), StoreError> {
-        let not_found = || StoreError::NotFound {
+        let not_found = |deleted| StoreError::NotFound {
             bucket: bucket.clone(),
             key: key.clone(),
+            deleted,
         };
-        let ks = self.key_state(bucket, key).ok_or_else(not_found)?;
+        let ks = self.key_state(bucket, key).ok_or_else(|| not_found(None))?;
         let version = ks.newest;
-        let entry = ks.versions.get(&version).ok_or_else(not_found)?;
+        let entry = ks.versions.get(&version).ok_or_else(|| not_found(None))?;
         let meta = entry.meta(id_of(bucket, key, version));
         let data = match &entry.body {
             Body::Cached(data) => data.clone(),
             Body::Evicted { .. } => return Err(StoreError::Evicted(meta)),
-            Body::Tombstone => return Err(not_found()),
+            Body::Tombstone => return Err(not_found(Some(version))),
         };
         if meta.state == ObjectState::Persisted {
             self.orders.lru.promote(&meta.id);
@@ -357,14 +358,19 @@ impl Index {
         bucket: &BucketName,
         key: &ObjectKey,
     ) -> Result<ObjectMeta, StoreError> {
-        self.key_state(bucket, key)
-            .and_then(|ks| Some((ks.newest, ks.versions.get(&ks.newest)?)))
-            .filter(|(_, entry)| !matches!(entry.body, Body::Tombstone))
-            .map(|(version, entry)| entry.meta(id_of(bucket, key, version)))
-            .ok_or_else(|| StoreError::NotFound {
+        let newest = self
+            .key_state(bucket, key)
+            .and_then(|ks| Some((ks.newest, ks.versions.get(&ks.newest)?)));
+        match newest {
+            Some((version, entry)) if !matches!(entry.body, Body::Tombstone) => {
+                Ok(entry.meta(id_of(bucket, key, version)))
+            }
+            other => Err(StoreError::NotFound {
                 bucket: bucket.clone(),
                 key: key.clone(),
-            })
+                deleted: other.map(|(version, _)| version),
+            }),
+        }
     }
 
     /// Puts bytes read back from the under-store into `id`'s evicted entry, as a cache
@@ -571,6 +577,38 @@ impl Index {
             .versions
             .get(&id.version)?;
         Some(entry.meta(id.clone()))
+    }
+
+    /// Records a version found in the under-store for a key this index does not know,
+    /// as persisted and evicted. `false` if the key is known (a write came meanwhile).
+    pub(super) fn learn(&mut self, meta: &ObjectMeta) -> bool {
+        let id = &meta.id;
+        if self.key_state(&id.bucket, &id.key).is_some() {
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            body: Body::Evicted {
+                len: meta.len,
+                crc: meta.crc,
+            },
+            state: ObjectState::Persisted,
+            write_type: meta.write_type,
+            role: Role::Primary,
+            replicas: meta.replicas,
+            seq,
+            memory_bytes: 0,
+        };
+        let versions = BTreeMap::from([(id.version, entry)]);
+        self.buckets.entry(id.bucket.clone()).or_default().insert(
+            id.key.clone(),
+            KeyState {
+                newest: id.version,
+                versions,
+            },
+        );
+        true
     }
 
     pub(super) fn take_over(&mut self, id: &ObjectId) -> bool {

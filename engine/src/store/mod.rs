@@ -226,12 +226,14 @@ pub enum StoreError {
         actual: u32,
     },
     /// No live version of the key is known (never written, or deleted).
-    #[error("{bucket}/{key} not found")]
+    #[error("{bucket}/{key} not found{}", deleted.map_or(String::new(), |v| format!(" (deleted as version {v})")))]
     NotFound {
         /// The bucket.
         bucket: BucketName,
         /// The key.
         key: ObjectKey,
+        /// The tombstone's version, if the key is known to be deleted.
+        deleted: Option<Version>,
     },
     /// That exact version is not in memory.
     #[error("{0} not found in memory")]
@@ -544,6 +546,14 @@ impl ObjectStore {
     /// The metadata of one exact version, tombstones and evicted versions included.
     pub fn meta_of(&self, id: &ObjectId) -> Option<ObjectMeta> {
         self.index().meta_of(id)
+    }
+
+    /// Records what the under-store holds for a key this node does not know (after a
+    /// restart, memory knows nothing): a persisted version whose bytes are evicted, so
+    /// that a `get` reads them back and checks them against `meta`'s size and CRC.
+    /// `false` if the key is known after all.
+    pub fn learn(&self, meta: &ObjectMeta) -> bool {
+        self.index().learn(meta)
     }
 
     /// Every version waiting to be persisted (by this node or another), in commit order.

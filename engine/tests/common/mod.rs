@@ -1,6 +1,8 @@
 //! Helpers shared by the cluster tests, in-process and with real processes.
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod processes;
+
 use std::time::Duration;
 
 use fdw_client::Client;

@@ -99,9 +99,17 @@ pub enum Request {
         object: ObjectRef,
         /// Bytes wanted; `None` for all.
         range: Option<Range<u64>>,
+        /// Whether to look in the under-store if this node does not know the key (the
+        /// client's last resort, once no member knew it).
+        under_store: bool,
     },
     /// Describe an object.
-    Head(ObjectRef),
+    Head {
+        /// Which object.
+        object: ObjectRef,
+        /// As for `Get`.
+        under_store: bool,
+    },
     /// Delete a key (a replicated tombstone).
     Delete {
         /// Which key.
@@ -149,16 +157,21 @@ pub enum ErrorKind {
     DataCorruption,
     /// A bug or an unexpected failure.
     Internal,
+    /// The key was deleted: this node holds its tombstone. Clients report it as
+    /// `NotFound`; it tells them not to look further (in the under-store, which may
+    /// still have the old version until the delete is persisted).
+    Deleted,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 6] = [
+    const ALL: [ErrorKind; 7] = [
         ErrorKind::Unavailable,
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::ClusterFull,
         ErrorKind::DataCorruption,
         ErrorKind::Internal,
+        ErrorKind::Deleted,
     ];
 
     fn code(self) -> u8 {
@@ -262,6 +275,12 @@ pub struct RecoveryStatus {
     /// Unpersisted objects it is primary for that have fewer live copies than their R,
     /// as of its last pass.
     pub under_replicated: u64,
+    /// Member losses (deaths and restarts) it has seen.
+    pub losses_seen: u64,
+    /// The losses its last complete pass covered: up to then, every unpersisted object
+    /// it holds had an owner and R live copies. Equal to `losses_seen` once it has
+    /// recovered from every loss.
+    pub losses_restored: u64,
 }
 
 /// One member as another sees it through heartbeats.
@@ -331,10 +350,12 @@ enum RawRequest {
         bucket: Vec<u8>,
         key: Vec<u8>,
         range: Option<(u64, u64)>,
+        under_store: bool,
     },
     Head {
         bucket: Vec<u8>,
         key: Vec<u8>,
+        under_store: bool,
     },
     Delete {
         bucket: Vec<u8>,
@@ -412,7 +433,7 @@ enum RawResponse {
         last_upload_failure: Option<Vec<u8>>,
         members: Vec<RawMemberHealth>,
         incarnation: u64,
-        recovery: (u64, u64, u64, u64),
+        recovery: [u64; 6],
     },
     Error {
         kind: u8,
@@ -529,17 +550,29 @@ impl Request {
                     forwarded: Forwarded::raw(put.forwarded),
                 }
             }
-            Request::Get { object, range } => {
+            Request::Get {
+                object,
+                range,
+                under_store,
+            } => {
                 let (bucket, key) = name_bytes(object);
                 RawRequest::Get {
                     bucket,
                     key,
                     range: range.as_ref().map(|r| (r.start, r.end)),
+                    under_store: *under_store,
                 }
             }
-            Request::Head(object) => {
+            Request::Head {
+                object,
+                under_store,
+            } => {
                 let (bucket, key) = name_bytes(object);
-                RawRequest::Head { bucket, key }
+                RawRequest::Head {
+                    bucket,
+                    key,
+                    under_store: *under_store,
+                }
             }
             Request::Delete {
                 object,
@@ -600,7 +633,12 @@ impl Request {
                     forwarded: Forwarded::typed(forwarded),
                 })
             }
-            RawRequest::Get { bucket, key, range } => {
+            RawRequest::Get {
+                bucket,
+                key,
+                range,
+                under_store,
+            } => {
                 if let Some((start, end)) = range
                     && end < start
                 {
@@ -609,9 +647,17 @@ impl Request {
                 Request::Get {
                     object: object_ref(bucket, key)?,
                     range: range.map(|(s, e)| s..e),
+                    under_store,
                 }
             }
-            RawRequest::Head { bucket, key } => Request::Head(object_ref(bucket, key)?),
+            RawRequest::Head {
+                bucket,
+                key,
+                under_store,
+            } => Request::Head {
+                object: object_ref(bucket, key)?,
+                under_store,
+            },
             RawRequest::Delete {
                 bucket,
                 key,
@@ -733,12 +779,14 @@ impl Response {
                     })
                     .collect(),
                 incarnation: s.incarnation,
-                recovery: (
+                recovery: [
                     s.recovery.taken_over,
                     s.recovery.copies_made,
                     s.recovery.copy_bytes,
                     s.recovery.under_replicated,
-                ),
+                    s.recovery.losses_seen,
+                    s.recovery.losses_restored,
+                ],
             },
             Response::Error { kind, message } => RawResponse::Error {
                 kind: kind.code(),
@@ -815,7 +863,15 @@ impl Response {
                 last_upload_failure,
                 members,
                 incarnation,
-                recovery: (taken_over, copies_made, copy_bytes, under_replicated),
+                recovery:
+                    [
+                        taken_over,
+                        copies_made,
+                        copy_bytes,
+                        under_replicated,
+                        losses_seen,
+                        losses_restored,
+                    ],
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
@@ -853,6 +909,8 @@ impl Response {
                     copies_made,
                     copy_bytes,
                     under_replicated,
+                    losses_seen,
+                    losses_restored,
                 },
             }),
             RawResponse::Error { kind, message } => Response::Error {

@@ -34,12 +34,17 @@ fn sample_requests() -> Vec<Request> {
         Request::Get {
             object: object("k"),
             range: Some(5..10),
+            under_store: false,
         },
         Request::Get {
             object: object("k"),
             range: None,
+            under_store: true,
         },
-        Request::Head(object("k")),
+        Request::Head {
+            object: object("k"),
+            under_store: true,
+        },
         Request::Delete {
             object: object("k"),
             replication: Replication::new(WriteType::MustCache, 3, 1).unwrap(),
@@ -128,6 +133,8 @@ fn sample_responses() -> Vec<Response> {
                 copies_made: 13,
                 copy_bytes: 14,
                 under_replicated: 15,
+                losses_seen: 16,
+                losses_restored: 17,
             },
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),

@@ -1,0 +1,270 @@
+//! The crash test: three real `fdw-engine` processes persisting to an S3 server in this
+//! process that behaves like the cloud's (latency, bandwidth per connection), a writer
+//! streaming R=2 W=2 puts of 4 KiB to 32 MiB, and a chaos loop that, at seeded random
+//! moments, SIGKILLs a random worker and restarts it, or SIGSTOPs it and resumes it.
+//!
+//! What must hold at the end:
+//! - every acknowledged put reads back identical and ends persisted in S3, identical,
+//!   with the right CRC32: puts lost must be 0;
+//! - a put in flight at a kill either failed with an error or is there whole: never
+//!   partial, never different;
+//! - no multipart upload is left open.
+//!
+//! After each fault the loop waits until every worker reports its recovery complete
+//! (owners and R live copies restored) and reports how long that took.
+//!
+//! `FDW_CRASH_SEED` replays a seed (it is printed); `FDW_CRASH_CYCLES` sets the number of
+//! faults (4 by default, which `cargo test` runs; the long run is
+//! `FDW_CRASH_CYCLES=100 cargo nextest run -p fdw-engine -E 'binary(crash)' --no-capture`).
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::processes::Processes;
+use fdw_client::{Client, ErrorKind, Replication, WriteType};
+use fdw_persist::emulation::CloudEmulation;
+use fdw_persist::s3_server::S3Server;
+use fdw_persist::{S3Store, UnderStore};
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+const BUCKET: &str = "stage-1";
+const NODES: u16 = 3;
+
+const R2W2: Replication = Replication {
+    write_type: WriteType::AsyncThrough,
+    replicas: 2,
+    quorum: 2,
+};
+
+/// Object `n`'s bytes: a cheap generator, so nothing is kept to check them later.
+fn object(n: u64, len: usize) -> Vec<u8> {
+    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Sizes from 4 KiB to 32 MiB, log-uniform: mostly small, some multipart.
+fn size(rng: &mut fastrand::Rng) -> usize {
+    let exp = rng.f64() * (32.0f64 * 1024.0 / 4.0).log2();
+    (4096.0 * exp.exp2()) as usize + rng.usize(..4096)
+}
+
+struct Put {
+    key: String,
+    n: u64,
+    len: usize,
+    /// `None` if acknowledged; else the error.
+    error: Option<String>,
+}
+
+/// Puts objects one after another until told to stop.
+async fn writer(client: Client, seed: u64, stop: Arc<AtomicBool>) -> Vec<Put> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5752_4954);
+    let mut puts = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Acquire) {
+        n += 1;
+        let len = size(&mut rng);
+        let key = format!("crash/{seed}/{n}");
+        let result = client.put_with(BUCKET, &key, &object(n, len), R2W2).await;
+        puts.push(Put {
+            key,
+            n,
+            len,
+            error: result.err().map(|e| e.to_string()),
+        });
+    }
+    puts
+}
+
+/// Every running node's status, or `None` while one does not answer.
+async fn recovered(client: &Client, before: &[u64]) -> bool {
+    for (member, status) in client.status().await {
+        let Ok(status) = status else {
+            return false;
+        };
+        let r = status.recovery;
+        let id = usize::from(member.id);
+        // A survivor must have seen the fault, then covered it; a restarted node sees
+        // nothing to recover.
+        let saw = before[id] == u64::MAX || r.losses_seen > before[id];
+        let done = r.losses_restored == r.losses_seen && r.under_replicated == 0;
+        if !(saw && done && status.members.iter().all(|m| m.alive)) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn losses_seen(client: &Client) -> Vec<u64> {
+    let mut seen = vec![u64::MAX; usize::from(NODES)];
+    for (member, status) in client.status().await {
+        if let Ok(status) = status {
+            seen[usize::from(member.id)] = status.recovery.losses_seen;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_workers_are_killed_and_stopped() {
+    let seed: u64 = std::env::var("FDW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..1_000_000));
+    let cycles: u32 = std::env::var("FDW_CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    eprintln!("crash test: seed {seed}, {cycles} faults (replay: FDW_CRASH_SEED={seed})");
+    let mut rng = fastrand::Rng::with_seed(seed);
+
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("lake")).unwrap();
+    let emulation = CloudEmulation {
+        seed,
+        ..CloudEmulation::s3_standard()
+    };
+    let server = S3Server::start_emulating(root.path(), emulation)
+        .await
+        .unwrap();
+    let s3 = server.config();
+    let extra = format!(
+        "[persist]\ndefault = \"s3://lake/fdw\"\npart_size = \"8MiB\"\nfailure_backoff = \"200ms\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"{}\"\n",
+        s3.endpoint.clone().unwrap(),
+        s3.region
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.as_str()),
+    ];
+    let mut cluster = Processes::start("crash", usize::from(NODES), "384MiB", &extra, &env);
+    let client = cluster.client().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(client.clone(), seed, stop.clone()));
+    let mut restore_times = Vec::new();
+    for cycle in 0..cycles {
+        tokio::time::sleep(Duration::from_millis(rng.u64(300..1500))).await;
+        let victim = rng.u16(..NODES);
+        let before = losses_seen(&client).await;
+        let fault_at = Instant::now();
+        if rng.f64() < 0.7 {
+            let down = Duration::from_millis(rng.u64(100..2000));
+            eprintln!("fault {cycle}: SIGKILL node {victim}, restart after {down:?}");
+            cluster.kill(victim);
+            tokio::time::sleep(down).await;
+            cluster.spawn(victim);
+        } else {
+            // Longer than the failure timeout (600 ms): it is declared dead.
+            let down = Duration::from_millis(rng.u64(1000..2500));
+            eprintln!("fault {cycle}: SIGSTOP node {victim}, SIGCONT after {down:?}");
+            cluster.signal(victim, Signal::SIGSTOP);
+            tokio::time::sleep(down).await;
+            cluster.signal(victim, Signal::SIGCONT);
+        }
+        let mut before = before;
+        before[usize::from(victim)] = u64::MAX;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !recovered(&client, &before).await {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: fault {cycle} not recovered from within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = fault_at.elapsed();
+        eprintln!("fault {cycle}: every worker recovered {took:?} after the fault");
+        restore_times.push(took);
+    }
+    stop.store(true, Ordering::Release);
+    let puts = writing.await.unwrap();
+
+    // Everything drains to S3.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let statuses = client.status().await;
+        let backlog: u64 = statuses
+            .iter()
+            .map(|(_, s)| s.as_ref().map_or(u64::MAX, |s| s.backlog_objects))
+            .sum();
+        if backlog == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the backlog did not drain: {backlog}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let store = S3Store::new(&s3, "lake", "fdw");
+    let (mut acknowledged, mut lost, mut failed_absent, mut failed_whole) = (0, 0, 0, 0);
+    for put in &puts {
+        let expected = object(put.n, put.len);
+        let read = client.get(BUCKET, &put.key).await;
+        let under = format!("{BUCKET}/{}", put.key);
+        match &put.error {
+            None => {
+                acknowledged += 1;
+                let ok = read.as_ref().is_ok_and(|got| *got == expected);
+                let persisted = store
+                    .get(&under, None)
+                    .await
+                    .is_ok_and(|got| got[..] == expected[..]);
+                let crc = store.head(&under).await.unwrap().and_then(|h| h.crc);
+                if !ok || !persisted || crc.is_some_and(|c| c != crc32fast::hash(&expected)) {
+                    lost += 1;
+                    eprintln!(
+                        "seed {seed}: LOST {} ({} bytes): read {:?}, persisted {persisted}",
+                        put.key,
+                        put.len,
+                        read.map(|r| r.len())
+                    );
+                }
+            }
+            Some(error) => match read {
+                Ok(got) => {
+                    assert_eq!(got, expected, "seed {seed}: {} is partial", put.key);
+                    failed_whole += 1;
+                }
+                Err(err) => {
+                    assert_eq!(err.kind(), ErrorKind::NotFound, "seed {seed}: {err}");
+                    eprintln!("failed put {}: {error}", put.key);
+                    failed_absent += 1;
+                }
+            },
+        }
+    }
+    restore_times.sort();
+    eprintln!(
+        "crash test, seed {seed}: {} puts, {acknowledged} acknowledged, {lost} lost; \
+         {failed_absent} failed and absent, {failed_whole} failed but whole; \
+         recovered after each fault in {:?} (min), {:?} (median), {:?} (max)",
+        puts.len(),
+        restore_times.first(),
+        restore_times.get(restore_times.len() / 2),
+        restore_times.last()
+    );
+    assert_eq!(lost, 0, "seed {seed}: acknowledged puts lost");
+    assert!(acknowledged > 0, "seed {seed}: nothing was acknowledged");
+    assert!(
+        server.open_uploads().is_empty(),
+        "seed {seed}: multipart uploads left open: {:?}",
+        server.open_uploads()
+    );
+    cluster.stop_all();
+}
