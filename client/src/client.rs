@@ -189,7 +189,11 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         tokio::time::timeout(timeout, transport::read_response(recv))
             .await
-            .map_err(|_| unavailable(member, format!("no response within {timeout:?}")))?
+            .map_err(|_| {
+                // It may have died without closing: the next call connects afresh.
+                self.inner.peers.drop_connection(member.id);
+                unavailable(member, format!("no response within {timeout:?}"))
+            })?
             .map_err(|e| transport_error(member, e))
     }
 

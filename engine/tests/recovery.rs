@@ -240,11 +240,17 @@ async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
     let client = second.client("client").await.unwrap();
     assert_eq!(client.get(BUCKET, "small").await.unwrap(), small);
     assert_eq!(
-        client.get_range(BUCKET, "large", 5..(5 << 20)).await.unwrap(),
+        client
+            .get_range(BUCKET, "large", 5..(5 << 20))
+            .await
+            .unwrap(),
         large[5..(5 << 20)]
     );
     let info = client.head(BUCKET, "large").await.unwrap();
-    assert_eq!((info.len, info.crc), (large.len() as u64, crc32fast::hash(&large)));
+    assert_eq!(
+        (info.len, info.crc),
+        (large.len() as u64, crc32fast::hash(&large))
+    );
     assert!(info.persisted);
     let err = client.get(BUCKET, "never-written").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");

@@ -316,6 +316,8 @@ impl S3 for Checked {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.admit("HeadObject").await?;
         let object = (req.input.bucket.clone(), req.input.key.clone());
+        // Not halfway through a write: a completed upload shows with its CRC at once.
+        let _write = self.writes.lock().await;
         let mut head = self.fs.head_object(req).await?;
         // s3s-fs may still report the CRC of a single PUT the upload replaced.
         let state = self.state.lock().expect("server state");

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{
-    FailureKind, Fence, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, upload, with_retry,
+    FailureKind, Fence, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, UnderStoreError,
+    UploadReport, upload, with_retry,
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -44,6 +45,16 @@ fn object(data: &[u8]) -> ObjectBytes {
     ObjectBytes::from_bytes(Bytes::copy_from_slice(data), CHUNK)
 }
 
+/// An upload without a fence, in parts of `PART`.
+async fn plain_upload(
+    store: &S3Store,
+    key: &str,
+    object: &ObjectBytes,
+    policy: &RetryPolicy,
+) -> Result<UploadReport, UnderStoreError> {
+    upload(store, key, object, &Fence::default(), PART, policy).await
+}
+
 fn quick_retries(attempts: u32) -> RetryPolicy {
     RetryPolicy {
         attempts,
@@ -59,31 +70,17 @@ async fn single_put_and_multipart_store_the_exact_bytes_with_their_crc() {
 
     // Up to the part size: one PutObject.
     let small = data(100_000, 1);
-    let report = upload(
-        &s.store,
-        "small",
-        &object(&small),
-        &Fence::default(),
-        PART,
-        &policy,
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "small", &object(&small), &policy)
+        .await
+        .unwrap();
     assert_eq!(report.parts, 0);
     assert_eq!(s.server.requests("PutObject"), 1);
 
     // Above it: parts along chunk boundaries, completed with the whole-object CRC.
     let large = data(3 * (5 << 20) + 123, 2);
-    let report = upload(
-        &s.store,
-        "large",
-        &object(&large),
-        &Fence::default(),
-        PART,
-        &policy,
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "large", &object(&large), &policy)
+        .await
+        .unwrap();
     assert_eq!(report.parts, 4);
     assert_eq!(s.server.requests("UploadPart"), 4);
     assert!(s.server.open_uploads().is_empty());
@@ -127,16 +124,9 @@ async fn a_wrong_checksum_is_refused_for_good_and_nothing_is_stored() {
     let large = data(6 << 20, 4);
     let mut bad = object(&large);
     bad.crc ^= 1;
-    let err = upload(
-        &s.store,
-        "mp",
-        &bad,
-        &Fence::default(),
-        PART,
-        &RetryPolicy::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = plain_upload(&s.store, "mp", &bad, &RetryPolicy::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, FailureKind::Permanent, "{err}");
     assert_eq!(err.operation, "CompleteMultipartUpload");
     assert_eq!(s.store.head("mp").await.unwrap(), None);
@@ -156,28 +146,14 @@ async fn transient_faults_are_retried_and_the_object_ends_correct() {
         .inject("CompleteMultipartUpload", Fault::InternalError, 1);
 
     let small = data(1000, 5);
-    let report = upload(
-        &s.store,
-        "small",
-        &object(&small),
-        &Fence::default(),
-        PART,
-        &quick_retries(5),
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "small", &object(&small), &quick_retries(5))
+        .await
+        .unwrap();
     assert_eq!(report.retries, 2);
     let large = data(11 << 20, 6);
-    let report = upload(
-        &s.store,
-        "large",
-        &object(&large),
-        &Fence::default(),
-        PART,
-        &quick_retries(5),
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "large", &object(&large), &quick_retries(5))
+        .await
+        .unwrap();
     assert_eq!(report.retries, 4, "1 create + 2 parts + 1 complete");
     assert_eq!(s.store.get("small", None).await.unwrap(), small[..]);
     assert_eq!(s.store.get("large", None).await.unwrap(), large[..]);
@@ -191,16 +167,9 @@ async fn reset_connections_are_retried_and_the_object_ends_correct() {
     // are reset (RST) by the server.
     s.server.reset_connections(2);
     let large = data(11 << 20, 8);
-    let report = upload(
-        &s.store,
-        "reset",
-        &object(&large),
-        &Fence::default(),
-        PART,
-        &quick_retries(5),
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "reset", &object(&large), &quick_retries(5))
+        .await
+        .unwrap();
     assert_eq!(report.retries, 2, "one retry per reset connection");
     assert_eq!(s.store.get("reset", None).await.unwrap(), large[..]);
     assert!(s.server.open_uploads().is_empty());
@@ -213,16 +182,9 @@ async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
     // nothing of the cut-off request is stored.
     s.server.reset_connections_after(2, 1 << 20);
     let large = data(11 << 20, 9);
-    let report = upload(
-        &s.store,
-        "cut",
-        &object(&large),
-        &Fence::default(),
-        PART,
-        &quick_retries(5),
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "cut", &object(&large), &quick_retries(5))
+        .await
+        .unwrap();
     // A connection the client opens but uses only for small requests is never cut.
     assert!(
         (1..=2).contains(&report.retries),
@@ -235,16 +197,9 @@ async fn connections_reset_mid_body_are_retried_and_the_object_ends_correct() {
     let s = setup().await;
     s.server.reset_connections_after(1, 100_000);
     let small = data(3 << 20, 10);
-    let report = upload(
-        &s.store,
-        "cut-small",
-        &object(&small),
-        &Fence::default(),
-        PART,
-        &quick_retries(5),
-    )
-    .await
-    .unwrap();
+    let report = plain_upload(&s.store, "cut-small", &object(&small), &quick_retries(5))
+        .await
+        .unwrap();
     assert_eq!(report.retries, 1);
     assert_eq!(s.store.get("cut-small", None).await.unwrap(), small[..]);
 }
@@ -254,16 +209,9 @@ async fn an_upload_that_runs_out_of_retries_is_aborted() {
     let s = setup().await;
     s.server.inject("UploadPart", Fault::InternalError, 100);
     let large = data(6 << 20, 7);
-    let err = upload(
-        &s.store,
-        "doomed",
-        &object(&large),
-        &Fence::default(),
-        PART,
-        &quick_retries(3),
-    )
-    .await
-    .unwrap_err();
+    let err = plain_upload(&s.store, "doomed", &object(&large), &quick_retries(3))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, FailureKind::Retryable, "{err}");
     assert_eq!(s.server.requests("UploadPart"), 3);
     assert!(s.server.open_uploads().is_empty(), "the upload was aborted");

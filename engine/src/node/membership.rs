@@ -249,6 +249,11 @@ pub(super) async fn run(node: std::sync::Arc<NodeShared>) {
                     .await
                     .ok()
                     .flatten();
+                if answer.is_none() {
+                    // A killed peer's connection looks open until the idle timeout:
+                    // the next heartbeat connects afresh, and reaches a restart at once.
+                    node.peers.drop_connection(member.id);
+                }
                 node.membership.answered(member.id, answer);
             });
         }

@@ -62,6 +62,16 @@ impl Peers {
         Err(failed)
     }
 
+    /// Forgets the connection to `id`, which stopped answering. A peer killed without
+    /// closing its connections leaves them looking open until the idle timeout; the next
+    /// call makes a new one, which reaches the peer's restarted process at once (or
+    /// fails its handshake if it is still down).
+    pub fn drop_connection(&self, id: u16) {
+        if let Some(connection) = self.lock().remove(&id) {
+            connection.close(0u32.into(), b"no answer");
+        }
+    }
+
     /// Whether `id`'s last handshake failed within the last two seconds: worth trying
     /// after the others.
     pub fn recently_unreachable(&self, id: u16) -> bool {

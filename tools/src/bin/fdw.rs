@@ -190,6 +190,26 @@ async fn main() -> anyhow::Result<()> {
                                 peer.since_ms as f64 / 1e3
                             ));
                         }
+                        let r = s.recovery;
+                        if r.losses_seen > 0 {
+                            let state = if r.losses_restored == r.losses_seen {
+                                "recovered".to_owned()
+                            } else {
+                                format!(
+                                    "recovering ({} objects under-replicated)",
+                                    r.under_replicated
+                                )
+                            };
+                            views.push(format!(
+                                "{}: {} member losses seen, {state}; took over {} objects, \
+                                 made {} copies ({})",
+                                member.name,
+                                r.losses_seen,
+                                r.taken_over,
+                                r.copies_made,
+                                ByteSize(r.copy_bytes)
+                            ));
+                        }
                     }
                     Err(err) => println!(
                         "{:<10} {:<22} {:<6} {}",
