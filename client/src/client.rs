@@ -238,7 +238,8 @@ impl Client {
     /// (`Unavailable`) is skipped; any other answer is final. If every member answered
     /// that it does not know the key at all (after restarts, no memory may hold a
     /// persisted object), the first is asked once more to look in the under-store. Not
-    /// if one holds a tombstone: the under-store may still have the deleted version.
+    /// if one holds a tombstone (the under-store may still have the deleted version) or
+    /// witnessed the version lost (the under-store may have an older one).
     async fn first_answer<'a, T, F, Fut>(
         &'a self,
         object: &ObjectRef,
@@ -250,11 +251,16 @@ impl Client {
     {
         let members = self.preference_list(object);
         let mut last_error = None;
+        let mut lost = None;
         let mut nobody_knows = !members.is_empty();
         for member in &members {
             match attempt(member, false).await {
                 Ok(answer) => return Ok(answer),
                 Err(err) if err.kind() == ErrorKind::NotFound => last_error = Some(err),
+                Err(err) if err.kind() == ErrorKind::Lost => {
+                    nobody_knows = false;
+                    lost = Some(err)
+                }
                 Err(err) if matches!(err.kind(), ErrorKind::Deleted | ErrorKind::Unavailable) => {
                     nobody_knows = false;
                     last_error = Some(err)
@@ -267,7 +273,9 @@ impl Client {
                 .await
                 .map_err(Error::deleted_as_not_found);
         }
-        Err(last_error
+        // A witness's word that the version is lost explains more than any absence.
+        Err(lost
+            .or(last_error)
             .map(Error::deleted_as_not_found)
             .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "the cluster has no members")))
     }

@@ -21,7 +21,9 @@ impl Error {
     }
 
     /// What to do: retry later (`Unavailable`, `ClusterFull`), fix the input
-    /// (`InvalidInput`), accept absence (`NotFound`), alert (`DataCorruption`, `Internal`).
+    /// (`InvalidInput`), accept absence (`NotFound`), alert (`DataCorruption`, `Internal`,
+    /// `Lost`: every member holding an acknowledged version failed before it was
+    /// persisted).
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -136,7 +136,7 @@ async fn nothing_acknowledged_is_lost_when_workers_are_killed_and_stopped() {
         seed,
         ..CloudEmulation::s3_standard()
     };
-    let (_root, server, mut cluster) = cluster_on_s3("crash", emulation).await;
+    let (_root, server, mut cluster) = cluster_on_s3("crash", emulation, "").await;
     let s3 = server.config();
     let client = cluster.client().await;
 
@@ -197,6 +197,14 @@ async fn nothing_acknowledged_is_lost_when_workers_are_killed_and_stopped() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    for (member, status) in client.status().await {
+        let lost = status.unwrap().recovery.lost_objects;
+        assert_eq!(
+            lost, 0,
+            "seed {seed}: node {} reports lost objects",
+            member.id
+        );
+    }
     let store = S3Store::new(&s3, "lake", "fdw");
     let (mut acknowledged, mut lost, mut failed_absent, mut failed_whole) = (0, 0, 0, 0);
     for put in &puts {
@@ -277,10 +285,12 @@ async fn nothing_acknowledged_is_lost_when_workers_are_killed_and_stopped() {
     cluster.stop_all();
 }
 
-/// Three processes persisting to an S3 server in this process that adds `emulation`.
+/// Three processes persisting to an S3 server in this process that adds `emulation`;
+/// `persist` is more of the `[persist]` section.
 async fn cluster_on_s3(
     name: &str,
     emulation: CloudEmulation,
+    persist: &str,
 ) -> (tempfile::TempDir, S3Server, Processes) {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("lake")).unwrap();
@@ -289,7 +299,7 @@ async fn cluster_on_s3(
         .unwrap();
     let s3 = server.config();
     let extra = format!(
-        "[persist]\ndefault = \"s3://lake/fdw\"\npart_size = \"8MiB\"\nfailure_backoff = \"200ms\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"{}\"\n",
+        "[persist]\ndefault = \"s3://lake/fdw\"\npart_size = \"8MiB\"\nfailure_backoff = \"200ms\"\n{persist}\n\n[s3]\nendpoint = \"{}\"\nregion = \"{}\"\n",
         s3.endpoint.clone().unwrap(),
         s3.region
     );
@@ -311,7 +321,7 @@ async fn a_primary_killed_mid_multipart_upload_is_taken_over() {
         connection_bytes_per_sec: Some(8_000_000),
         ..CloudEmulation::none()
     };
-    let (_root, server, mut cluster) = cluster_on_s3("mid-multipart", emulation).await;
+    let (_root, server, mut cluster) = cluster_on_s3("mid-multipart", emulation, "").await;
     let client = cluster.client().await;
     let placement = fdw_net::placement::Placement::new(client.members().to_vec());
     let key = common::keys_placed(&placement, BUCKET, &[0], 1).remove(0);
@@ -343,5 +353,61 @@ async fn a_primary_killed_mid_multipart_upload_is_taken_over() {
         taken_over += client.status_of(member).await.unwrap().recovery.taken_over;
     }
     assert_eq!(taken_over, 1);
+    cluster.stop_all();
+}
+
+/// Both holders of an unpersisted version stop (SIGSTOP): the witness names it lost, in
+/// its status and to a reader. One holder resumes: it takes the upload over, the version
+/// is persisted, and it is not lost any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_holders_all_stop_is_named_lost_until_one_resumes() {
+    // Uploads wait 5 s after commit: long enough to stop both holders first.
+    let (_root, server, cluster) =
+        cluster_on_s3("lost", CloudEmulation::none(), "initial_delay = \"5s\"").await;
+    let client = cluster.client().await;
+    let placement = fdw_net::placement::Placement::new(client.members().to_vec());
+    let key = common::keys_placed(&placement, BUCKET, &[0, 1], 1).remove(0);
+    let data = object(9, 300_000);
+    client.put_with(BUCKET, &key, &data, R2W2).await.unwrap();
+    cluster.signal(0, Signal::SIGSTOP);
+    cluster.signal(1, Signal::SIGSTOP);
+
+    let witness = client.members()[2].clone();
+    common::eventually("node 2 names the version lost", async || {
+        client
+            .status_of(&witness)
+            .await
+            .unwrap()
+            .recovery
+            .lost_objects
+            == 1
+    })
+    .await;
+    let err = client.head(BUCKET, &key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lost, "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
+
+    cluster.signal(1, Signal::SIGCONT);
+    let store = S3Store::new(&server.config(), "lake", "fdw");
+    common::eventually("the resumed holder persisted it", async || {
+        store
+            .head(&format!("{BUCKET}/{key}"))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    common::eventually("node 2 no longer names it lost", async || {
+        client
+            .status_of(&witness)
+            .await
+            .unwrap()
+            .recovery
+            .lost_objects
+            == 0
+    })
+    .await;
+    cluster.signal(0, Signal::SIGCONT);
+    assert_eq!(client.get(BUCKET, &key).await.unwrap(), data);
     cluster.stop_all();
 }

@@ -13,6 +13,7 @@ mod quorum;
 mod read;
 mod read_through;
 mod recovery;
+mod witness;
 mod write;
 
 pub use membership::HeartbeatConfig;
@@ -148,6 +149,7 @@ struct NodeShared {
     read_through: read_through::ReadThrough,
     membership: membership::Membership,
     recovery: recovery::Recovery,
+    witnesses: witness::Witnesses,
     /// Changes with every start of the process: peers tell a restart by it.
     incarnation: u64,
     /// Set at shutdown: new requests are refused, those in flight may finish.
@@ -261,6 +263,7 @@ impl Node {
             read_through: read_through::ReadThrough::default(),
             membership,
             recovery: recovery::Recovery::new(config.recovery),
+            witnesses: witness::Witnesses::default(),
             incarnation: incarnation(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -392,13 +395,35 @@ async fn serve_stream(
         Request::Status => read::status(&node),
         Request::Persisted { object, version } => {
             let id = object_id(&object.bucket, &object.key, version);
+            let witnessed = node
+                .witnesses
+                .persisted(&object.bucket, &object.key, version);
             match node.store.mark_persisted(&id) {
                 Ok(()) => Response::Stored {
                     version,
                     crc: 0,
                     replicas: vec![node.me.id],
                 },
+                // A witness holds no copy: being told is all it needed.
+                Err(StoreError::VersionNotFound(_)) if witnessed => Response::Stored {
+                    version,
+                    crc: 0,
+                    replicas: vec![],
+                },
                 Err(err) => store_error(err),
+            }
+        }
+        Request::Witness {
+            object,
+            version,
+            holders,
+        } => {
+            node.witnesses
+                .witness(object.bucket, object.key, version, holders);
+            Response::Stored {
+                version,
+                crc: 0,
+                replicas: vec![],
             }
         }
     };

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use fdw_net::BucketName;
 use fdw_net::transport::{self, TransportError};
-use fdw_net::wire::{ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
+use fdw_net::wire::{ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
 
 use super::{NodeShared, read_through, respond, store_error};
 use crate::store::{ObjectMeta, ObjectState};
@@ -56,7 +56,7 @@ pub(super) async fn get(
     let reader = match found {
         Ok(reader) => reader,
         Err(err) => {
-            respond(send, &err.into_response()).await;
+            respond(send, &or_lost(node, &object, err.into_response())).await;
             return Ok(());
         }
     };
@@ -108,11 +108,33 @@ pub(super) async fn get(
 
 pub(super) async fn head(node: &NodeShared, object: ObjectRef, under_store: bool) -> Response {
     if let Err(err) = discover(node, &object, under_store).await {
-        return err.into_response();
+        return or_lost(node, &object, err.into_response());
     }
     match node.store.head(&object.bucket, &object.key) {
         Ok(meta) => Response::Object(info(node, &meta, meta.len, meta.crc)),
-        Err(err) => store_error(err),
+        Err(err) => or_lost(node, &object, store_error(err)),
+    }
+}
+
+/// A key this node does not hold, but witnessed as lost, is answered `Lost`.
+fn or_lost(node: &NodeShared, object: &ObjectRef, response: Response) -> Response {
+    let not_found = matches!(
+        response,
+        Response::Error {
+            kind: ErrorKind::NotFound,
+            ..
+        }
+    );
+    match node.witnesses.lost(&object.bucket, &object.key) {
+        Some((version, holders)) if not_found => Response::error(
+            ErrorKind::Lost,
+            format!(
+                "{}/{}@{version} was acknowledged on nodes {holders:?}, and every one of them \
+                 failed before it was persisted",
+                object.bucket, object.key
+            ),
+        ),
+        _ => response,
     }
 }
 
@@ -164,6 +186,8 @@ pub(super) fn status(node: &NodeShared) -> Response {
         last_upload_failure: persist.last_failure,
         members: node.membership.health(),
         incarnation: node.incarnation,
-        recovery: node.recovery.status(node.membership.losses()),
+        recovery: node
+            .recovery
+            .status(node.membership.losses(), node.witnesses.lost_count()),
     })
 }

@@ -77,10 +77,12 @@ impl Recovery {
         }
     }
 
-    /// The counters, with the number of member losses this node has seen.
-    pub(super) fn status(&self, losses_seen: u64) -> RecoveryStatus {
+    /// The counters, with the member losses this node has seen and the objects it
+    /// witnessed lost.
+    pub(super) fn status(&self, losses_seen: u64, lost_objects: u64) -> RecoveryStatus {
         RecoveryStatus {
             losses_seen,
+            lost_objects,
             taken_over: self.taken_over.load(Ordering::Relaxed),
             copies_made: self.copies_made.load(Ordering::Relaxed),
             copy_bytes: self.copy_bytes.load(Ordering::Relaxed),
@@ -210,7 +212,9 @@ async fn copy_loop(node: Arc<NodeShared>) {
             if short == 0 && waiting == 0 {
                 recovery.losses_restored.store(handled, Ordering::Relaxed);
             }
-            due = short > 0 || waiting > 0;
+            // Lost objects are checked again until a holder comes back.
+            let lost = super::witness::check(&node).await;
+            due = short > 0 || waiting > 0 || lost > 0;
         }
         tokio::select! {
             _ = lost => {}
@@ -256,6 +260,20 @@ async fn restore_copies(node: &NodeShared) -> u64 {
             }
             match copy_to(node, &member, &object).await {
                 Ok(()) => {
+                    // Persisted while the copy was on its way: the replicas were told
+                    // before this one had it, so it is told now.
+                    if !still_unpersisted(node, id) {
+                        let told = Request::Persisted {
+                            object: ObjectRef {
+                                bucket: id.bucket.clone(),
+                                key: id.key.clone(),
+                            },
+                            version: id.version,
+                        };
+                        if let Err(err) = node.ask(&member, &told.encode()).await {
+                            tracing::warn!(%id, peer = member.id, "not told it is persisted: {err}");
+                        }
+                    }
                     holders += 1;
                     node.recovery.copies_made.fetch_add(1, Ordering::Relaxed);
                     node.recovery
@@ -281,7 +299,11 @@ fn still_unpersisted(node: &NodeShared, id: &ObjectId) -> bool {
 }
 
 /// Whether `member` holds `id`'s version of its key, or a newer one.
-async fn holds(node: &NodeShared, member: &Member, id: &ObjectId) -> Result<bool, String> {
+pub(super) async fn holds(
+    node: &NodeShared,
+    member: &Member,
+    id: &ObjectId,
+) -> Result<bool, String> {
     let object = ObjectRef {
         bucket: id.bucket.clone(),
         key: id.key.clone(),

@@ -1,7 +1,10 @@
-//! Puts and deletes: as primary (assign the version, fan out, count the quorum) and as
-//! replica (store what the primary forwards).
+//! Puts and deletes: as primary (assign the version, fan out, count the quorum, tell
+//! the witnesses) and as replica (store what the primary forwards).
+
+use std::sync::Arc;
 
 use fdw_net::Version;
+use fdw_net::placement::Member;
 use fdw_net::transport::{self, TransportError};
 use fdw_net::wire::{
     ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response, frame_count,
@@ -9,6 +12,7 @@ use fdw_net::wire::{
 use tokio::sync::mpsc;
 
 use super::quorum::{Outcome, Quorum};
+use super::witness::WITNESSES;
 use super::{NodeShared, object_id, store_error};
 use crate::store::{Role, StoreError};
 
@@ -148,7 +152,7 @@ fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
 }
 
 pub(super) async fn put(
-    node: &NodeShared,
+    node: &Arc<NodeShared>,
     header: PutHeader,
     recv: &mut quinn::RecvStream,
 ) -> Response {
@@ -173,7 +177,7 @@ pub(super) async fn put(
 
 /// The primary's side of a put.
 async fn coordinate_put(
-    node: &NodeShared,
+    node: &Arc<NodeShared>,
     header: PutHeader,
     recv: &mut quinn::RecvStream,
 ) -> Response {
@@ -217,6 +221,11 @@ async fn coordinate_put(
             await_quorum(node, forwards, &mut quorum).await;
             let response = decided(&quorum, version, crc);
             if matches!(response, Response::Stored { .. })
+                && header.replication.write_type.persists()
+            {
+                tell_witnesses(node, &header.object, version, quorum.acked());
+            }
+            if matches!(response, Response::Stored { .. })
                 && header.replication.write_type.acks_after_persist()
             {
                 let id = object_id(&header.object.bucket, &header.object.key, version);
@@ -238,6 +247,36 @@ async fn coordinate_put(
             failure
         }
     }
+}
+
+/// Tells the first [`WITNESSES`] members of the preference list that do not hold the
+/// acknowledged version which members do, in the background (not on the write's path).
+fn tell_witnesses(node: &Arc<NodeShared>, object: &ObjectRef, version: Version, holders: &[u16]) {
+    let witnesses: Vec<Member> = node
+        .placement
+        .preference_list(&object.bucket, &object.key)
+        .into_iter()
+        .filter(|m| !holders.contains(&m.id))
+        .take(WITNESSES)
+        .cloned()
+        .collect();
+    if witnesses.is_empty() {
+        return;
+    }
+    let request = Request::Witness {
+        object: object.clone(),
+        version,
+        holders: holders.to_vec(),
+    }
+    .encode();
+    let node = node.clone();
+    tokio::spawn(async move {
+        for member in witnesses {
+            if let Err(err) = node.ask(&member, &request).await {
+                tracing::debug!(peer = member.id, %version, "witness not told: {err}");
+            }
+        }
+    });
 }
 
 /// A newer version of the key is already here: this one is superseded on arrival, which

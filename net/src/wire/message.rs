@@ -140,6 +140,17 @@ pub enum Request {
         /// Which version.
         version: Version,
     },
+    /// The primary tells a member outside the replica set that a version was
+    /// acknowledged and which members hold it, so that someone can name it as lost if
+    /// every holder fails before it is persisted.
+    Witness {
+        /// Which object.
+        object: ObjectRef,
+        /// Which version.
+        version: Version,
+        /// The members that hold it (at most [`MAX_REPLICAS`](super::MAX_REPLICAS)).
+        holders: Vec<u16>,
+    },
 }
 
 /// What a failed request tells the caller to do.
@@ -161,10 +172,13 @@ pub enum ErrorKind {
     /// `NotFound`; it tells them not to look further (in the under-store, which may
     /// still have the old version until the delete is persisted).
     Deleted,
+    /// The version was acknowledged, but every member that held it failed before it was
+    /// persisted: it is lost unless one of them comes back.
+    Lost,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 7] = [
+    const ALL: [ErrorKind; 8] = [
         ErrorKind::Unavailable,
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
@@ -172,6 +186,7 @@ impl ErrorKind {
         ErrorKind::DataCorruption,
         ErrorKind::Internal,
         ErrorKind::Deleted,
+        ErrorKind::Lost,
     ];
 
     fn code(self) -> u8 {
@@ -281,6 +296,9 @@ pub struct RecoveryStatus {
     /// it holds had an owner and R live copies. Equal to `losses_seen` once it has
     /// recovered from every loss.
     pub losses_restored: u64,
+    /// Acknowledged versions this node witnessed whose every holder failed before they
+    /// were persisted (each is named in the log and by `head`).
+    pub lost_objects: u64,
 }
 
 /// One member as another sees it through heartbeats.
@@ -375,6 +393,12 @@ enum RawRequest {
         key: Vec<u8>,
         version: u64,
     },
+    Witness {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        version: u64,
+        holders: Vec<u16>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -433,7 +457,7 @@ enum RawResponse {
         last_upload_failure: Option<Vec<u8>>,
         members: Vec<RawMemberHealth>,
         incarnation: u64,
-        recovery: [u64; 6],
+        recovery: [u64; 7],
     },
     Error {
         kind: u8,
@@ -607,6 +631,19 @@ impl Request {
                     version: version.0,
                 }
             }
+            Request::Witness {
+                object,
+                version,
+                holders,
+            } => {
+                let (bucket, key) = name_bytes(object);
+                RawRequest::Witness {
+                    bucket,
+                    key,
+                    version: version.0,
+                    holders: holders.clone(),
+                }
+            }
         };
         archive(&raw)
     }
@@ -693,6 +730,21 @@ impl Request {
                 object: object_ref(bucket, key)?,
                 version: Version(version),
             },
+            RawRequest::Witness {
+                bucket,
+                key,
+                version,
+                holders,
+            } => {
+                if holders.len() > usize::from(MAX_REPLICAS) {
+                    return Err(WireError::TooManyHolders(holders.len()));
+                }
+                Request::Witness {
+                    object: object_ref(bucket, key)?,
+                    version: Version(version),
+                    holders,
+                }
+            }
         })
     }
 }
@@ -786,6 +838,7 @@ impl Response {
                     s.recovery.under_replicated,
                     s.recovery.losses_seen,
                     s.recovery.losses_restored,
+                    s.recovery.lost_objects,
                 ],
             },
             Response::Error { kind, message } => RawResponse::Error {
@@ -871,6 +924,7 @@ impl Response {
                         under_replicated,
                         losses_seen,
                         losses_restored,
+                        lost_objects,
                     ],
             } => Response::Status(NodeStatus {
                 node,
@@ -911,6 +965,7 @@ impl Response {
                     under_replicated,
                     losses_seen,
                     losses_restored,
+                    lost_objects,
                 },
             }),
             RawResponse::Error { kind, message } => Response::Error {

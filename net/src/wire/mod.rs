@@ -137,6 +137,9 @@ pub enum WireError {
         "status lists {0} members, over the limit of {MAX_STATUS_MEMBERS} (MAX_STATUS_MEMBERS)"
     )]
     TooManyMembers(usize),
+    /// A witness naming more than [`MAX_REPLICAS`] holders.
+    #[error("a witness names {0} holders, over the limit of {MAX_REPLICAS} (MAX_REPLICAS)")]
+    TooManyHolders(usize),
     /// A byte range that is empty the wrong way round.
     #[error("range {start}..{end} ends before it starts")]
     InvalidRange {

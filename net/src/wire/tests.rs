@@ -64,7 +64,27 @@ fn sample_requests() -> Vec<Request> {
             object: object("k"),
             version: Version(7),
         },
+        Request::Witness {
+            object: object("k"),
+            version: Version(8),
+            holders: vec![0, 2],
+        },
     ]
+}
+
+#[test]
+fn a_witness_over_the_holder_limit_is_refused_naming_it() {
+    let witness = Request::Witness {
+        object: object("k"),
+        version: Version(8),
+        holders: (0..=u16::from(crate::wire::MAX_REPLICAS)).collect(),
+    };
+    let err = decode_request(&witness.encode()).unwrap_err();
+    assert_eq!(
+        err,
+        WireError::TooManyHolders(usize::from(crate::wire::MAX_REPLICAS) + 1)
+    );
+    assert!(err.to_string().contains("MAX_REPLICAS"));
 }
 
 #[test]
@@ -135,6 +155,7 @@ fn sample_responses() -> Vec<Response> {
                 under_replicated: 15,
                 losses_seen: 16,
                 losses_restored: 17,
+                lost_objects: 18,
             },
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),

@@ -191,6 +191,14 @@ async fn main() -> anyhow::Result<()> {
                             ));
                         }
                         let r = s.recovery;
+                        if r.lost_objects > 0 {
+                            views.push(format!(
+                                "{} witnessed {} acknowledged versions LOST: every member \
+                                 holding them failed before they were persisted (named in \
+                                 its log, and by `fdw head`)",
+                                member.name, r.lost_objects
+                            ));
+                        }
                         if r.losses_seen > 0 {
                             let state = if r.losses_restored == r.losses_seen {
                                 "recovered".to_owned()
