@@ -94,10 +94,10 @@ impl S3Server {
         }));
         let fs = FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let checked = Checked {
-            fs,
+            fs: Arc::new(fs),
             root: root.canonicalize()?,
             state: state.clone(),
-            writes: tokio::sync::Mutex::new(()),
+            writes: Arc::default(),
         };
         let mut builder = s3s::service::S3ServiceBuilder::new(checked);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -191,12 +191,12 @@ impl S3Server {
 }
 
 struct Checked {
-    fs: FileSystem,
+    fs: Arc<FileSystem>,
     root: PathBuf,
     state: Arc<Mutex<State>>,
     /// Held from a write's conditions check to its end, as S3 makes conditional writes
     /// atomic (s3s-fs checks, then writes).
-    writes: tokio::sync::Mutex<()>,
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Checked {
@@ -411,34 +411,44 @@ impl S3 for Checked {
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
         let object = (req.input.bucket.clone(), req.input.key.clone());
         let expected = req.input.checksum_crc32.clone();
-        let _write = self.writes.lock().await;
-        let mut completed = self.fs.complete_multipart_upload(req).await?;
-        self.state
-            .lock()
-            .expect("server state")
-            .uploads
-            .remove(&upload_id);
-        let bytes = tokio::fs::read(&path)
+        let (fs, state, writes) = (self.fs.clone(), self.state.clone(), self.writes.clone());
+        // Runs to the end even if the client goes away, as S3 finishes a request it has
+        // whole: s3s-fs forgets the upload before it writes the object, so a completion
+        // cut short would leave an upload that is neither open nor complete.
+        let completing = tokio::spawn(async move {
+            let _write = writes.lock().await;
+            let mut completed = fs.complete_multipart_upload(req).await?;
+            state
+                .lock()
+                .expect("server state")
+                .uploads
+                .remove(&upload_id);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| s3_error!(InternalError, "reading back the object: {e}"))?;
+            let actual = crc32_header(crc32fast::hash(&bytes));
+            if let Some(expected) = expected
+                && expected != actual
+            {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(s3_error!(
+                    BadDigest,
+                    "full-object x-amz-checksum-crc32 {expected} does not match the parts' {actual}"
+                ));
+            }
+            state
+                .lock()
+                .expect("server state")
+                .multipart_crcs
+                .insert(object, actual.clone());
+            completed.output.checksum_crc32 = Some(actual);
+            completed.output.checksum_type =
+                Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+            Ok(completed)
+        });
+        completing
             .await
-            .map_err(|e| s3_error!(InternalError, "reading back the object: {e}"))?;
-        let actual = crc32_header(crc32fast::hash(&bytes));
-        if let Some(expected) = expected
-            && expected != actual
-        {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(s3_error!(
-                BadDigest,
-                "full-object x-amz-checksum-crc32 {expected} does not match the parts' {actual}"
-            ));
-        }
-        self.state
-            .lock()
-            .expect("server state")
-            .multipart_crcs
-            .insert(object, actual.clone());
-        completed.output.checksum_crc32 = Some(actual);
-        completed.output.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
-        Ok(completed)
+            .map_err(|e| s3_error!(InternalError, "completing: {e}"))?
     }
 
     async fn abort_multipart_upload(
