@@ -16,6 +16,11 @@
 //!    fsync, rename, directory fsync) through fdw's io_uring store, and through plain
 //!    `pwrite` + `fsync` calls doing the same steps.
 //!
+//! 4. **Fencing.** 16 objects of 4 KiB persisted one at a time to an S3 server with the
+//!    cloud emulation's defaults (100–200 ms first byte): fenced (`persist_version`:
+//!    `HeadObject`, then a conditional `PutObject` recording the version), beside a
+//!    plain `PutObject` of the same bytes. This is what fencing costs per upload.
+//!
 //! Rounds alternate between each pair so the machine's noise falls on both alike. Run
 //! with `cargo bench -p fdw-benches --bench persist`.
 
@@ -27,8 +32,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use fdw_client::{Replication, WriteType};
 use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_persist::emulation::CloudEmulation;
 use fdw_persist::s3_server::S3Server;
-use fdw_persist::{LocalDir, Payload, S3Store, UnderStore};
+use fdw_persist::{
+    Fence, LocalDir, ObjectBytes, Payload, RetryPolicy, S3Store, UnderStore, persist_version,
+    upload,
+};
 use fdw_tools::bench::baseline::put_s3_all;
 use fdw_tools::bench::fdw_drain;
 
@@ -267,6 +276,59 @@ fn main() {
             );
         }
         report("pwrite + fsync", &plain, "fdw io_uring store", &uring);
+
+        let emulated = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(emulated.path().join("lake")).expect("bucket");
+        let cloud = S3Server::start_emulating(emulated.path(), CloudEmulation::s3_standard())
+            .await
+            .expect("s3 server");
+        let s3 = S3Store::new(&cloud.config(), "lake", "");
+        let small: Vec<ObjectBytes> = (0..16)
+            .map(|n| ObjectBytes::from_bytes(object(n, 4 << 10), 64 << 10))
+            .collect();
+        println!(
+            "
+fencing: 16 objects of 4 KiB, one at a time, to an S3 with 100-200 ms first byte"
+        );
+        let (mut fenced, mut unfenced) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let started = now();
+            for (n, o) in small.iter().enumerate() {
+                let key = format!("plain-{round}-{n}");
+                upload(
+                    &s3,
+                    &key,
+                    o,
+                    &Fence::default(),
+                    PART,
+                    &RetryPolicy::default(),
+                )
+                .await
+                .expect("plain put");
+            }
+            unfenced.push(started.elapsed().as_secs_f64() * 1e3 / small.len() as f64);
+            let started = now();
+            for (n, o) in small.iter().enumerate() {
+                let key = format!("fenced-{round}-{n}");
+                persist_version(&s3, &key, Some(o), 1, PART, &RetryPolicy::default())
+                    .await
+                    .expect("fenced put");
+            }
+            fenced.push(started.elapsed().as_secs_f64() * 1e3 / small.len() as f64);
+            println!(
+                "  round {round}: PutObject {:.0} ms, fenced {:.0} ms per object",
+                unfenced[round], fenced[round]
+            );
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (u, f) = (median(&mut unfenced), median(&mut fenced));
+        println!(
+            "  median: PutObject {u:.0} ms, fenced {f:.0} ms per object: {:.2}x",
+            f / u
+        );
     });
     std::io::stdout().flush().expect("flush");
 }

@@ -241,6 +241,16 @@ impl Checked {
     }
 }
 
+/// Runs a write to its end even if the client goes away meanwhile (which drops the
+/// request's future), as S3 finishes a request it has received whole.
+async fn to_the_end<T: Send + 'static>(
+    write: impl std::future::Future<Output = S3Result<T>> + Send + 'static,
+) -> S3Result<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| s3_error!(InternalError, "the write failed: {e}"))?
+}
+
 /// Reads a request body whole (this is a test server) and checks it against the CRC32
 /// the client sent, if any; returns it, to pass on.
 async fn checked_body(
@@ -295,11 +305,21 @@ impl S3 for Checked {
         let expected = req.input.checksum_crc32.clone();
         let body = checked_body(req.input.body.take(), expected.as_deref()).await?;
         req.input.body = Some(body);
-        let _write = self.writes.lock().await;
         let object = (req.input.bucket.clone(), req.input.key.clone());
-        let put = self.fs.put_object(req).await?;
-        self.forget_multipart_crc(object);
-        Ok(put)
+        let (fs, state, writes) = (self.fs.clone(), self.state.clone(), self.writes.clone());
+        // The whole body is here: finish even if the client goes away (s3s-fs renames
+        // the object into place before it records its checksum).
+        to_the_end(async move {
+            let _write = writes.lock().await;
+            let put = fs.put_object(req).await?;
+            state
+                .lock()
+                .expect("server state")
+                .multipart_crcs
+                .remove(&object);
+            Ok(put)
+        })
+        .await
     }
 
     async fn get_object(
@@ -412,10 +432,9 @@ impl S3 for Checked {
         let object = (req.input.bucket.clone(), req.input.key.clone());
         let expected = req.input.checksum_crc32.clone();
         let (fs, state, writes) = (self.fs.clone(), self.state.clone(), self.writes.clone());
-        // Runs to the end even if the client goes away, as S3 finishes a request it has
-        // whole: s3s-fs forgets the upload before it writes the object, so a completion
-        // cut short would leave an upload that is neither open nor complete.
-        let completing = tokio::spawn(async move {
+        // s3s-fs forgets the upload before it writes the object: a completion cut short
+        // would leave an upload that is neither open nor complete.
+        to_the_end(async move {
             let _write = writes.lock().await;
             let mut completed = fs.complete_multipart_upload(req).await?;
             state
@@ -445,10 +464,8 @@ impl S3 for Checked {
             completed.output.checksum_type =
                 Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
             Ok(completed)
-        });
-        completing
-            .await
-            .map_err(|e| s3_error!(InternalError, "completing: {e}"))?
+        })
+        .await
     }
 
     async fn abort_multipart_upload(
