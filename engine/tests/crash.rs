@@ -373,14 +373,12 @@ async fn a_version_whose_holders_all_stop_is_named_lost_until_one_resumes() {
     cluster.signal(1, Signal::SIGSTOP);
 
     let witness = client.members()[2].clone();
+    let lost_seen = async || {
+        let status = client.status_of(&witness).await.unwrap();
+        status.recovery.lost_objects
+    };
     common::eventually("node 2 names the version lost", async || {
-        client
-            .status_of(&witness)
-            .await
-            .unwrap()
-            .recovery
-            .lost_objects
-            == 1
+        lost_seen().await == 1
     })
     .await;
     let err = client.head(BUCKET, &key).await.unwrap_err();
@@ -398,13 +396,7 @@ async fn a_version_whose_holders_all_stop_is_named_lost_until_one_resumes() {
     })
     .await;
     common::eventually("node 2 no longer names it lost", async || {
-        client
-            .status_of(&witness)
-            .await
-            .unwrap()
-            .recovery
-            .lost_objects
-            == 0
+        lost_seen().await == 0
     })
     .await;
     cluster.signal(0, Signal::SIGCONT);

@@ -301,6 +301,42 @@ pub struct RecoveryStatus {
     pub lost_objects: u64,
 }
 
+impl RecoveryStatus {
+    /// The counters in their archived order.
+    fn raw(&self) -> [u64; 7] {
+        [
+            self.taken_over,
+            self.copies_made,
+            self.copy_bytes,
+            self.under_replicated,
+            self.losses_seen,
+            self.losses_restored,
+            self.lost_objects,
+        ]
+    }
+
+    fn from_raw(raw: [u64; 7]) -> Self {
+        let [
+            taken_over,
+            copies_made,
+            copy_bytes,
+            under_replicated,
+            losses_seen,
+            losses_restored,
+            lost_objects,
+        ] = raw;
+        Self {
+            taken_over,
+            copies_made,
+            copy_bytes,
+            under_replicated,
+            losses_seen,
+            losses_restored,
+            lost_objects,
+        }
+    }
+}
+
 /// One member as another sees it through heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberHealth {
@@ -831,15 +867,7 @@ impl Response {
                     })
                     .collect(),
                 incarnation: s.incarnation,
-                recovery: [
-                    s.recovery.taken_over,
-                    s.recovery.copies_made,
-                    s.recovery.copy_bytes,
-                    s.recovery.under_replicated,
-                    s.recovery.losses_seen,
-                    s.recovery.losses_restored,
-                    s.recovery.lost_objects,
-                ],
+                recovery: s.recovery.raw(),
             },
             Response::Error { kind, message } => RawResponse::Error {
                 kind: kind.code(),
@@ -916,16 +944,7 @@ impl Response {
                 last_upload_failure,
                 members,
                 incarnation,
-                recovery:
-                    [
-                        taken_over,
-                        copies_made,
-                        copy_bytes,
-                        under_replicated,
-                        losses_seen,
-                        losses_restored,
-                        lost_objects,
-                    ],
+                recovery,
             } => Response::Status(NodeStatus {
                 node,
                 backing: text(backing, "backing")?,
@@ -958,15 +977,7 @@ impl Response {
                         .collect()
                 },
                 incarnation,
-                recovery: RecoveryStatus {
-                    taken_over,
-                    copies_made,
-                    copy_bytes,
-                    under_replicated,
-                    losses_seen,
-                    losses_restored,
-                    lost_objects,
-                },
+                recovery: RecoveryStatus::from_raw(recovery),
             }),
             RawResponse::Error { kind, message } => Response::Error {
                 kind: ErrorKind::from_code(kind),
