@@ -369,6 +369,8 @@ async fn a_version_whose_holders_all_stop_is_named_lost_until_one_resumes() {
     let key = common::keys_placed(&placement, BUCKET, &[0, 1], 1).remove(0);
     let data = object(9, 300_000);
     client.put_with(BUCKET, &key, &data, R2W2).await.unwrap();
+    // The witness is told in the background, just after the acknowledgement.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.signal(0, Signal::SIGSTOP);
     cluster.signal(1, Signal::SIGSTOP);
 

@@ -234,6 +234,11 @@ const MAX_CONFLICTS: u32 = 8;
 /// newer one and a delete never removes a newer version, whichever node writes and
 /// however late (a primary that was paused mid-upload, and the member that took its
 /// place). A write that loses such a race reads again and decides again.
+///
+/// An object that goes in one PUT is first written on the guess that the key is new
+/// (`If-None-Match: *`), the common case in pipelines: one request instead of a read and
+/// a write. If the key exists, that write changes nothing, and the key is read as above.
+/// A multipart upload reads first: a wrong guess would cost the whole upload.
 pub async fn persist_version(
     store: &impl UnderStore,
     key: &str,
@@ -243,6 +248,18 @@ pub async fn persist_version(
     policy: &RetryPolicy,
 ) -> Result<Persisted, UnderStoreError> {
     let mut conflicts = 0;
+    if let Some(object) = object
+        && (object.len() <= part_bytes.max(MIN_PART_BYTES) || store.puts_any_size())
+    {
+        let fence = Fence {
+            version: Some(version),
+            expect: Some(Expect::Absent),
+        };
+        match upload(store, key, object, &fence, part_bytes, policy).await {
+            Err(err) if err.kind == FailureKind::Conflict => conflicts += 1,
+            other => return other.map(Persisted::Written),
+        }
+    }
     loop {
         let mut retries = 0;
         let current = with_retry(policy, &mut retries, || store.head(key)).await?;
