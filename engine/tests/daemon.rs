@@ -53,18 +53,14 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
     assert!(!receipt.replicas.contains(&1), "{:?}", receipt.replicas);
     assert_eq!(client.get("stage-1", &key).await.unwrap(), data);
     // All three cannot be had, and the error says why.
+    let elsewhere = keys_placed(&placement, "stage-1", &[2, 1], 1).remove(0);
     let r3 = Replication {
         replicas: 3,
         quorum: 3,
         ..r2
     };
     let err = client
-        .put_with(
-            "stage-1",
-            &keys_placed(&placement, "stage-1", &[2, 1], 1).remove(0),
-            &data,
-            r3,
-        )
+        .put_with("stage-1", &elsewhere, &data, r3)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("declared dead"), "{err}");
@@ -73,12 +69,7 @@ async fn a_stopped_process_is_declared_dead_until_it_answers_again() {
     cluster.signal(1, Signal::SIGCONT);
     wait_seen(&client, &[0, 2], 1, true).await;
     let receipt = client
-        .put_with(
-            "stage-1",
-            &keys_placed(&placement, "stage-1", &[2, 1], 1).remove(0),
-            &data,
-            r3,
-        )
+        .put_with("stage-1", &elsewhere, &data, r3)
         .await
         .unwrap();
     assert_eq!(receipt.replicas.len(), 3);

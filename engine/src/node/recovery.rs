@@ -120,6 +120,9 @@ async fn adopt_loop(node: Arc<NodeShared>) {
 /// Takes over the copies this node holds whose primary is lost, when it is their turn.
 /// Returns how many wait for their turn.
 fn adopt_orphans(node: &NodeShared) -> u64 {
+    if node.membership.losses() == 0 {
+        return 0; // nobody was ever lost: no copy can be an orphan (spares the scan)
+    }
     let timeout = node.membership.config().failure_timeout;
     let now = Instant::now();
     let mut adopted = 0;
