@@ -29,3 +29,7 @@ fi
 #    loom's (engine/src/sync.rs); its own target dir keeps the normal build cached.
 RUSTFLAGS="--cfg fdw_loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked --release -p fdw-engine --lib loom_tests
+
+# 4. The S3 gateway with Python's own S3 clients: boto3, pyarrow and polars against a real
+#    `fdw-engine serve` process (python/test.sh makes the venv from PyPI).
+bash python/test.sh

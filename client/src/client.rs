@@ -426,7 +426,7 @@ impl Client {
 
     /// The whole object.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
-        self.read(bucket, key, None).await
+        Ok(self.read(bucket, key, None).await?.1)
     }
 
     /// Bytes `range` of the object.
@@ -436,15 +436,17 @@ impl Client {
         key: &str,
         range: Range<u64>,
     ) -> Result<Vec<u8>, Error> {
-        self.read(bucket, key, Some(range)).await
+        Ok(self.read(bucket, key, Some(range)).await?.1)
     }
 
-    async fn read(
+    /// The object, or bytes `range` of it, with what the answering replica said of the
+    /// bytes sent: their version, and their length and CRC32 (of the range, for a range).
+    pub async fn read(
         &self,
         bucket: &str,
         key: &str,
         range: Option<Range<u64>>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(ObjectInfo, Vec<u8>), Error> {
         let object = Self::object(bucket, key)?;
         // Replicas first, in preference order.
         self.first_answer(&object, |member, under_store| {
@@ -457,7 +459,10 @@ impl Client {
                 let (mut send, mut recv) = self.open(member, &request).await?;
                 let _ = send.finish();
                 match self.response(member, &mut recv).await? {
-                    Response::Object(info) => self.receive_object(member, &info, &mut recv).await,
+                    Response::Object(info) => {
+                        let bytes = self.receive_object(member, &info, &mut recv).await?;
+                        Ok((info, bytes))
+                    }
                     Response::Error { kind, message } => Err(refused(kind, message)),
                     other => Err(unexpected("get", &other)),
                 }

@@ -44,6 +44,15 @@
 //! failure_backoff = "1s"         # an upload that failed is tried again after this
 //! ack_timeout = "60s"            # CACHE_THROUGH / THROUGH puts wait this long at most
 //!
+//! [gateway]                      # the S3 API; absent: none
+//! addr = "0.0.0.0:9000"
+//! domains = ["s3.fdw.internal"]  # virtual-hosted style: <bucket>.s3.fdw.internal
+//! anonymous = false              # serve unsigned requests
+//! keys = [{ access_key = "PIPELINE", secret_key = "..." }]
+//! [gateway.buckets.scratch]      # a bucket's writes through the gateway ([defaults] else)
+//! write_type = "MUST_CACHE"
+//! replicas = 3
+//!
 //! [s3]                           # for s3:// locations; keys come from AWS_ACCESS_KEY_ID,
 //! endpoint = "http://minio:9000" # AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
 //! region = "us-east-1"
@@ -66,6 +75,7 @@ use fdw_net::wire::Replication;
 use fdw_persist::{RetryPolicy, S3Config, UnderStoreLocation};
 use serde::Deserialize;
 
+use crate::gateway::{AccessKey, GatewayConfig};
 use crate::node::{HeartbeatConfig, NodeConfig, PersistConfig, RecoveryConfig};
 use crate::pool::{HugePagePolicy, PoolConfig};
 use crate::store::StoreConfig;
@@ -285,6 +295,39 @@ pub struct S3Section {
     pub path_style: Option<bool>,
 }
 
+/// `[gateway]`: the S3 API this node serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Base domains of virtual-hosted-style addressing.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Serve unsigned requests.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Access keys accepted (the file holding them must be readable only by fdw).
+    #[serde(default)]
+    pub keys: Vec<AccessKey>,
+    /// Per-bucket write settings.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketWrites>,
+}
+
+/// `[gateway.buckets.<name>]`: how the gateway writes to one bucket; what is left out
+/// comes from `[defaults]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketWrites {
+    /// Write type.
+    pub write_type: Option<String>,
+    /// Replicas R.
+    pub replicas: Option<u8>,
+    /// Quorum W; default the smaller of `[defaults]`'s and R.
+    pub quorum: Option<u8>,
+}
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +354,9 @@ pub struct Config {
     /// `[s3]`.
     #[serde(default)]
     pub s3: S3Section,
+    /// `[gateway]`.
+    #[serde(default)]
+    pub gateway: Option<GatewaySection>,
 }
 
 impl Config {
@@ -413,6 +459,7 @@ impl Config {
             ));
         }
         self.persist_config()?;
+        self.gateway_config()?;
         Ok(())
     }
 
@@ -465,6 +512,46 @@ impl Config {
             failure_backoff: p.failure_backoff,
             ack_timeout: p.ack_timeout,
         })
+    }
+
+    /// The S3 gateway this file describes, if any.
+    pub fn gateway_config(&self) -> Result<Option<GatewayConfig>, String> {
+        let Some(section) = &self.gateway else {
+            return Ok(None);
+        };
+        let default = self.default_replication();
+        let mut config = GatewayConfig::new(section.addr, section.keys.clone(), default);
+        config.anonymous = section.anonymous;
+        config.domains = section.domains.clone();
+        config.any_bucket = self.persist.default.is_some();
+        if config.keys.is_empty() && !config.anonymous {
+            return Err("[gateway] has no keys and anonymous = false: nobody could use it".into());
+        }
+        for bucket in self.buckets.keys() {
+            config.buckets.insert(bucket.clone(), default);
+        }
+        for (bucket, writes) in &section.buckets {
+            let at = format!("[gateway.buckets.{bucket}]");
+            fdw_net::BucketName::new(bucket.as_str()).map_err(|e| format!("{at}: {e}"))?;
+            let write_type = match &writes.write_type {
+                Some(name) => name
+                    .parse::<WriteType>()
+                    .map_err(|e| format!("{at} write_type: {e}"))?,
+                None => default.write_type,
+            };
+            let replicas = writes.replicas.unwrap_or(default.replicas);
+            let quorum = writes.quorum.unwrap_or(default.quorum.min(replicas));
+            let replication =
+                Replication::new(write_type, replicas, quorum).map_err(|e| format!("{at}: {e}"))?;
+            if usize::from(replicas) > self.members.len() {
+                return Err(format!(
+                    "{at} replicas = {replicas} but there are only {} members",
+                    self.members.len()
+                ));
+            }
+            config.buckets.insert(bucket.clone(), replication);
+        }
+        Ok(Some(config))
     }
 
     /// What clients and the gateway ask for unless told otherwise.
@@ -572,6 +659,47 @@ request_timeout = "2s 500ms"
 stage-1 = "s3://data/stage-1"
 "#;
 
+    const GATEWAY: &str = r#"
+[gateway]
+addr = "127.0.0.1:9000"
+keys = [{ access_key = "PIPELINE", secret_key = "s3cr3t" }]
+"#;
+
+    #[test]
+    fn gateway_buckets_take_what_they_leave_out_from_the_defaults() {
+        let text = format!(
+            "{GOOD}{GATEWAY}[gateway.buckets.scratch]\nwrite_type = \"MUST_CACHE\"\nreplicas = 1\n"
+        );
+        let gateway = parse(&text, &[])
+            .unwrap()
+            .gateway_config()
+            .unwrap()
+            .unwrap();
+        let scratch = gateway.buckets["scratch"];
+        assert_eq!(scratch.write_type, WriteType::MustCache);
+        assert_eq!((scratch.replicas, scratch.quorum), (1, 1));
+        assert_eq!(
+            gateway.buckets["stage-1"], gateway.default,
+            "[buckets] exist"
+        );
+        assert!(
+            !gateway.any_bucket,
+            "no [persist] default: only listed buckets"
+        );
+        assert_eq!(gateway.keys[0].access_key, "PIPELINE");
+        assert!(
+            !format!("{:?}", gateway.keys).contains("s3cr3t"),
+            "secrets stay out of logs"
+        );
+        assert!(
+            parse(GOOD, &[])
+                .unwrap()
+                .gateway_config()
+                .unwrap()
+                .is_none()
+        );
+    }
+
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::parse(
             Path::new("node.toml"),
@@ -642,6 +770,18 @@ stage-1 = "s3://data/stage-1"
             (
                 format!("{GOOD}\n[defaults]\nreplicas = 3\nquorum = 2\n"),
                 "only 2 members",
+            ),
+            (
+                format!("{GOOD}\n[gateway]\naddr = \"127.0.0.1:9000\"\n"),
+                "[gateway] has no keys",
+            ),
+            (
+                format!("{GOOD}{GATEWAY}[gateway.buckets.scratch]\nwrite_type = \"FAST\"\n"),
+                "[gateway.buckets.scratch] write_type",
+            ),
+            (
+                format!("{GOOD}{GATEWAY}[gateway.buckets.scratch]\nreplicas = 3\n"),
+                "[gateway.buckets.scratch] replicas = 3",
             ),
         ];
         for (text, needle) in cases {

@@ -17,6 +17,7 @@
 //! fault-tolerance work.
 
 pub mod config;
+pub mod gateway;
 pub mod local;
 pub mod node;
 pub mod pool;

@@ -97,26 +97,23 @@ pub enum NodeError {
     UnderStore(#[from] fdw_persist::UnderStoreError),
 }
 
-/// Versions this node assigns as a primary: increasing, and above anything the key has
-/// had. Seeded from the wall clock in microseconds, so a restarted primary continues
-/// above what it issued before.
+/// Versions this node assigns as a primary: increasing, above anything the key has had,
+/// and at least the wall clock in microseconds since the epoch (a hybrid logical clock).
+/// So a restarted primary continues above what it issued before, and a version is also
+/// when it was committed, which the S3 gateway answers as `Last-Modified`.
 struct VersionClock {
     last: AtomicU64,
 }
 
 impl VersionClock {
     fn new() -> Self {
-        #[allow(clippy::disallowed_methods)] // read once, only to seed the counter
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         Self {
-            last: AtomicU64::new(now.as_micros() as u64),
+            last: AtomicU64::new(0),
         }
     }
 
     fn next(&self, newest: Option<Version>) -> Version {
-        let floor = newest.map_or(0, |v| v.0);
+        let floor = newest.map_or(0, |v| v.0).max(now_micros());
         let previous = self
             .last
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
@@ -127,15 +124,19 @@ impl VersionClock {
     }
 }
 
+fn now_micros() -> u64 {
+    #[allow(clippy::disallowed_methods)] // a timestamp, not a duration measurement
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as u64
+}
+
 /// A value that differs between two starts of a node: the start time in microseconds,
 /// mixed with a random draw in case two starts fall in the same one.
 fn incarnation() -> u64 {
     use std::hash::BuildHasher;
-    #[allow(clippy::disallowed_methods)] // read once at start, as an identity
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_micros() as u64 ^ std::hash::RandomState::new().hash_one(std::process::id())
+    now_micros() ^ std::hash::RandomState::new().hash_one(std::process::id())
 }
 
 struct NodeShared {
@@ -487,5 +488,12 @@ mod tests {
         let far = Version(u64::MAX / 2);
         assert!(clock.next(Some(far)) > far);
         assert!(clock.next(None) > far, "the counter never goes back");
+    }
+
+    #[test]
+    fn versions_are_commit_times() {
+        let before = now_micros();
+        let version = VersionClock::new().next(None);
+        assert!(version.0 > before && version.0 <= now_micros() + 1);
     }
 }

@@ -7,13 +7,16 @@
 
 mod cluster_demo;
 mod run_node;
+mod serve_local;
 mod store_demo;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use fdw_engine::HugePagePolicy;
+use fdw_net::WriteType;
 use tracing_subscriber::EnvFilter;
 
 /// fdw worker. With no subcommand: a local three-worker cluster demo.
@@ -61,6 +64,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         names: Vec<String>,
     },
+    /// A local cluster of three workers serving the S3 API, until SIGTERM or Ctrl-C:
+    /// point boto3, pyarrow or polars at the address it prints.
+    Serve {
+        /// Where the S3 gateway listens.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        gateway: SocketAddr,
+        /// Where objects persist: file:///dir, or s3://bucket/prefix with S3 reached as
+        /// the AWS_* environment variables say.
+        #[arg(long, default_value = "file:///tmp/fdw-under-store")]
+        under_store: String,
+        /// Write type of gateway writes.
+        #[arg(long, default_value = "ASYNC_THROUGH")]
+        write_type: WriteType,
+        /// The access key clients sign with.
+        #[arg(long, env = "FDW_ACCESS_KEY", default_value = "fdw")]
+        access_key: String,
+        /// Its secret.
+        #[arg(long, env = "FDW_SECRET_KEY", default_value = "fdw-secret-key")]
+        secret_key: String,
+        /// Serve unsigned requests too.
+        #[arg(long)]
+        anonymous: bool,
+    },
     /// The memory pool and object store on their own: write, read, persist states,
     /// eviction and backpressure.
     StoreDemo {
@@ -91,6 +117,30 @@ fn main() -> anyhow::Result<()> {
     }
     match args.command {
         Some(Command::Certs { out, names }) => run_node::certs(&out, &names),
+        Some(Command::Serve {
+            gateway,
+            under_store,
+            write_type,
+            access_key,
+            secret_key,
+            anonymous,
+        }) => {
+            let mut replication = serve_local::default_replication(args.replicas, args.quorum);
+            replication.write_type = write_type;
+            runtime.block_on(serve_local::run(serve_local::Settings {
+                nodes: 3,
+                pool_size_bytes,
+                chunk_size_bytes,
+                replication,
+                gateway,
+                under_store,
+                keys: vec![fdw_engine::gateway::AccessKey {
+                    access_key,
+                    secret_key,
+                }],
+                anonymous,
+            }))
+        }
         None => runtime.block_on(cluster_demo::run(cluster_demo::Settings {
             nodes: 3,
             pool_size_bytes,

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use fdw_client::{Client, ClientConfig};
+use fdw_engine::gateway::Gateway;
 use fdw_engine::{Config, Node};
 use fdw_net::transport::{ClusterCa, NodeIdentity};
 
@@ -20,6 +22,20 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
     let node = Node::start(node_config, &identity)
         .await
         .with_context(|| format!("starting {} at {}", me.name, me.addr))?;
+    // The gateway reaches the cluster, this node included, as a client would.
+    let gateway = match config.gateway_config().map_err(anyhow::Error::msg)? {
+        Some(gateway) => {
+            let mut client = ClientConfig::new(config.placement().members().to_vec());
+            client.replication = config.default_replication();
+            client.connect_timeout = config.limits.connect_timeout;
+            client.request_timeout = config.limits.request_timeout;
+            let client = Client::connect(client, &identity)
+                .await
+                .context("connecting the S3 gateway to the cluster")?;
+            Some(Gateway::start(gateway, client).await?)
+        }
+        None => None,
+    };
     let store = node.store().stats();
     println!(
         "fdw-engine {} (id {}) serving at {}: {} pool, {}, {} members",
@@ -30,6 +46,13 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
         store.pool.backing,
         config.members.len()
     );
+    if let Some(gateway) = &gateway {
+        println!(
+            "fdw-engine {}: S3 gateway at http://{}",
+            me.name,
+            gateway.addr()
+        );
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => {}
@@ -39,6 +62,7 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
         "fdw-engine {}: shutting down (grace {:?})",
         me.name, config.limits.shutdown_grace
     );
+    drop(gateway);
     let report = node.shutdown(config.limits.shutdown_grace).await;
     println!(
         "fdw-engine {}: stopped; {} requests were in flight, {} abandoned unacknowledged",

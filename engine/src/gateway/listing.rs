@@ -1,0 +1,289 @@
+//! ListObjectsV2 and ListObjects over the cluster's merged listing.
+//!
+//! fdw lists keys in byte order, as S3 does, `after` a key. A delimiter folds keys into
+//! common prefixes here; once a prefix is folded, the next batch starts past every key
+//! under it, so a "directory" of a million keys costs one listing call, not a thousand.
+//! A continuation token says which of the two it resumes after.
+
+use fdw_net::wire::ListEntry;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Result};
+
+use super::multipart::is_staging;
+use super::names::{committed_at, etag, s3_error};
+use super::objects::FdwS3;
+
+/// Keys asked of the cluster per call.
+const BATCH: u32 = 1000;
+/// The most keys S3 returns per page.
+const MAX_KEYS: i32 = 1000;
+
+/// Where a page resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resume {
+    /// After this key.
+    Key(String),
+    /// After every key under this common prefix.
+    Prefix(String),
+}
+
+impl Resume {
+    fn token(&self) -> String {
+        match self {
+            Resume::Key(key) => format!("k{key}"),
+            Resume::Prefix(prefix) => format!("p{prefix}"),
+        }
+    }
+
+    fn from_token(token: &str) -> S3Result<Self> {
+        match token.split_at_checked(1) {
+            Some(("k", key)) => Ok(Resume::Key(key.to_owned())),
+            Some(("p", prefix)) => Ok(Resume::Prefix(prefix.to_owned())),
+            _ => Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "The continuation token provided is incorrect",
+            )),
+        }
+    }
+
+    /// What to ask the cluster to list after: past every key under a prefix, whose
+    /// next character can be at most U+10FFFF.
+    fn start_after(&self) -> String {
+        match self {
+            Resume::Key(key) => key.clone(),
+            Resume::Prefix(prefix) => format!("{prefix}\u{10FFFF}"),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Default)]
+struct Page {
+    contents: Vec<ListEntry>,
+    prefixes: Vec<String>,
+    /// Where the next page starts, when there is one.
+    next: Option<Resume>,
+}
+
+async fn page(
+    s3: &FdwS3,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    mut resume: Option<Resume>,
+    max_keys: usize,
+) -> S3Result<Page> {
+    let mut page = Page::default();
+    let delimiter = delimiter.filter(|d| !d.is_empty());
+    loop {
+        let after = resume.as_ref().map(Resume::start_after);
+        let batch = s3
+            .shared
+            .client
+            .list(bucket, prefix, after.as_deref(), BATCH)
+            .await
+            .map_err(|e| s3_error(&e))?;
+        for entry in batch.entries {
+            let key = entry.key.as_str().to_owned();
+            if is_staging(&key) {
+                resume = Some(Resume::Key(key));
+                continue;
+            }
+            let folded = delimiter.and_then(|d| {
+                let rest = key.get(prefix.len()..)?;
+                rest.find(d)
+                    .map(|at| key[..prefix.len() + at + d.len()].to_owned())
+            });
+            let item = match folded {
+                Some(common) if resume == Some(Resume::Prefix(common.clone())) => continue,
+                Some(common) => Resume::Prefix(common),
+                None => Resume::Key(key),
+            };
+            if page.contents.len() + page.prefixes.len() >= max_keys {
+                page.next = resume;
+                return Ok(page);
+            }
+            match &item {
+                Resume::Prefix(common) => page.prefixes.push(common.clone()),
+                Resume::Key(_) => page.contents.push(entry),
+            }
+            resume = Some(item);
+        }
+        if batch.next_start_after.is_none() {
+            return Ok(page);
+        }
+    }
+}
+
+fn max_keys(asked: Option<i32>) -> S3Result<usize> {
+    match asked {
+        Some(n) if n < 0 => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "max-keys must not be negative",
+        )),
+        Some(n) => Ok(n.min(MAX_KEYS) as usize),
+        None => Ok(MAX_KEYS as usize),
+    }
+}
+
+/// Keys and prefixes as the client asked them encoded: `encoding-type=url` percent-
+/// encodes what XML 1.0 could not carry.
+struct Encoding(bool);
+
+impl Encoding {
+    fn new(asked: Option<&EncodingType>) -> Self {
+        Self(asked.is_some_and(|e| e.as_str() == EncodingType::URL))
+    }
+
+    fn apply(&self, text: &str) -> String {
+        if !self.0 {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+
+    fn echo(&self) -> Option<EncodingType> {
+        self.0.then(|| EncodingType::from_static(EncodingType::URL))
+    }
+}
+
+fn objects(entries: Vec<ListEntry>, encoding: &Encoding) -> Vec<Object> {
+    entries
+        .into_iter()
+        .map(|entry| Object {
+            key: Some(encoding.apply(entry.key.as_str())),
+            size: Some(entry.len as i64),
+            e_tag: Some(etag(entry.version)),
+            last_modified: Some(committed_at(entry.version)),
+            storage_class: Some(ObjectStorageClass::from_static(
+                ObjectStorageClass::STANDARD,
+            )),
+            ..Object::default()
+        })
+        .collect()
+}
+
+fn common_prefixes(prefixes: Vec<String>, encoding: &Encoding) -> Vec<CommonPrefix> {
+    prefixes
+        .into_iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(encoding.apply(&p)),
+        })
+        .collect()
+}
+
+pub(super) async fn list_v2(
+    s3: &FdwS3,
+    input: ListObjectsV2Input,
+) -> S3Result<ListObjectsV2Output> {
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let resume = match (&input.continuation_token, &input.start_after) {
+        (Some(token), _) => Some(Resume::from_token(token)?),
+        (None, Some(after)) => Some(Resume::Key(after.clone())),
+        (None, None) => None,
+    };
+    let max = max_keys(input.max_keys)?;
+    let found = page(
+        s3,
+        &input.bucket,
+        &prefix,
+        input.delimiter.as_deref(),
+        resume,
+        max,
+    )
+    .await?;
+    let encoding = Encoding::new(input.encoding_type.as_ref());
+    let key_count = (found.contents.len() + found.prefixes.len()) as i32;
+    Ok(ListObjectsV2Output {
+        name: Some(input.bucket),
+        prefix: Some(encoding.apply(&prefix)),
+        delimiter: input.delimiter.as_deref().map(|d| encoding.apply(d)),
+        start_after: input.start_after.as_deref().map(|s| encoding.apply(s)),
+        max_keys: Some(max as i32),
+        key_count: Some(key_count),
+        continuation_token: input.continuation_token,
+        is_truncated: Some(found.next.is_some()),
+        next_continuation_token: found.next.as_ref().map(Resume::token),
+        contents: Some(objects(found.contents, &encoding)),
+        common_prefixes: Some(common_prefixes(found.prefixes, &encoding)),
+        encoding_type: encoding.echo(),
+        ..ListObjectsV2Output::default()
+    })
+}
+
+pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<ListObjectsOutput> {
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let max = max_keys(input.max_keys)?;
+    // A marker is a key: resuming after a common prefix, the key of the prefix itself
+    // sorts before everything under it, so skip past it as V2 does.
+    let resume = input
+        .marker
+        .as_ref()
+        .map(|marker| match input.delimiter.as_deref() {
+            Some(d) if !d.is_empty() && marker.ends_with(d) => Resume::Prefix(marker.clone()),
+            _ => Resume::Key(marker.clone()),
+        });
+    let found = page(
+        s3,
+        &input.bucket,
+        &prefix,
+        input.delimiter.as_deref(),
+        resume,
+        max,
+    )
+    .await?;
+    let encoding = Encoding::new(input.encoding_type.as_ref());
+    let next_marker = found.next.as_ref().map(|next| match next {
+        Resume::Key(k) | Resume::Prefix(k) => encoding.apply(k),
+    });
+    Ok(ListObjectsOutput {
+        name: Some(input.bucket),
+        prefix: Some(encoding.apply(&prefix)),
+        delimiter: input.delimiter.as_deref().map(|d| encoding.apply(d)),
+        marker: input.marker.as_deref().map(|m| encoding.apply(m)),
+        max_keys: Some(max as i32),
+        is_truncated: Some(found.next.is_some()),
+        next_marker,
+        contents: Some(objects(found.contents, &encoding)),
+        common_prefixes: Some(common_prefixes(found.prefixes, &encoding)),
+        encoding_type: encoding.echo(),
+        ..ListObjectsOutput::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_junk_is_refused() {
+        for resume in [Resume::Key("a/b".into()), Resume::Prefix("a/".into())] {
+            assert_eq!(Resume::from_token(&resume.token()).expect("valid"), resume);
+        }
+        assert!(Resume::from_token("").is_err());
+        assert!(Resume::from_token("x-junk").is_err());
+    }
+
+    #[test]
+    fn a_prefix_resumes_past_every_key_under_it() {
+        let after = Resume::Prefix("a/".into()).start_after();
+        for key in ["a/", "a/b", "a/\u{10FFFE}zzz"] {
+            assert!(key < after.as_str(), "{key}");
+        }
+        assert!("a0" > after.as_str());
+    }
+
+    #[test]
+    fn url_encoding_keeps_slashes() {
+        assert_eq!(Encoding(true).apply("a b/é"), "a%20b/%C3%A9");
+        assert_eq!(Encoding(false).apply("a b"), "a b");
+    }
+}

@@ -1,0 +1,359 @@
+//! Multipart uploads, their parts held in the cluster's memory until completed.
+//!
+//! Each part is an fdw object of its own under a reserved key,
+//! `.fdw-multipart/<upload id>/<part number>`, written `MUST_CACHE` with the upload's
+//! replicas and quorum: acknowledged once a quorum holds it, like any write, so any
+//! node's gateway can take the next part or the completion, and a gateway that dies
+//! loses no part. The upload itself is a small record at `.fdw-multipart/<upload id>`:
+//! the target key and how to write it.
+//!
+//! Completion streams the parts, in order and one at a time, into one fdw object under
+//! the target key (each part's bytes cross the gateway once more), then deletes them.
+//! Listings never show the reserved keys, and clients cannot write them.
+
+use std::hash::BuildHasher;
+
+use fdw_net::WriteType;
+use fdw_net::wire::Replication;
+use fdw_persist::crc32_header;
+use futures_util::StreamExt;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
+
+use super::checked_body::declared;
+use super::names::{committed_at, etag, s3_error};
+use super::objects::FdwS3;
+
+/// Where parts wait for their completion.
+pub(super) const STAGING_PREFIX: &str = ".fdw-multipart/";
+/// Part numbers S3 allows.
+const PART_NUMBERS: std::ops::RangeInclusive<i32> = 1..=10_000;
+/// Every part but the last must be at least this big, as in S3.
+const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+pub(super) fn is_staging(key: &str) -> bool {
+    key.starts_with(STAGING_PREFIX)
+}
+
+fn record_key(upload_id: &str) -> String {
+    format!("{STAGING_PREFIX}{upload_id}")
+}
+
+fn part_key(upload_id: &str, part: i32) -> String {
+    // Zero-padded, so parts list in number order.
+    format!("{STAGING_PREFIX}{upload_id}/{part:05}")
+}
+
+/// An upload in progress: what it completes into.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Upload {
+    key: String,
+    write_type: String,
+    replicas: u8,
+    quorum: u8,
+}
+
+impl Upload {
+    fn replication(&self) -> S3Result<Replication> {
+        let write_type: WriteType = self
+            .write_type
+            .parse()
+            .map_err(|_| s3_error!(InternalError, "upload record names an unknown write type"))?;
+        Replication::new(write_type, self.replicas, self.quorum)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+    }
+
+    /// How its parts are held: in memory only, as many copies as the object will have.
+    fn staging(&self) -> S3Result<Replication> {
+        let target = self.replication()?;
+        Replication::new(WriteType::MustCache, target.replicas, target.quorum)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+    }
+}
+
+/// A fresh upload id: unguessable enough that uploads never collide, and starting with
+/// the time so ids sort by age.
+fn new_upload_id() -> String {
+    let now = super::names::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    let random = std::hash::RandomState::new().hash_one(now);
+    format!("{now:016x}{random:016x}")
+}
+
+/// The upload's record, or `NoSuchUpload` if it is not in progress for `key`.
+async fn find(s3: &FdwS3, bucket: &str, key: &str, upload_id: &str) -> S3Result<Upload> {
+    let no_such = || {
+        S3Error::with_message(
+            S3ErrorCode::NoSuchUpload,
+            format!("upload {upload_id} of {bucket}/{key} is not in progress"),
+        )
+    };
+    if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(no_such());
+    }
+    let record = match s3.shared.client.get(bucket, &record_key(upload_id)).await {
+        Ok(record) => record,
+        Err(err) if err.kind() == fdw_client::ErrorKind::NotFound => return Err(no_such()),
+        Err(err) => return Err(s3_error(&err)),
+    };
+    let upload: Upload = serde_json::from_slice(&record)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+    if upload.key != key {
+        return Err(no_such());
+    }
+    Ok(upload)
+}
+
+pub(super) async fn create(
+    s3: &FdwS3,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<CreateMultipartUploadOutput> {
+    let replication = s3.replication(&req.input.bucket, &req.headers)?;
+    let input = req.input;
+    s3.check_bucket(&input.bucket)?;
+    FdwS3::check_key(&input.key)?;
+    fdw_net::ObjectKey::new(input.key.as_str())
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))?;
+    let upload = Upload {
+        key: input.key.clone(),
+        write_type: replication.write_type.as_str().to_owned(),
+        replicas: replication.replicas,
+        quorum: replication.quorum,
+    };
+    let record = serde_json::to_vec(&upload)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+    let upload_id = new_upload_id();
+    s3.shared
+        .client
+        .put_with(
+            &input.bucket,
+            &record_key(&upload_id),
+            &record,
+            upload.staging()?,
+        )
+        .await
+        .map_err(|e| s3_error(&e))?;
+    Ok(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        checksum_algorithm: input.checksum_algorithm,
+        ..CreateMultipartUploadOutput::default()
+    })
+}
+
+pub(super) async fn upload_part(
+    s3: &FdwS3,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<UploadPartOutput> {
+    let input = req.input;
+    if !PART_NUMBERS.contains(&input.part_number) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("part number {} is outside 1 to 10000", input.part_number),
+        ));
+    }
+    s3.check_bucket(&input.bucket)?;
+    let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    let declared = declared!(input, req.trailing_headers);
+    let key = part_key(&input.upload_id, input.part_number);
+    let receipt = s3
+        .store_body(&input.bucket, &key, input.body, declared, upload.staging()?)
+        .await?;
+    Ok(UploadPartOutput {
+        e_tag: Some(etag(receipt.version)),
+        checksum_crc32: Some(crc32_header(receipt.crc)),
+        ..UploadPartOutput::default()
+    })
+}
+
+pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<ListPartsOutput> {
+    s3.check_bucket(&input.bucket)?;
+    find(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
+    let marker = input.part_number_marker.unwrap_or(0).max(0);
+    let prefix = format!("{}/", record_key(&input.upload_id));
+    let after = (marker > 0).then(|| part_key(&input.upload_id, marker));
+    let page = s3
+        .shared
+        .client
+        .list(&input.bucket, &prefix, after.as_deref(), max_parts as u32)
+        .await
+        .map_err(|e| s3_error(&e))?;
+    let parts: Vec<Part> = page
+        .entries
+        .iter()
+        .filter_map(|entry| {
+            let number = entry
+                .key
+                .as_str()
+                .strip_prefix(&prefix)?
+                .parse::<i32>()
+                .ok()?;
+            Some(Part {
+                part_number: Some(number),
+                size: Some(entry.len as i64),
+                e_tag: Some(etag(entry.version)),
+                last_modified: Some(committed_at(entry.version)),
+                ..Part::default()
+            })
+        })
+        .collect();
+    let next = page
+        .next_start_after
+        .is_some()
+        .then(|| parts.last().and_then(|p| p.part_number))
+        .flatten();
+    Ok(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        max_parts: Some(max_parts),
+        part_number_marker: input.part_number_marker,
+        is_truncated: Some(next.is_some()),
+        next_part_number_marker: next,
+        parts: Some(parts),
+        ..ListPartsOutput::default()
+    })
+}
+
+pub(super) async fn complete(
+    s3: &FdwS3,
+    input: CompleteMultipartUploadInput,
+) -> S3Result<CompleteMultipartUploadOutput> {
+    s3.check_bucket(&input.bucket)?;
+    let (bucket, key, upload_id) = (&input.bucket, &input.key, &input.upload_id);
+    let upload = find(s3, bucket, key, upload_id).await?;
+    let named = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .filter(|parts| !parts.is_empty())
+        .ok_or_else(|| s3_error!(MalformedXML, "the upload names no parts"))?;
+    // Check every part named before writing anything: its order, that it is the part
+    // that was uploaded (ETag and checksum) and, for all but the last, its size.
+    let client = &s3.shared.client;
+    let mut parts = Vec::with_capacity(named.len());
+    let mut previous = 0;
+    for (index, asked) in named.iter().enumerate() {
+        let number = asked.part_number.unwrap_or(0);
+        if number <= previous {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order"
+            ));
+        }
+        previous = number;
+        let invalid = |why: &str| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidPart,
+                format!("part {number} of upload {upload_id}: {why}"),
+            )
+        };
+        let info = match client.head(bucket, &part_key(upload_id, number)).await {
+            Ok(info) => info,
+            Err(err) if err.kind() == fdw_client::ErrorKind::NotFound => {
+                return Err(invalid("it was never uploaded"));
+            }
+            Err(err) => return Err(s3_error(&err)),
+        };
+        if let Some(tag) = &asked.e_tag
+            && !etag(info.version).strong_cmp(tag)
+        {
+            return Err(invalid("its ETag is not the uploaded part's"));
+        }
+        if let Some(crc) = &asked.checksum_crc32
+            && *crc != crc32_header(info.crc)
+        {
+            return Err(invalid("its CRC32 is not the uploaded part's"));
+        }
+        if index + 1 < named.len() && info.len < MIN_PART_BYTES {
+            return Err(S3Error::with_message(
+                S3ErrorCode::EntityTooSmall,
+                format!(
+                    "part {number} is {} bytes; every part but the last must be at least {MIN_PART_BYTES}",
+                    info.len
+                ),
+            ));
+        }
+        parts.push((number, info));
+    }
+    let total: u64 = parts.iter().map(|(_, info)| info.len).sum();
+    // One part in memory at a time, each checked against the version named above.
+    let staged = futures_util::stream::iter(parts.iter().map(|(number, info)| {
+        let part = part_key(upload_id, *number);
+        async move {
+            let (got, bytes) = client
+                .read(bucket, &part, None)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if got.version != info.version {
+                return Err(std::io::Error::other(format!(
+                    "part {number} was replaced during completion"
+                )));
+            }
+            Ok(bytes::Bytes::from(bytes))
+        }
+    }))
+    .then(|read| read);
+    let reader = tokio_util::io::StreamReader::new(Box::pin(staged));
+    let receipt = client
+        .put_stream(bucket, key, total, reader, upload.replication()?)
+        .await
+        .map_err(|e| s3_error(&e))?;
+    remove(s3, bucket, upload_id, upload.staging()?).await;
+    Ok(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(etag(receipt.version)),
+        checksum_crc32: Some(crc32_header(receipt.crc)),
+        checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        ..CompleteMultipartUploadOutput::default()
+    })
+}
+
+pub(super) async fn abort(
+    s3: &FdwS3,
+    input: AbortMultipartUploadInput,
+) -> S3Result<AbortMultipartUploadOutput> {
+    s3.check_bucket(&input.bucket)?;
+    let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    remove(s3, &input.bucket, &input.upload_id, upload.staging()?).await;
+    Ok(AbortMultipartUploadOutput::default())
+}
+
+/// Deletes an upload's parts and then its record. A delete that fails leaves memory
+/// pinned, not data wrong: the part keys are never shown or read again.
+async fn remove(s3: &FdwS3, bucket: &str, upload_id: &str, staging: Replication) {
+    let client = &s3.shared.client;
+    let prefix = format!("{}/", record_key(upload_id));
+    let mut after: Option<String> = None;
+    loop {
+        let page = match client.list(bucket, &prefix, after.as_deref(), 1000).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(%bucket, %upload_id, %err, "listing the parts of a finished upload");
+                break;
+            }
+        };
+        for entry in &page.entries {
+            if let Err(err) = client
+                .delete_with(bucket, entry.key.as_str(), staging)
+                .await
+            {
+                tracing::warn!(%bucket, key = %entry.key, %err, "deleting a finished upload's part");
+            }
+        }
+        match page.next_start_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if let Err(err) = client
+        .delete_with(bucket, &record_key(upload_id), staging)
+        .await
+    {
+        tracing::warn!(%bucket, %upload_id, %err, "deleting a finished upload's record");
+    }
+}

@@ -1,0 +1,856 @@
+//! The S3 gateway with a real S3 client: aws-sdk-s3 over HTTP to a gateway in front of a
+//! three-worker cluster in this process, whose bucket persists to an in-process S3
+//! server. Every answer is checked against what the cluster and the under-store hold.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_s3::Client as S3Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier,
+};
+use common::pool;
+use fdw_client::{Client, ErrorKind, WriteType};
+use fdw_engine::LocalCluster;
+use fdw_engine::gateway::{AccessKey, Gateway, GatewayConfig};
+use fdw_net::wire::Replication;
+use fdw_net::{BucketName, ObjectKey};
+use fdw_persist::s3_server::S3Server;
+use fdw_persist::{S3Config, S3Store, UnderStore, crc32_header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BUCKET: &str = "stage-1";
+/// A bucket whose gateway writes are memory-only.
+const SCRATCH: &str = "scratch";
+const ACCESS: &str = "PIPELINEKEY";
+const SECRET: &str = "pipeline-secret";
+
+struct Setup {
+    _root: tempfile::TempDir,
+    _server: S3Server,
+    /// The under-store, as the persist pipeline writes it.
+    lake: S3Store,
+    cluster: LocalCluster,
+    client: Client,
+    gateway: Gateway,
+    /// aws-sdk-s3, path-style, with the gateway's key.
+    s3: S3Client,
+}
+
+async fn setup(configure: impl FnOnce(&mut GatewayConfig)) -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("lake")).unwrap();
+    let server = S3Server::start(root.path()).await.unwrap();
+    let lake = server.config();
+    let cluster = LocalCluster::start(3, pool(256 << 20), |c| {
+        c.persist.s3 = Some(lake.clone());
+        c.persist.buckets.insert(
+            BucketName::new(BUCKET).unwrap(),
+            "s3://lake/fdw".parse().unwrap(),
+        );
+        c.persist.part_bytes = 5 << 20;
+    })
+    .await
+    .unwrap();
+    let client = cluster.client("gateway").await.unwrap();
+    let default = Replication::new(WriteType::AsyncThrough, 2, 2).unwrap();
+    let mut config = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![AccessKey {
+            access_key: ACCESS.into(),
+            secret_key: SECRET.into(),
+        }],
+        default,
+    );
+    config.any_bucket = false;
+    config.buckets.insert(BUCKET.into(), default);
+    config.buckets.insert(
+        SCRATCH.into(),
+        Replication::new(WriteType::MustCache, 3, 2).unwrap(),
+    );
+    configure(&mut config);
+    let gateway = Gateway::start(config, cluster.client("gateway").await.unwrap())
+        .await
+        .unwrap();
+    let s3 = s3_client(gateway.addr(), ACCESS, SECRET);
+    Setup {
+        lake: S3Store::new(&lake, "lake", "fdw"),
+        _root: root,
+        _server: server,
+        cluster,
+        client,
+        gateway,
+        s3,
+    }
+}
+
+fn s3_client(addr: SocketAddr, access: &str, secret: &str) -> S3Client {
+    let store = S3Store::new(
+        &S3Config {
+            endpoint: Some(format!("http://{addr}")),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: access.into(),
+            secret_access_key: secret.into(),
+            session_token: None,
+            attempt_timeout: Duration::from_secs(30),
+        },
+        BUCKET,
+        "",
+    );
+    store.client().clone()
+}
+
+/// How many nodes hold the key in memory.
+fn holders(cluster: &LocalCluster, bucket: &str, key: &str) -> usize {
+    let (bucket, key) = (
+        BucketName::new(bucket).unwrap(),
+        ObjectKey::new(key).unwrap(),
+    );
+    (0..3)
+        .filter(|&id| {
+            cluster
+                .node(id)
+                .is_some_and(|n| n.store().head(&bucket, &key).is_ok())
+        })
+        .count()
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 12) as u8)
+        .collect()
+}
+
+async fn body(output: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    output.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata>(err: &E) -> String {
+    err.code().unwrap_or("(no code)").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
+    let s = setup(|_| {}).await;
+    let data = bytes((3 << 20) + 12_345, 1);
+
+    // PUT with a CRC32 (aws-chunked, the checksum in the trailer): acknowledged,
+    // stored in fdw byte for byte with that CRC, and persisted to the lake.
+    let put =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("dir/a.bin")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+    let crc = crc32_header(crc32fast::hash(&data));
+    assert_eq!(put.checksum_crc32(), Some(crc.as_str()));
+    assert_eq!(s.client.get(BUCKET, "dir/a.bin").await.unwrap(), data);
+    let info = s.client.head(BUCKET, "dir/a.bin").await.unwrap();
+    assert_eq!(info.write_type, WriteType::AsyncThrough);
+    assert_eq!(holders(&s.cluster, BUCKET, "dir/a.bin"), 2);
+    s.client
+        .wait_persisted(BUCKET, "dir/a.bin", info.version, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(s.lake.get("dir/a.bin", None).await.unwrap(), data[..]);
+
+    // GET whole: the bytes, the CRC when asked, the PUT's ETag.
+    let got =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("dir/a.bin")
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(got.checksum_crc32(), Some(crc.as_str()));
+    assert_eq!(got.e_tag(), put.e_tag());
+    assert_eq!(got.content_length(), Some(data.len() as i64));
+    let modified = got.last_modified().unwrap().secs();
+    #[allow(clippy::disallowed_methods)] // comparing with a wall-clock timestamp
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - modified).abs() < 300,
+        "Last-Modified is the commit time"
+    );
+    assert_eq!(body(got).await, data);
+
+    // Ranges: closed, open-ended, suffix; each with the whole object's length.
+    let len = data.len();
+    for (range, want) in [
+        ("bytes=100-199".to_owned(), 100..200),
+        (format!("bytes={}-", len - 10), len - 10..len),
+        ("bytes=-4096".to_owned(), len - 4096..len),
+        (format!("bytes=5-{}", len + 99), 5..len),
+    ] {
+        let got =
+            s.s3.get_object()
+                .bucket(BUCKET)
+                .key("dir/a.bin")
+                .range(&range)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(
+            got.content_range(),
+            Some(format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str()),
+            "{range}"
+        );
+        assert_eq!(
+            got.checksum_crc32(),
+            None,
+            "a range has no whole-object CRC"
+        );
+        assert_eq!(body(got).await, data[want], "{range}");
+    }
+    let err =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("dir/a.bin")
+            .range(format!("bytes={len}-"))
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidRange");
+
+    // HEAD agrees.
+    let head =
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key("dir/a.bin")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(head.content_length(), Some(len as i64));
+    assert_eq!(head.e_tag(), put.e_tag());
+
+    // A body whose CRC32 is wrong is refused and nothing is stored.
+    let err =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("dir/bad.bin")
+            .checksum_crc32(crc32_header(crc32fast::hash(b"something else")))
+            .body(ByteStream::from(bytes(200_000, 2)))
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "BadDigest");
+    assert_eq!(
+        s.client
+            .head(BUCKET, "dir/bad.bin")
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+
+    // Empty objects.
+    s.s3.put_object()
+        .bucket(BUCKET)
+        .key("empty")
+        .body(ByteStream::from(Vec::new()))
+        .send()
+        .await
+        .unwrap();
+    let got =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("empty")
+            .send()
+            .await
+            .unwrap();
+    assert!(body(got).await.is_empty());
+
+    // The bucket's write settings, and a request's x-fdw-* headers over them.
+    s.s3.put_object()
+        .bucket(SCRATCH)
+        .key("tmp")
+        .body(ByteStream::from(bytes(1000, 3)))
+        .send()
+        .await
+        .unwrap();
+    let info = s.client.head(SCRATCH, "tmp").await.unwrap();
+    assert_eq!(info.write_type, WriteType::MustCache);
+    assert_eq!(holders(&s.cluster, SCRATCH, "tmp"), 3);
+    s.s3.put_object()
+        .bucket(BUCKET)
+        .key("cached")
+        .body(ByteStream::from(bytes(1000, 4)))
+        .customize()
+        .mutate_request(|req| {
+            req.headers_mut().insert("x-fdw-write-type", "MUST_CACHE");
+            req.headers_mut().insert("x-fdw-replicas", "1");
+        })
+        .send()
+        .await
+        .unwrap();
+    let info = s.client.head(BUCKET, "cached").await.unwrap();
+    assert_eq!(info.write_type, WriteType::MustCache);
+    assert_eq!(holders(&s.cluster, BUCKET, "cached"), 1);
+    let err =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("bad-override")
+            .body(ByteStream::from(vec![1]))
+            .customize()
+            .mutate_request(|req| {
+                req.headers_mut().insert("x-fdw-quorum", "3");
+            })
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidArgument");
+
+    // Copy: a new object with its own version, in the destination bucket's settings.
+    let copied =
+        s.s3.copy_object()
+            .bucket(SCRATCH)
+            .key("copy")
+            .copy_source(format!("{BUCKET}/dir/a.bin"))
+            .send()
+            .await
+            .unwrap();
+    assert_ne!(
+        copied.copy_object_result().unwrap().e_tag(),
+        put.e_tag(),
+        "a copy is a new version"
+    );
+    assert_eq!(s.client.get(SCRATCH, "copy").await.unwrap(), data);
+
+    // Deletes, one and many; missing keys and buckets are named as S3 names them.
+    s.s3.delete_object()
+        .bucket(BUCKET)
+        .key("empty")
+        .send()
+        .await
+        .unwrap();
+    let err =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("empty")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NoSuchKey");
+    let deleted =
+        s.s3.delete_objects()
+            .bucket(BUCKET)
+            .delete(
+                Delete::builder()
+                    .objects(
+                        ObjectIdentifier::builder()
+                            .key("dir/a.bin")
+                            .build()
+                            .unwrap(),
+                    )
+                    .objects(ObjectIdentifier::builder().key("cached").build().unwrap())
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(deleted.deleted().len(), 2);
+    assert!(deleted.errors().is_empty());
+    for key in ["dir/a.bin", "cached"] {
+        assert_eq!(
+            s.client.head(BUCKET, key).await.unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "{key}"
+        );
+    }
+    let err =
+        s.s3.get_object()
+            .bucket("nope")
+            .key("x")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NoSuchBucket");
+    let err = s.s3.head_bucket().bucket("nope").send().await.unwrap_err();
+    assert!(
+        err.raw_response()
+            .is_some_and(|r| r.status().as_u16() == 404)
+    );
+    s.s3.head_bucket().bucket(BUCKET).send().await.unwrap();
+    s.s3.create_bucket().bucket("fresh").send().await.unwrap();
+    let names: Vec<String> =
+        s.s3.list_buckets()
+            .send()
+            .await
+            .unwrap()
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .collect();
+    assert_eq!(names, ["fresh", SCRATCH, BUCKET]);
+    drop(s.cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_and_fold_prefixes_as_s3_does() {
+    let s = setup(|_| {}).await;
+    // 3 top-level keys, 2 "directories" of 6 and 5 keys, one nested.
+    let mut keys: Vec<String> = ["a", "m", "z"].iter().map(|k| k.to_string()).collect();
+    keys.extend((0..6).map(|i| format!("logs/{i:02}")));
+    keys.extend((0..4).map(|i| format!("data/part-{i}")));
+    keys.push("data/sub/deep".into());
+    for (i, key) in keys.iter().enumerate() {
+        s.client
+            .put(BUCKET, key, &bytes(10 + i, i as u8))
+            .await
+            .unwrap();
+    }
+    keys.sort();
+    // An upload in progress keeps its parts under reserved keys no listing shows.
+    s.s3.create_multipart_upload()
+        .bucket(BUCKET)
+        .key("pending")
+        .send()
+        .await
+        .unwrap();
+
+    // Every key exactly once, in order, over pages of 4.
+    let mut listed = Vec::new();
+    let mut token = None;
+    loop {
+        let page =
+            s.s3.list_objects_v2()
+                .bucket(BUCKET)
+                .max_keys(4)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+        assert!(page.contents().len() <= 4);
+        listed.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match page.next_continuation_token() {
+            Some(next) => {
+                assert_eq!(page.is_truncated(), Some(true));
+                token = Some(next.to_owned());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(listed, keys);
+
+    // With a delimiter: prefixes fold, and count toward max-keys.
+    let mut entries = Vec::new();
+    let mut token = None;
+    loop {
+        let page =
+            s.s3.list_objects_v2()
+                .bucket(BUCKET)
+                .delimiter("/")
+                .max_keys(2)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+        assert!(page.key_count().unwrap() <= 2);
+        entries.extend(
+            page.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        entries.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    entries.sort();
+    assert_eq!(entries, ["a", "data/", "logs/", "m", "z"]);
+
+    // Under a prefix, one level down.
+    let page =
+        s.s3.list_objects_v2()
+            .bucket(BUCKET)
+            .prefix("data/")
+            .delimiter("/")
+            .send()
+            .await
+            .unwrap();
+    let contents: Vec<&str> = page.contents().iter().map(|o| o.key().unwrap()).collect();
+    assert_eq!(
+        contents,
+        ["data/part-0", "data/part-1", "data/part-2", "data/part-3"]
+    );
+    let prefixes: Vec<&str> = page
+        .common_prefixes()
+        .iter()
+        .map(|p| p.prefix().unwrap())
+        .collect();
+    assert_eq!(prefixes, ["data/sub/"]);
+    assert_eq!(page.contents()[0].size(), Some(10 + 9));
+    assert_eq!(page.is_truncated(), Some(false));
+
+    // start-after, and ListObjects (V1) with its markers.
+    let page =
+        s.s3.list_objects_v2()
+            .bucket(BUCKET)
+            .start_after("logs/03")
+            .send()
+            .await
+            .unwrap();
+    let after: Vec<&str> = page.contents().iter().map(|o| o.key().unwrap()).collect();
+    assert_eq!(after, ["logs/04", "logs/05", "m", "z"]);
+    let mut v1 = Vec::new();
+    let mut marker = None;
+    loop {
+        let page =
+            s.s3.list_objects()
+                .bucket(BUCKET)
+                .delimiter("/")
+                .max_keys(1)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .unwrap();
+        v1.extend(
+            page.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        v1.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match page.next_marker() {
+            Some(next) if page.is_truncated() == Some(true) => marker = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    assert_eq!(v1, ["a", "data/", "logs/", "m", "z"]);
+    let err =
+        s.s3.list_objects_v2()
+            .bucket(BUCKET)
+            .continuation_token("not-a-token")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidArgument");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_complete_into_one_checked_object() {
+    let s = setup(|_| {}).await;
+    let sizes = [5 << 20, (5 << 20) + 3, 777_777];
+    let parts: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| bytes(n, 10 + i as u8))
+        .collect();
+    let whole: Vec<u8> = parts.concat();
+
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .unwrap();
+    let id = upload.upload_id().unwrap().to_owned();
+    let mut completed = Vec::new();
+    // Out of order, as parallel uploaders send them.
+    for number in [2, 1, 3] {
+        let data = &parts[number - 1];
+        let part =
+            s.s3.upload_part()
+                .bucket(BUCKET)
+                .key("big/object.parquet")
+                .upload_id(&id)
+                .part_number(number as i32)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(
+            part.checksum_crc32(),
+            Some(crc32_header(crc32fast::hash(data)).as_str())
+        );
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number as i32)
+                .e_tag(part.e_tag().unwrap())
+                .checksum_crc32(part.checksum_crc32().unwrap())
+                .build(),
+        );
+    }
+    completed.sort_by_key(|p| p.part_number());
+    let listed =
+        s.s3.list_parts()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .upload_id(&id)
+            .send()
+            .await
+            .unwrap();
+    let listed: Vec<(i32, i64)> = listed
+        .parts()
+        .iter()
+        .map(|p| (p.part_number().unwrap(), p.size().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (1, sizes[0] as i64),
+            (2, sizes[1] as i64),
+            (3, sizes[2] as i64)
+        ]
+    );
+
+    // A part named with another part's ETag is refused, and the upload stays open.
+    let mut wrong = completed.clone();
+    wrong[0] = CompletedPart::builder()
+        .part_number(1)
+        .e_tag(completed[1].e_tag().unwrap())
+        .build();
+    let err =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(wrong))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidPart");
+
+    let done =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        done.checksum_crc32(),
+        Some(crc32_header(crc32fast::hash(&whole)).as_str()),
+        "the full object's CRC32"
+    );
+    let got =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(got.e_tag(), done.e_tag());
+    assert_eq!(body(got).await, whole);
+    // One object persisted, the staging parts gone from every listing and from memory.
+    let info = s.client.head(BUCKET, "big/object.parquet").await.unwrap();
+    s.client
+        .wait_persisted(
+            BUCKET,
+            "big/object.parquet",
+            info.version,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lake.get("big/object.parquet", None).await.unwrap(),
+        whole[..]
+    );
+    let left = s
+        .client
+        .list(BUCKET, ".fdw-multipart/", None, 100)
+        .await
+        .unwrap();
+    assert!(left.entries.is_empty(), "{:?}", left.entries);
+    let err =
+        s.s3.upload_part()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .upload_id(&id)
+            .part_number(4)
+            .body(ByteStream::from(vec![0; 10]))
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(
+        code(&err),
+        "NoSuchUpload",
+        "a completed upload takes no parts"
+    );
+
+    // Too-small parts are refused, as S3 refuses them; an aborted upload is gone.
+    let small =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("small")
+            .send()
+            .await
+            .unwrap();
+    let small_id = small.upload_id().unwrap();
+    let mut tags = Vec::new();
+    for number in 1..=2 {
+        let part =
+            s.s3.upload_part()
+                .bucket(BUCKET)
+                .key("small")
+                .upload_id(small_id)
+                .part_number(number)
+                .body(ByteStream::from(vec![number as u8; 1000]))
+                .send()
+                .await
+                .unwrap();
+        tags.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let err =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("small")
+            .upload_id(small_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "EntityTooSmall");
+    s.s3.abort_multipart_upload()
+        .bucket(BUCKET)
+        .key("small")
+        .upload_id(small_id)
+        .send()
+        .await
+        .unwrap();
+    let err =
+        s.s3.list_parts()
+            .bucket(BUCKET)
+            .key("small")
+            .upload_id(small_id)
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NoSuchUpload");
+    let left = s
+        .client
+        .list(BUCKET, ".fdw-multipart/", None, 100)
+        .await
+        .unwrap();
+    assert!(left.entries.is_empty(), "{:?}", left.entries);
+    let err =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key(".fdw-multipart/forged")
+            .body(ByteStream::from(vec![1]))
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(
+        code(&err),
+        "InvalidArgument",
+        "the staging keys are the gateway's"
+    );
+}
+
+/// Sends one raw, unsigned HTTP request and returns the status line and body.
+async fn unsigned(addr: SocketAddr, request: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_known_keys_get_in_and_hosts_name_buckets() {
+    let s = setup(|c| c.domains = vec!["s3.fdw.test".into()]).await;
+    s.client.put(BUCKET, "k", b"hello").await.unwrap();
+
+    let wrong_secret = s3_client(s.gateway.addr(), ACCESS, "not-the-secret");
+    let err = wrong_secret
+        .get_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "SignatureDoesNotMatch");
+    let unknown = s3_client(s.gateway.addr(), "NOBODY", SECRET);
+    let err = unknown
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "InvalidAccessKeyId");
+    let (status, body) = unsigned(
+        s.gateway.addr(),
+        &format!("GET /{BUCKET}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(status.contains("403"), "{status}");
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+
+    // Virtual-hosted style: the bucket is in the host name.
+    let (status, body) = unsigned(
+        s.gateway.addr(),
+        &format!("GET /k HTTP/1.1\r\nHost: {BUCKET}.s3.fdw.test\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(status.contains("403"), "still signed only: {status} {body}");
+
+    // A gateway that allows anonymous access serves both addressing styles unsigned.
+    let open = Gateway::start(
+        {
+            let mut config = GatewayConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                Vec::new(),
+                Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
+            );
+            config.anonymous = true;
+            config.domains = vec!["s3.fdw.test".into()];
+            config
+        },
+        s.cluster.client("open").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    for request in [
+        format!("GET /{BUCKET}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        format!("GET /k HTTP/1.1\r\nHost: {BUCKET}.s3.fdw.test:9000\r\nConnection: close\r\n\r\n"),
+    ] {
+        let (status, body) = unsigned(open.addr(), &request).await;
+        assert!(status.contains("200"), "{request}: {status}");
+        assert_eq!(body, "hello");
+    }
+}
