@@ -145,6 +145,20 @@ mod tests {
         assert_eq!(bucket("evils3.fdw.test"), None, "a label, not a suffix");
     }
 
+    proptest::proptest! {
+        /// Any Host header parses without panicking, and names a bucket only under a
+        /// configured domain.
+        #[test]
+        fn any_host_header_is_safe(host in "\\PC{0,80}") {
+            let domains = Domains::new(&["s3.fdw.test".into()]).expect("valid");
+            let parsed = domains.parse_host_header(&host).expect("every host parses");
+            if let Some(bucket) = parsed.bucket() {
+                let under = format!("{}.s3.fdw.test", bucket);
+                proptest::prop_assert!(host.contains(&under));
+            }
+        }
+    }
+
     #[test]
     fn a_domain_with_a_port_or_scheme_is_refused() {
         for bad in ["s3.fdw.test:9000", "http://s3", "", "a..b"] {

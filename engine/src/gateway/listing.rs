@@ -272,6 +272,17 @@ mod tests {
         assert!(Resume::from_token("x-junk").is_err());
     }
 
+    proptest::proptest! {
+        /// A continuation token comes back from the client: any string is either a
+        /// resume point that round-trips or a clean error.
+        #[test]
+        fn any_token_is_safe(token in "\\PC{0,64}") {
+            if let Ok(resume) = Resume::from_token(&token) {
+                proptest::prop_assert_eq!(resume.token(), token);
+            }
+        }
+    }
+
     #[test]
     fn a_prefix_resumes_past_every_key_under_it() {
         let after = Resume::Prefix("a/".into()).start_after();
