@@ -400,6 +400,40 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
     drop(s.cluster);
 }
 
+/// Every key and common prefix of the bucket, sorted, listed in pages of `max_keys`,
+/// checking each page's count and truncation flag.
+async fn list_all(s3: &S3Client, delimiter: Option<&str>, max_keys: i32) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .set_delimiter(delimiter.map(str::to_owned))
+            .max_keys(max_keys)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.key_count().unwrap() <= max_keys);
+        listed.extend(
+            page.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        listed.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match page.next_continuation_token() {
+            Some(next) => {
+                assert_eq!(page.is_truncated(), Some(true));
+                token = Some(next.to_owned());
+            }
+            None => break,
+        }
+    }
+    listed.sort();
+    listed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_page_and_fold_prefixes_as_s3_does() {
     let s = setup(|_| {}).await;
@@ -424,56 +458,12 @@ async fn listings_page_and_fold_prefixes_as_s3_does() {
         .unwrap();
 
     // Every key exactly once, in order, over pages of 4.
-    let mut listed = Vec::new();
-    let mut token = None;
-    loop {
-        let page =
-            s.s3.list_objects_v2()
-                .bucket(BUCKET)
-                .max_keys(4)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .unwrap();
-        assert!(page.contents().len() <= 4);
-        listed.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
-        match page.next_continuation_token() {
-            Some(next) => {
-                assert_eq!(page.is_truncated(), Some(true));
-                token = Some(next.to_owned());
-            }
-            None => break,
-        }
-    }
-    assert_eq!(listed, keys);
-
+    assert_eq!(list_all(&s.s3, None, 4).await, keys);
     // With a delimiter: prefixes fold, and count toward max-keys.
-    let mut entries = Vec::new();
-    let mut token = None;
-    loop {
-        let page =
-            s.s3.list_objects_v2()
-                .bucket(BUCKET)
-                .delimiter("/")
-                .max_keys(2)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .unwrap();
-        assert!(page.key_count().unwrap() <= 2);
-        entries.extend(
-            page.common_prefixes()
-                .iter()
-                .map(|p| p.prefix().unwrap().to_owned()),
-        );
-        entries.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    entries.sort();
-    assert_eq!(entries, ["a", "data/", "logs/", "m", "z"]);
+    assert_eq!(
+        list_all(&s.s3, Some("/"), 2).await,
+        ["a", "data/", "logs/", "m", "z"]
+    );
 
     // Under a prefix, one level down.
     let page =

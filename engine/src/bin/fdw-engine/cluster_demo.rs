@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use bytesize::ByteSize;
 use fdw_client::{Client, ClientConfig, Replication, WriteType};
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_engine::{LocalCluster, PoolConfig};
 use fdw_persist::UnderStoreLocation;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
@@ -99,9 +99,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = PoolConfig {
         size_bytes: settings.pool_size_bytes,
         chunk_size_bytes: settings.chunk_size_bytes,
-        huge_pages: HugePagePolicy::Auto,
-        populate: true,
-        lock: false,
+        ..PoolConfig::default()
     };
     let (under_store, temporary) = match &settings.under_store {
         Some(dir) => (dir.clone(), false),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use fdw_client::{Client, ClientConfig, Replication, WriteType};
 use fdw_engine::gateway::{AccessKey, Gateway, GatewayConfig};
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_engine::{LocalCluster, PoolConfig};
 use fdw_persist::{S3Config, UnderStoreLocation};
 
 pub(crate) struct Settings {
@@ -35,9 +35,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = PoolConfig {
         size_bytes: settings.pool_size_bytes,
         chunk_size_bytes: settings.chunk_size_bytes,
-        huge_pages: HugePagePolicy::Auto,
-        populate: true,
-        lock: false,
+        ..PoolConfig::default()
     };
     let cluster = LocalCluster::start(settings.nodes, pool, |c| {
         c.persist.default_location = Some(location.clone());
