@@ -11,7 +11,9 @@
 //! - **put-throughput**: 1 MiB puts at several client concurrencies, beside quinn
 //!   streams and aws-sdk-s3 uploads at the same concurrency;
 //! - **drain**: the persist pipeline's drain rate to S3, beside plain aws-sdk-s3
-//!   multipart uploads of the same bytes at the same concurrency.
+//!   multipart uploads of the same bytes at the same concurrency;
+//! - **pipeline** ([`pipeline`]): the seed experiment, four stages in two frameworks
+//!   through the S3 API, directly against S3 and through fdw's gateway.
 //!
 //! The samples of a cell's systems are taken in turn, one by one, so noise falls on
 //! all of them alike. S3 is the in-process server behind the cloud emulation
@@ -19,6 +21,7 @@
 
 pub mod baseline;
 pub mod machine;
+pub mod pipeline;
 pub mod plot;
 pub mod report;
 pub mod table;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use svg::Document;
 use svg::node::element::{Group, Line, Path, Rectangle, Text, path::Data};
 
+use super::pipeline::{MODES, PipelineReport, STAGES, Spread};
 use super::report::{Report, Series};
 
 const PANEL_W: f64 = 420.0;
@@ -193,4 +194,157 @@ fn grid(x1: f64, y1: f64, x2: f64, y2: f64) -> Line {
         .set("x2", x2)
         .set("y2", y2)
         .set("stroke", "#e4e4e4")
+}
+
+/// The seed pipeline's figure: per-stage bars of both modes (mean, with the runs' min
+/// and max as error bars), and the whole pipeline's totals the same way.
+pub fn pipeline_svg(report: &PipelineReport) -> String {
+    let (width, height) = (980.0, 440.0);
+    let colors = [COLORS[1], COLORS[0]];
+    let stages: Vec<(String, Vec<Spread>)> = STAGES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let spreads = MODES.iter().map(|m| report.stage(m, i)).collect();
+            (name.to_string(), spreads)
+        })
+        .collect();
+    let totals = vec![(
+        "whole pipeline".to_owned(),
+        MODES.iter().map(|m| report.total(m)).collect::<Vec<_>>(),
+    )];
+    let mut doc = Document::new()
+        .set("viewBox", (0, 0, width, height))
+        .set("width", width)
+        .set("height", height)
+        .set("font-family", "sans-serif")
+        .add(
+            Rectangle::new()
+                .set("width", width)
+                .set("height", height)
+                .set("fill", "white"),
+        )
+        .add(
+            Text::new(format!(
+                "seed pipeline, {} CSV in {} files — direct S3 vs fdw — {} runs each, bars: mean, whiskers: min–max",
+                bytesize::ByteSize(report.csv_bytes),
+                report.files,
+                report.runs.len() / MODES.len()
+            ))
+            .set("x", MARGIN)
+            .set("y", 26)
+            .set("font-size", 14),
+        );
+    doc = doc.add(bar_panel(
+        MARGIN,
+        60.0,
+        600.0,
+        "seconds per stage",
+        &stages,
+        &colors,
+    ));
+    doc = doc.add(bar_panel(
+        MARGIN + 680.0,
+        60.0,
+        200.0,
+        "seconds, total",
+        &totals,
+        &colors,
+    ));
+    for (i, mode) in MODES.iter().enumerate() {
+        doc = doc.add(
+            Text::new(mode.to_string())
+                .set("x", MARGIN + 140.0 * i as f64)
+                .set("y", height - 14.0)
+                .set("font-size", 12)
+                .set("fill", colors[i]),
+        );
+    }
+    let speedup = report.total(MODES[0]).mean / report.total(MODES[1]).mean.max(1e-12);
+    doc.add(
+        Text::new(format!("fdw {speedup:.1}x faster overall"))
+            .set("x", MARGIN + 680.0)
+            .set("y", height - 14.0)
+            .set("font-size", 12),
+    )
+    .to_string()
+}
+
+/// Groups of bars, one bar per mode, on a linear axis from zero.
+fn bar_panel(
+    x0: f64,
+    y0: f64,
+    w: f64,
+    title: &str,
+    groups: &[(String, Vec<Spread>)],
+    colors: &[&str],
+) -> Group {
+    let h = 300.0;
+    let top = groups
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|s| s.max))
+        .fold(1e-9, f64::max)
+        * 1.1;
+    let y = |v: f64| y0 + h - v / top * h;
+    let mut group = Group::new()
+        .add(
+            Rectangle::new()
+                .set("x", x0)
+                .set("y", y0)
+                .set("width", w)
+                .set("height", h)
+                .set("fill", "none")
+                .set("stroke", "#999"),
+        )
+        .add(
+            Text::new(title)
+                .set("x", x0)
+                .set("y", y0 - 8.0)
+                .set("font-size", 12),
+        );
+    for tick in 0..=4 {
+        let v = top * f64::from(tick) / 4.0;
+        group = group.add(grid(x0, y(v), x0 + w, y(v))).add(
+            Text::new(format!("{v:.1}"))
+                .set("x", x0 - 4.0)
+                .set("y", y(v) + 4.0)
+                .set("font-size", 10)
+                .set("text-anchor", "end"),
+        );
+    }
+    let slot = w / groups.len() as f64;
+    for (g, (name, spreads)) in groups.iter().enumerate() {
+        let bar = slot * 0.7 / spreads.len() as f64;
+        for (m, s) in spreads.iter().enumerate() {
+            let bx = x0 + slot * g as f64 + slot * 0.15 + bar * m as f64;
+            let mid = bx + bar / 2.0;
+            group = group
+                .add(
+                    Rectangle::new()
+                        .set("x", bx)
+                        .set("y", y(s.mean))
+                        .set("width", bar * 0.9)
+                        .set("height", (y0 + h - y(s.mean)).max(0.5))
+                        .set("fill", colors[m % colors.len()]),
+                )
+                .add(grid(mid, y(s.min), mid, y(s.max)).set("stroke", "#222"))
+                .add(grid(mid - 4.0, y(s.min), mid + 4.0, y(s.min)).set("stroke", "#222"))
+                .add(grid(mid - 4.0, y(s.max), mid + 4.0, y(s.max)).set("stroke", "#222"))
+                .add(
+                    Text::new(format!("{:.2}", s.mean))
+                        .set("x", mid)
+                        .set("y", y(s.max) - 4.0)
+                        .set("font-size", 9)
+                        .set("text-anchor", "middle"),
+                );
+        }
+        group = group.add(
+            Text::new(name.clone())
+                .set("x", x0 + slot * (g as f64 + 0.5))
+                .set("y", y0 + h + 16.0)
+                .set("font-size", 10)
+                .set("text-anchor", "middle"),
+        );
+    }
+    group
 }

@@ -31,6 +31,10 @@ enum Command {
     Throughput(RunArgs),
     /// The persist pipeline's drain rate to S3.
     Drain(RunArgs),
+    /// The seed experiment: four pipeline stages in two frameworks (pyarrow, then
+    /// polars), handing data over through the S3 API, directly against S3 and through
+    /// fdw's gateway, three runs each.
+    Pipeline(PipelineArgs),
     /// Two saved reports side by side, with new ÷ old for every series in both.
     Compare {
         /// The earlier report (report.json).
@@ -76,6 +80,16 @@ struct RunArgs {
     /// Client certificate name, with --config.
     #[arg(long, default_value = "client")]
     identity: String,
+    #[command(flatten)]
+    emulation: EmulationArgs,
+    /// Directory for report.json and latency.svg.
+    #[arg(long, default_value = "fdw-bench-report")]
+    out: PathBuf,
+}
+
+/// How the S3 of the baselines and of fdw's under-store behaves.
+#[derive(Debug, Args)]
+struct EmulationArgs {
     /// S3's first-byte latency (emulated).
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     s3_latency: Duration,
@@ -91,8 +105,63 @@ struct RunArgs {
     /// No emulation: the in-process S3 server as fast as this machine.
     #[arg(long)]
     no_emulation: bool,
-    /// Directory for report.json and latency.svg.
-    #[arg(long, default_value = "fdw-bench-report")]
+}
+
+impl EmulationArgs {
+    fn emulation(&self, seed: u64) -> anyhow::Result<CloudEmulation> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.s3_error_rate),
+            "--s3-error-rate must be between 0 and 1"
+        );
+        Ok(if self.no_emulation {
+            CloudEmulation::none()
+        } else {
+            CloudEmulation {
+                first_byte_latency: self.s3_latency,
+                jitter: self.s3_jitter,
+                connection_bytes_per_sec: (self.s3_bandwidth.as_u64() > 0)
+                    .then_some(self.s3_bandwidth.as_u64()),
+                error_rate: self.s3_error_rate,
+                seed,
+            }
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct PipelineArgs {
+    /// CSV bytes stage 1 generates, all files together (the seed's experiment: 12GB,
+    /// with --pool-size large enough for the unpersisted outputs).
+    #[arg(long, default_value = "256MiB")]
+    size: ByteSize,
+    /// Files each stage writes.
+    #[arg(long, default_value_t = 32)]
+    files: u32,
+    /// Runs per mode.
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Files each stage works on at once.
+    #[arg(long, default_value_t = 4)]
+    threads: u32,
+    /// Seed of the data and of the S3 emulation's draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Workers of the fdw cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Memory pool of each worker.
+    #[arg(long, default_value = "1GiB")]
+    pool_size: ByteSize,
+    /// Python with pyarrow and polars (made by python/venv.sh when it is the default).
+    #[arg(long, default_value = "target/python/bin/python")]
+    python: PathBuf,
+    /// The stages' script.
+    #[arg(long, default_value = "python/pipeline/stage.py")]
+    script: PathBuf,
+    #[command(flatten)]
+    emulation: EmulationArgs,
+    /// Directory for pipeline.json and pipeline.svg.
+    #[arg(long, default_value = "fdw-bench-pipeline")]
     out: PathBuf,
 }
 
@@ -108,23 +177,8 @@ impl RunArgs {
                 Ok((r.trim().parse()?, w.trim().parse()?))
             })
             .collect::<anyhow::Result<Vec<(u8, u8)>>>()?;
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.s3_error_rate),
-            "--s3-error-rate must be between 0 and 1"
-        );
         anyhow::ensure!(self.scale > 0.0, "--scale must be positive");
-        let emulation = if self.no_emulation {
-            CloudEmulation::none()
-        } else {
-            CloudEmulation {
-                first_byte_latency: self.s3_latency,
-                jitter: self.s3_jitter,
-                connection_bytes_per_sec: (self.s3_bandwidth.as_u64() > 0)
-                    .then_some(self.s3_bandwidth.as_u64()),
-                error_rate: self.s3_error_rate,
-                seed: self.seed,
-            }
-        };
+        let emulation = self.emulation.emulation(self.seed)?;
         let target = match &self.config {
             Some(config) => Target::Running {
                 config: config.clone(),
@@ -162,6 +216,7 @@ fn only(put: bool, get: bool, throughput: bool, drain: bool) -> Workloads {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (args, workloads) = match cli.command {
+        Command::Pipeline(args) => return pipeline(args),
         Command::Compare { old, new } => {
             let (old, new) = (load(&old)?, load(&new)?);
             print!("{}", bench::table::compare(&old, &new));
@@ -197,4 +252,43 @@ fn load(path: &PathBuf) -> anyhow::Result<Report> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    if args.python == std::path::Path::new("target/python/bin/python") {
+        let made = std::process::Command::new("bash")
+            .arg("python/venv.sh")
+            .status()
+            .context("running python/venv.sh (run fdw-bench from the repository's root)")?;
+        anyhow::ensure!(made.success(), "python/venv.sh failed");
+    }
+    let plan = bench::pipeline::PipelinePlan {
+        csv_bytes: args.size.as_u64(),
+        files: args.files,
+        runs: args.runs,
+        threads: args.threads,
+        seed: args.seed,
+        emulation: args.emulation.emulation(args.seed)?,
+        nodes: args.nodes,
+        pool_bytes: args.pool_size.as_u64(),
+        python: args.python,
+        script: args.script,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = runtime.block_on(bench::pipeline::run(plan, command))?;
+    print!("{}", report.table());
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = args.out.join("pipeline.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let svg = args.out.join("pipeline.svg");
+    std::fs::write(&svg, bench::plot::pipeline_svg(&report))
+        .with_context(|| format!("writing {}", svg.display()))?;
+    println!("\nwrote {} and {}", json.display(), svg.display());
+    Ok(())
 }

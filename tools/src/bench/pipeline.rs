@@ -1,0 +1,400 @@
+//! The seed experiment: a four-stage pipeline in two frameworks, handing its data from
+//! stage to stage through the S3 API, run directly against S3 and through fdw's gateway.
+//!
+//! Stages (`python/pipeline/stage.py`, one process each): (1) pyarrow generates random
+//! CSV files, (2) pyarrow converts them to Parquet, (3) polars transforms column values,
+//! (4) polars aggregates. The modes run on the same data, in turn, so the machine's
+//! noise falls on both:
+//! - **direct**: every stage reads and writes the in-process S3 server behind the cloud
+//!   emulation;
+//! - **fdw**: every stage reads and writes a local fdw cluster's S3 gateway (R=2 W=2,
+//!   `ASYNC_THROUGH`), whose under-store is that same emulated S3. After each fdw run,
+//!   the time until every output is persisted there is measured separately.
+//!
+//! A stage's time is its own work, from after its imports to its last byte written.
+//! The aggregation of every run, in both modes, must be identical: the run fails if not.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use fdw_client::{Client, ClientConfig, Replication, WriteType};
+use fdw_engine::gateway::{AccessKey, Gateway, GatewayConfig};
+use fdw_engine::{LocalCluster, PoolConfig};
+use fdw_net::BucketName;
+use fdw_persist::emulation::CloudEmulation;
+use fdw_persist::s3_server::{self, S3Server};
+use serde::{Deserialize, Serialize};
+
+use super::describe;
+
+/// What each stage does, in order.
+pub const STAGES: [&str; 4] = [
+    "1 generate CSV (pyarrow)",
+    "2 CSV to Parquet (pyarrow)",
+    "3 transform (polars)",
+    "4 aggregate (polars)",
+];
+/// The two modes, in the order they run.
+pub const MODES: [&str; 2] = ["direct S3", "fdw"];
+/// The bucket every stage uses, in both modes.
+const BUCKET: &str = "lake";
+/// Bytes of one generated CSV row, on average (measured: 8,568,835 bytes for 200,000).
+const ROW_BYTES: u64 = 43;
+/// The gateway's key in the fdw mode.
+const GATEWAY_KEY: &str = "PIPELINE";
+const GATEWAY_SECRET: &str = "pipeline-secret-key";
+
+/// How to run the experiment.
+#[derive(Debug, Clone)]
+pub struct PipelinePlan {
+    /// Size of the CSV stage 1 generates, all files together.
+    pub csv_bytes: u64,
+    /// Files per stage.
+    pub files: u32,
+    /// Runs per mode.
+    pub runs: u32,
+    /// Files each stage works on at once.
+    pub threads: u32,
+    /// Seed of the data.
+    pub seed: u64,
+    /// How S3 behaves.
+    pub emulation: CloudEmulation,
+    /// Workers of the fdw cluster.
+    pub nodes: u16,
+    /// Memory pool of each worker.
+    pub pool_bytes: u64,
+    /// The venv's Python, with pyarrow and polars.
+    pub python: PathBuf,
+    /// `python/pipeline/stage.py`.
+    pub script: PathBuf,
+}
+
+/// One run of the four stages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRun {
+    /// Which of [`MODES`].
+    pub mode: String,
+    /// Seconds of each stage.
+    pub stages: Vec<f64>,
+    /// Their sum.
+    pub total: f64,
+    /// For fdw: seconds from the end of stage 4 until the under-store had everything.
+    pub persisted_after: Option<f64>,
+}
+
+/// Everything one `fdw-bench pipeline` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineReport {
+    /// The command line.
+    pub command: String,
+    /// The machine.
+    pub machine: String,
+    /// The cloud emulation, in words.
+    pub emulation: String,
+    /// CSV bytes asked for.
+    pub csv_bytes: u64,
+    /// Files per stage.
+    pub files: u32,
+    /// Rows per file.
+    pub rows_per_file: u64,
+    /// Runs, in the order they ran.
+    pub runs: Vec<PipelineRun>,
+    /// Groups of the aggregation, identical in every run.
+    pub result_groups: usize,
+}
+
+/// Mean, min and max of some seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// Mean.
+    pub mean: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let values: Vec<f64> = values.into_iter().collect();
+        let n = values.len().max(1) as f64;
+        Self {
+            mean: values.iter().sum::<f64>() / n,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// (max − min) ÷ mean.
+    pub fn relative_range(&self) -> f64 {
+        (self.max - self.min) / self.mean.max(1e-12)
+    }
+}
+
+impl PipelineReport {
+    fn runs_of<'a>(&'a self, mode: &'a str) -> impl Iterator<Item = &'a PipelineRun> + 'a {
+        self.runs.iter().filter(move |r| r.mode == mode)
+    }
+
+    /// Stage `stage`'s times in `mode`.
+    pub fn stage(&self, mode: &str, stage: usize) -> Spread {
+        Spread::of(self.runs_of(mode).map(|r| r.stages[stage]))
+    }
+
+    /// Whole-pipeline times in `mode`.
+    pub fn total(&self, mode: &str) -> Spread {
+        Spread::of(self.runs_of(mode).map(|r| r.total))
+    }
+
+    /// Seconds until fdw's outputs were all persisted.
+    pub fn persisted_after(&self) -> Spread {
+        Spread::of(self.runs.iter().filter_map(|r| r.persisted_after))
+    }
+
+    /// The table `fdw-bench pipeline` prints.
+    pub fn table(&self) -> String {
+        let cell = |s: Spread| format!("{:.2} s ({:.2}–{:.2})", s.mean, s.min, s.max);
+        let mut out = format!(
+            "seed pipeline: {} of CSV in {} files ({} rows each), {} runs per mode\n\
+             S3 emulation: {}\nmachine: {}\n\n{:<28} {:>24} {:>24} {:>9}\n",
+            bytesize::ByteSize(self.csv_bytes),
+            self.files,
+            self.rows_per_file,
+            self.runs_of(MODES[0]).count(),
+            self.emulation,
+            self.machine,
+            "stage",
+            "direct S3: mean (min–max)",
+            "fdw: mean (min–max)",
+            "speedup",
+        );
+        let mut row = |name: &str, direct: Spread, fdw: Spread| {
+            out += &format!(
+                "{name:<28} {:>24} {:>24} {:>8.1}x\n",
+                cell(direct),
+                cell(fdw),
+                direct.mean / fdw.mean.max(1e-12)
+            );
+        };
+        for (i, name) in STAGES.iter().enumerate() {
+            row(name, self.stage(MODES[0], i), self.stage(MODES[1], i));
+        }
+        row("whole pipeline", self.total(MODES[0]), self.total(MODES[1]));
+        let fdw = self.total(MODES[1]);
+        out += &format!(
+            "\nfdw run-to-run spread (max − min) ÷ mean: {:.1} %\n\
+             fdw outputs all persisted in S3 after the run: {}\n\
+             aggregation: {} groups, identical in all {} runs\n",
+            fdw.relative_range() * 100.0,
+            cell(self.persisted_after()),
+            self.result_groups,
+            self.runs.len(),
+        );
+        out
+    }
+}
+
+/// Runs the experiment.
+pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<PipelineReport> {
+    ensure!(
+        plan.files > 0 && plan.runs > 0,
+        "--files and --runs must be at least 1"
+    );
+    ensure!(
+        plan.script.is_file(),
+        "{} not found: run from the repository's root",
+        plan.script.display()
+    );
+    let rows_per_file = (plan.csv_bytes / u64::from(plan.files) / ROW_BYTES).max(1);
+    let root = tempfile::tempdir().context("a directory for the S3 server")?;
+    std::fs::create_dir(root.path().join(BUCKET))?;
+    let s3 = S3Server::start_emulating(root.path(), plan.emulation.clone()).await?;
+    let direct = Endpoint {
+        url: format!("http://{}", s3.addr()),
+        access_key: s3_server::ACCESS_KEY.into(),
+        secret_key: s3_server::SECRET_KEY.into(),
+    };
+
+    let s3_config = s3.config();
+    let cluster = LocalCluster::start(
+        plan.nodes,
+        PoolConfig {
+            size_bytes: usize::try_from(plan.pool_bytes)?,
+            ..PoolConfig::default()
+        },
+        |c| {
+            c.persist.s3 = Some(s3_config.clone());
+            if let (Ok(bucket), Ok(location)) =
+                (BucketName::new(BUCKET), format!("s3://{BUCKET}").parse())
+            {
+                c.persist.buckets.insert(bucket, location);
+            }
+        },
+    )
+    .await
+    .context("starting the fdw cluster")?;
+    let replication = Replication::new(WriteType::AsyncThrough, 2, 2)?;
+    let mut client_config = ClientConfig::new(cluster.members().to_vec());
+    client_config.replication = replication;
+    let identity = cluster.client_identity("pipeline")?;
+    let gateway_client = Client::connect(client_config.clone(), &identity).await?;
+    let status_client = Client::connect(client_config, &identity).await?;
+    let gateway = Gateway::start(
+        GatewayConfig::new(
+            ([127, 0, 0, 1], 0).into(),
+            vec![AccessKey {
+                access_key: GATEWAY_KEY.into(),
+                secret_key: GATEWAY_SECRET.into(),
+            }],
+            replication,
+        ),
+        gateway_client,
+    )
+    .await?;
+    let through_fdw = Endpoint {
+        url: format!("http://{}", gateway.addr()),
+        access_key: GATEWAY_KEY.into(),
+        secret_key: GATEWAY_SECRET.into(),
+    };
+
+    let mut runs = Vec::new();
+    let mut result: Option<serde_json::Value> = None;
+    for n in 0..plan.runs {
+        for mode in MODES {
+            let endpoint = if mode == MODES[0] {
+                &direct
+            } else {
+                &through_fdw
+            };
+            let prefix = format!("{}/run-{n}", mode.replace(' ', "-"));
+            eprintln!("run {} of {}: {mode}", n + 1, plan.runs);
+            let mut stages = Vec::new();
+            for stage in 1..=4 {
+                let done = run_stage(&plan, endpoint, &prefix, rows_per_file, stage).await?;
+                eprintln!("  {}: {:.2} s", STAGES[stage as usize - 1], done.seconds);
+                stages.push(done.seconds);
+                if let Some(got) = done.result {
+                    match &result {
+                        None => result = Some(got),
+                        Some(first) if *first == got => {}
+                        Some(first) => bail!(
+                            "{mode} run {n}: the aggregation differs from the first run's:\n\
+                             {got}\nfirst:\n{first}"
+                        ),
+                    }
+                }
+            }
+            let persisted_after = if mode == MODES[1] {
+                let waited = wait_persisted(&status_client).await?;
+                eprintln!("  persisted in S3 {:.2} s later", waited.as_secs_f64());
+                Some(waited.as_secs_f64())
+            } else {
+                None
+            };
+            runs.push(PipelineRun {
+                mode: mode.into(),
+                total: stages.iter().sum(),
+                stages,
+                persisted_after,
+            });
+        }
+    }
+    let result_groups = result
+        .as_ref()
+        .and_then(|r| r.as_array().map(Vec::len))
+        .unwrap_or(0);
+    ensure!(result_groups > 0, "stage 4 returned no aggregation");
+    drop(gateway);
+    cluster.shutdown().await;
+    Ok(PipelineReport {
+        command,
+        machine: format!("{:?}", super::machine::Machine::detect()),
+        emulation: describe(&plan.emulation),
+        csv_bytes: plan.csv_bytes,
+        files: plan.files,
+        rows_per_file,
+        runs,
+        result_groups,
+    })
+}
+
+/// An S3 endpoint and its key.
+struct Endpoint {
+    url: String,
+    access_key: String,
+    secret_key: String,
+}
+
+/// What a stage process prints.
+#[derive(Deserialize)]
+struct StageDone {
+    seconds: f64,
+    result: Option<serde_json::Value>,
+}
+
+async fn run_stage(
+    plan: &PipelinePlan,
+    endpoint: &Endpoint,
+    prefix: &str,
+    rows_per_file: u64,
+    stage: u32,
+) -> anyhow::Result<StageDone> {
+    let output = tokio::process::Command::new(&plan.python)
+        .arg(&plan.script)
+        .arg(stage.to_string())
+        .env("PIPELINE_ENDPOINT", &endpoint.url)
+        .env("PIPELINE_ACCESS_KEY", &endpoint.access_key)
+        .env("PIPELINE_SECRET_KEY", &endpoint.secret_key)
+        .env("PIPELINE_BUCKET", BUCKET)
+        .env("PIPELINE_PREFIX", prefix)
+        .env("PIPELINE_FILES", plan.files.to_string())
+        .env("PIPELINE_ROWS_PER_FILE", rows_per_file.to_string())
+        .env("PIPELINE_SEED", plan.seed.to_string())
+        .env("PIPELINE_THREADS", plan.threads.to_string())
+        .output()
+        .await
+        .with_context(|| format!("running {}", plan.python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "stage {stage} ({prefix}) failed with {}:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("stage {stage} printed {stdout:?}"))
+}
+
+/// Waits until no worker has anything left to upload, and says how long that took.
+async fn wait_persisted(client: &Client) -> anyhow::Result<Duration> {
+    let started = super::now();
+    loop {
+        let statuses = client.status().await;
+        let drained = statuses.iter().all(|(_, s)| {
+            s.as_ref()
+                .is_ok_and(|s| s.backlog_objects == 0 && s.uploads_in_flight == 0)
+        });
+        if drained {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "fdw's outputs were not persisted within an hour: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_are_relative_to_the_mean() {
+        let s = Spread::of([9.0, 10.0, 11.0]);
+        assert_eq!((s.mean, s.min, s.max), (10.0, 9.0, 11.0));
+        assert!((s.relative_range() - 0.2).abs() < 1e-12);
+    }
+}
