@@ -209,7 +209,7 @@ async fn nothing_acknowledged_is_lost_when_workers_are_killed_and_stopped() {
     let (mut acknowledged, mut lost, mut failed_absent, mut failed_whole) = (0, 0, 0, 0);
     for put in &puts {
         let expected = object(put.n, put.len);
-        let read = client.get(BUCKET, &put.key).await;
+        let read = read_patiently(&client, &put.key).await;
         let under = format!("{BUCKET}/{}", put.key);
         match &put.error {
             None => {
@@ -404,4 +404,20 @@ async fn a_version_whose_holders_all_stop_is_named_lost_until_one_resumes() {
     cluster.signal(0, Signal::SIGCONT);
     assert_eq!(client.get(BUCKET, &key).await.unwrap(), data);
     cluster.stop_all();
+}
+
+/// A get retried as a reader would retry it: `Unavailable` says "try again" (a worker
+/// too busy to answer within the request timeout on a loaded machine), not "lost".
+/// Bounded, so a key that stays unreadable still counts as lost.
+async fn read_patiently(client: &Client, key: &str) -> Result<Vec<u8>, fdw_client::Error> {
+    let mut tries = 0;
+    loop {
+        match client.get(BUCKET, key).await {
+            Err(err) if err.is_retryable() && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            read => return read,
+        }
+    }
 }
