@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash python/venv.sh
-cargo build --locked --quiet -p fdw-engine --bin fdw-engine
+cargo build --locked --quiet -p fdw-engine -p fdw-tools --bin fdw-engine --bin fdw-bench
 cd python
 exec ../target/python/bin/python -m pytest -q tests "$@"

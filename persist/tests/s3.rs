@@ -284,3 +284,33 @@ async fn the_cloud_emulation_adds_latency_caps_bandwidth_and_throttles() {
     assert_eq!(err.kind, FailureKind::Retryable, "{err}");
     assert!(err.message.contains("SlowDown"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suffix_longer_than_the_object_reads_all_of_it_as_s3_does() {
+    let s = setup().await;
+    let body = data(1000, 7);
+    s.store
+        .client()
+        .put_object()
+        .bucket("lake")
+        .key("small")
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let got = s
+        .store
+        .client()
+        .get_object()
+        .bucket("lake")
+        .key("small")
+        .range("bytes=-65536")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_range(), Some("bytes 0-999/1000"));
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().to_vec(),
+        body
+    );
+}
