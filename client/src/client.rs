@@ -447,6 +447,25 @@ impl Client {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, Vec<u8>), Error> {
+        const MAX_UP_FRONT_BYTES: u64 = 64 * 1024 * 1024;
+        let mut stream = self.read_stream(bucket, key, range).await?;
+        // Grow with the data rather than trusting a length from the network up front.
+        let mut out = Vec::with_capacity(stream.info().len.min(MAX_UP_FRONT_BYTES) as usize);
+        while let Some(frame) = stream.next_frame().await {
+            out.extend_from_slice(&frame?);
+        }
+        Ok((stream.info, out))
+    }
+
+    /// As [`read`](Self::read), handing the bytes over frame by frame as they arrive:
+    /// memory use is one frame, whatever the size. Replicas are tried in preference
+    /// order until one starts answering; after that, an error ends the stream.
+    pub async fn read_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ObjectStream, Error> {
         let object = Self::object(bucket, key)?;
         // Replicas first, in preference order.
         self.first_answer(&object, |member, under_store| {
@@ -459,60 +478,21 @@ impl Client {
                 let (mut send, mut recv) = self.open(member, &request).await?;
                 let _ = send.finish();
                 match self.response(member, &mut recv).await? {
-                    Response::Object(info) => {
-                        let bytes = self.receive_object(member, &info, &mut recv).await?;
-                        Ok((info, bytes))
-                    }
+                    Response::Object(info) => Ok(ObjectStream {
+                        frames: frame_count(info.len, info.frame_bytes),
+                        info,
+                        member: member.clone(),
+                        recv,
+                        next: 0,
+                        whole: crc32fast::Hasher::new(),
+                        timeout: self.inner.config.request_timeout,
+                    }),
                     Response::Error { kind, message } => Err(refused(kind, message)),
                     other => Err(unexpected("get", &other)),
                 }
             }
         })
         .await
-    }
-
-    /// Reads an object's frames, checking each frame's CRC and then the whole CRC.
-    async fn receive_object(
-        &self,
-        member: &Member,
-        info: &ObjectInfo,
-        recv: &mut quinn::RecvStream,
-    ) -> Result<Vec<u8>, Error> {
-        const MAX_UP_FRONT_BYTES: u64 = 64 * 1024 * 1024;
-        // Grow with the data rather than trusting a length from the network up front.
-        let mut out = Vec::with_capacity(info.len.min(MAX_UP_FRONT_BYTES) as usize);
-        let timeout = self.inner.config.request_timeout;
-        for index in 0..frame_count(info.len, info.frame_bytes) {
-            let read = transport::read_frame_header(recv, index, info.len, info.frame_bytes);
-            let frame = transport::within(timeout, read).await.map_err(|e| match e {
-                TransportError::Truncated | TransportError::Read(_) => Error::new(
-                    ErrorKind::DataCorruption,
-                    format!(
-                        "node {} ended {} mid-object at frame {index} (it found a corrupt chunk)",
-                        member.id, info.object.key
-                    ),
-                ),
-                other => transport_error(member, other),
-            })?;
-            let start = out.len();
-            out.resize(start + frame.len as usize, 0);
-            transport::within(timeout, transport::read_frame_data(recv, &mut out[start..]))
-                .await
-                .map_err(|e| transport_error(member, e))?;
-            if crc32fast::hash(&out[start..]) != frame.crc {
-                return Err(Error::new(
-                    ErrorKind::DataCorruption,
-                    format!("frame {index} of {} failed its CRC check", info.object.key),
-                ));
-            }
-        }
-        if crc32fast::hash(&out) != info.crc {
-            return Err(Error::new(
-                ErrorKind::DataCorruption,
-                format!("{} failed its whole-object CRC check", info.object.key),
-            ));
-        }
-        Ok(out)
     }
 
     /// What the newest version of the object is and where it is.
@@ -693,6 +673,82 @@ impl Client {
             out.push((member.clone(), self.status_of(member).await));
         }
         out
+    }
+}
+
+/// An object's bytes arriving frame by frame ([`Client::read_stream`]). Each frame is
+/// checked against its CRC as it arrives, and the whole object's CRC with the last.
+pub struct ObjectStream {
+    info: ObjectInfo,
+    member: Member,
+    recv: quinn::RecvStream,
+    next: u64,
+    frames: u64,
+    whole: crc32fast::Hasher,
+    timeout: Duration,
+}
+
+impl ObjectStream {
+    /// What the answering replica said of the bytes: version, length and CRC32.
+    pub fn info(&self) -> &ObjectInfo {
+        &self.info
+    }
+
+    /// The next frame's bytes; `None` once every frame has arrived and the whole
+    /// object's CRC matched. After an error, the stream is over.
+    pub async fn next_frame(&mut self) -> Option<Result<Bytes, Error>> {
+        if self.next == self.frames {
+            return None;
+        }
+        let index = self.next;
+        // Whatever happens, no frame is tried after this one unless it arrives whole.
+        self.next = self.frames;
+        let frame = match self.receive_frame(index).await {
+            Ok(frame) => frame,
+            Err(err) => return Some(Err(err)),
+        };
+        self.next = index + 1;
+        if self.next == self.frames && std::mem::take(&mut self.whole).finalize() != self.info.crc {
+            return Some(Err(Error::new(
+                ErrorKind::DataCorruption,
+                format!("{} failed its whole-object CRC check", self.info.object.key),
+            )));
+        }
+        Some(Ok(frame))
+    }
+
+    async fn receive_frame(&mut self, index: u64) -> Result<Bytes, Error> {
+        let (member, info) = (&self.member, &self.info);
+        let read = transport::read_frame_header(&mut self.recv, index, info.len, info.frame_bytes);
+        let frame = transport::within(self.timeout, read)
+            .await
+            .map_err(|e| match e {
+                TransportError::Truncated | TransportError::Read(_) => Error::new(
+                    ErrorKind::DataCorruption,
+                    format!(
+                        "node {} ended {} mid-object at frame {index} (it found a corrupt chunk)",
+                        member.id, info.object.key
+                    ),
+                ),
+                other => transport_error(member, other),
+            })?;
+        let mut buf = vec![0; frame.len as usize];
+        let data = transport::read_frame_data(&mut self.recv, &mut buf);
+        transport::within(self.timeout, data)
+            .await
+            .map_err(|e| transport_error(member, e))?;
+        let crc = crc32fast::hash(&buf);
+        if crc != frame.crc {
+            return Err(Error::new(
+                ErrorKind::DataCorruption,
+                format!("frame {index} of {} failed its CRC check", info.object.key),
+            ));
+        }
+        self.whole.combine(&crc32fast::Hasher::new_with_initial_len(
+            crc,
+            buf.len() as u64,
+        ));
+        Ok(Bytes::from(buf))
     }
 }
 

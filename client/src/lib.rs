@@ -16,7 +16,7 @@
 mod client;
 mod error;
 
-pub use client::{Client, ClientConfig, ListPage, PutReceipt};
+pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutReceipt};
 pub use error::{Error, ErrorKind};
 pub use fdw_net::placement::Member;
 pub use fdw_net::transport::{ClusterCa, NodeIdentity, TransportTuning};

@@ -843,4 +843,15 @@ async fn only_known_keys_get_in_and_hosts_name_buckets() {
         assert!(status.contains("200"), "{request}: {status}");
         assert_eq!(body, "hello");
     }
+    // A body of unknown length is refused, as S3 refuses it: none is ever held whole.
+    let (status, body) = unsigned(
+        open.addr(),
+        &format!(
+            "PUT /{BUCKET}/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(status.contains("411"), "{status} {body}");
+    assert!(body.contains("<Code>MissingContentLength</Code>"), "{body}");
 }

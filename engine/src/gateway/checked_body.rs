@@ -115,6 +115,13 @@ impl CheckedBody {
         }
     }
 
+    /// Ends the stream with `err` in place of the chunk held back.
+    fn refuse(&mut self, err: S3Error) -> Poll<Option<io::Result<Bytes>>> {
+        self.ended = true;
+        self.held = None;
+        Poll::Ready(Some(Err(self.refusal.set(err))))
+    }
+
     /// Checks the whole body once it has ended; `Err` says why it is refused.
     fn verdict(&mut self) -> Result<(), S3Error> {
         if let Some(len) = self.declared.len
@@ -193,6 +200,13 @@ impl Stream for CheckedBody {
             match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
                 Some(Ok(chunk)) => {
                     this.seen += chunk.len() as u64;
+                    if let Some(len) = this.declared.len.filter(|&len| this.seen > len) {
+                        // Refuse at once: the rest of the body is never read or held.
+                        return this.refuse(S3Error::with_message(
+                            S3ErrorCode::IncompleteBody,
+                            format!("the body is longer than the {len} bytes its length declared"),
+                        ));
+                    }
                     if let Some(hasher) = &mut this.hasher {
                         hasher.update(&chunk);
                     }
@@ -204,20 +218,16 @@ impl Stream for CheckedBody {
                     }
                 }
                 Some(Err(err)) => {
-                    this.ended = true;
-                    this.held = None;
-                    let err = S3Error::with_message(
+                    return this.refuse(S3Error::with_message(
                         S3ErrorCode::IncompleteBody,
                         format!("reading the request body: {err}"),
-                    );
-                    return Poll::Ready(Some(Err(this.refusal.set(err))));
+                    ));
                 }
                 None => {
-                    this.ended = true;
                     if let Err(err) = this.verdict() {
-                        this.held = None;
-                        return Poll::Ready(Some(Err(this.refusal.set(err))));
+                        return this.refuse(err);
                     }
+                    this.ended = true;
                     return Poll::Ready(this.held.take().map(Ok));
                 }
             }

@@ -13,10 +13,12 @@
 //! - [`multipart`]: multipart uploads, their parts held in the cluster's memory;
 //! - [`checked_body`]: request bodies checked against their length and CRC32 before the
 //!   last byte reaches the cluster;
+//! - [`frames`]: objects handed on frame by frame, to a response or into another put;
 //! - [`names`]: ETags, times and errors as S3 clients expect them.
 
 mod access;
 mod checked_body;
+mod frames;
 mod listing;
 mod multipart;
 mod names;

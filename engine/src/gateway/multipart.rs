@@ -16,11 +16,12 @@ use std::hash::BuildHasher;
 use fdw_net::WriteType;
 use fdw_net::wire::Replication;
 use fdw_persist::crc32_header;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::checked_body::declared;
+use super::frames::frames;
 use super::names::{committed_at, etag, s3_error};
 use super::objects::FdwS3;
 
@@ -280,24 +281,32 @@ pub(super) async fn complete(
         parts.push((number, info));
     }
     let total: u64 = parts.iter().map(|(_, info)| info.len).sum();
-    // One part in memory at a time, each checked against the version named above.
-    let staged = futures_util::stream::iter(parts.iter().map(|(number, info)| {
-        let part = part_key(upload_id, *number);
-        async move {
-            let (got, bytes) = client
-                .read(bucket, &part, None)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if got.version != info.version {
-                return Err(std::io::Error::other(format!(
-                    "part {number} was replaced during completion"
-                )));
+    // Part after part, frame by frame, each checked against the version named above.
+    let named: Vec<(String, i32, fdw_net::Version)> = parts
+        .iter()
+        .map(|(number, info)| (part_key(upload_id, *number), *number, info.version))
+        .collect();
+    // Owned captures: the stream lives inside the handler's boxed future.
+    let (reader, from) = (client.clone(), bucket.to_string());
+    let staged = futures_util::stream::iter(named)
+        .then(move |(part, number, version)| {
+            let (client, bucket) = (reader.clone(), from.clone());
+            async move {
+                let stream = client
+                    .read_stream(&bucket, &part, None)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                if stream.info().version != version {
+                    return Err(std::io::Error::other(format!(
+                        "part {number} was replaced during completion"
+                    )));
+                }
+                Ok(frames(stream))
             }
-            Ok(bytes::Bytes::from(bytes))
-        }
-    }))
-    .then(|read| read);
-    let reader = tokio_util::io::StreamReader::new(Box::pin(staged));
+        })
+        .try_flatten()
+        .boxed();
+    let reader = tokio_util::io::StreamReader::new(staged);
     let receipt = client
         .put_stream(bucket, key, total, reader, upload.replication()?)
         .await

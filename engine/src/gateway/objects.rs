@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use fdw_client::PutReceipt;
+use bytes::Bytes;
+use fdw_client::{ObjectStream, PutReceipt};
 use fdw_net::WriteType;
 use fdw_net::wire::{ObjectInfo, Replication};
 use fdw_persist::crc32_header;
@@ -13,6 +13,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Shared;
 use super::checked_body::{CheckedBody, Declared, Refusal, declared};
+use super::frames::{frames, response_body};
 use super::names::{committed_at, etag, s3_error};
 
 /// Headers that override a bucket's write settings for one request.
@@ -97,8 +98,8 @@ impl FdwS3 {
         })
     }
 
-    /// Stores a request body under `bucket/key`: streamed frame by frame when its length
-    /// is known, so memory use is one frame; collected first when it is not.
+    /// Stores a request body under `bucket/key`, streamed frame by frame: memory use is
+    /// one frame, whatever its size.
     pub(super) async fn store_body(
         &self,
         bucket: &str,
@@ -113,26 +114,31 @@ impl FdwS3 {
         let body = body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
         let mut checked = CheckedBody::new(body, declared, refusal.clone());
         let stored = match len {
-            // An empty object has no frames to carry its check: read it out first.
-            Some(len) if len > 0 => {
-                let reader = tokio_util::io::StreamReader::new(checked);
-                client
-                    .put_stream(bucket, key, len, reader, replication)
-                    .await
+            // As S3: a body of unknown length is refused, so none is held whole.
+            None => {
+                return Err(s3_error!(
+                    MissingContentLength,
+                    "You must provide the Content-Length HTTP header."
+                ));
             }
-            _ => {
-                let mut all = BytesMut::new();
+            // An empty object has no frames to carry its check: read it out first.
+            Some(0) => {
                 while let Some(chunk) = checked.next().await {
-                    match chunk {
-                        Ok(chunk) => all.extend_from_slice(&chunk),
-                        Err(_) => break,
+                    if chunk.is_err() {
+                        break;
                     }
                 }
                 if let Some(refused) = refusal.take() {
                     return Err(refused);
                 }
                 client
-                    .put_bytes(bucket, key, all.freeze(), replication)
+                    .put_bytes(bucket, key, Bytes::new(), replication)
+                    .await
+            }
+            Some(len) => {
+                let reader = tokio_util::io::StreamReader::new(checked);
+                client
+                    .put_stream(bucket, key, len, reader, replication)
                     .await
             }
         };
@@ -153,20 +159,21 @@ impl FdwS3 {
         Ok(())
     }
 
-    /// The object's bytes, or a range of them, with what the range is of.
+    /// The object, or a range of it, as it arrives, with what the whole object is and
+    /// which range this is.
     async fn read(
         &self,
         bucket: &str,
         key: &str,
         range: Option<Range>,
-    ) -> S3Result<(ObjectInfo, Bytes, Option<std::ops::Range<u64>>)> {
+    ) -> S3Result<(ObjectInfo, ObjectStream, Option<std::ops::Range<u64>>)> {
         let client = &self.shared.client;
         let Some(range) = range else {
-            let (info, bytes) = client
-                .read(bucket, key, None)
+            let stream = client
+                .read_stream(bucket, key, None)
                 .await
                 .map_err(|e| s3_error(&e))?;
-            return Ok((info, Bytes::from(bytes), None));
+            return Ok((stream.info().clone(), stream, None));
         };
         // A range needs the object's length first; if a newer version lands between
         // the two calls, read again rather than mix two versions' answers.
@@ -183,13 +190,13 @@ impl FdwS3 {
                     ),
                 )
             })?;
-            let (info, bytes) = client
-                .read(bucket, key, Some(wanted.clone()))
+            let stream = client
+                .read_stream(bucket, key, Some(wanted.clone()))
                 .await
                 .map_err(|e| s3_error(&e))?;
             tries += 1;
-            if info.version == whole.version || tries == 3 {
-                return Ok((whole, Bytes::from(bytes), Some(wanted)));
+            if stream.info().version == whole.version || tries == 3 {
+                return Ok((whole, stream, Some(wanted)));
             }
         }
     }
@@ -259,11 +266,11 @@ impl S3 for FdwS3 {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
         }
-        let (info, bytes, range) = self.read(&input.bucket, &input.key, input.range).await?;
+        let (info, stream, range) = self.read(&input.bucket, &input.key, input.range).await?;
         check_conditions(&info, input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let whole = range.is_none();
         let output = GetObjectOutput {
-            content_length: Some(bytes.len() as i64),
+            content_length: Some(stream.info().len as i64),
             content_range: range.map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, info.len)),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.version)),
@@ -275,7 +282,7 @@ impl S3 for FdwS3 {
             checksum_type: (whole && wants_checksum(input.checksum_mode.as_ref()))
                 .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             content_type: Some("binary/octet-stream".into()),
-            body: Some(StreamingBlob::from(s3s::Body::from(bytes))),
+            body: Some(response_body(stream)),
             ..GetObjectOutput::default()
         };
         Ok(S3Response::new(output))
@@ -404,7 +411,7 @@ impl S3 for FdwS3 {
         self.check_bucket(&input.bucket)?;
         Self::check_key(from_key)?;
         Self::check_key(&input.key)?;
-        let (info, bytes, _) = self.read(from_bucket, from_key, None).await?;
+        let (info, stream, _) = self.read(from_bucket, from_key, None).await?;
         let source_tag = etag(info.version);
         if let Some(expected) = &input.copy_source_if_match
             && !matches!(expected, ETagCondition::Any)
@@ -415,7 +422,13 @@ impl S3 for FdwS3 {
         let receipt = self
             .shared
             .client
-            .put_bytes(&input.bucket, &input.key, bytes, replication)
+            .put_stream(
+                &input.bucket,
+                &input.key,
+                info.len,
+                tokio_util::io::StreamReader::new(frames(stream)),
+                replication,
+            )
             .await
             .map_err(|e| s3_error(&e))?;
         Ok(S3Response::new(CopyObjectOutput {
