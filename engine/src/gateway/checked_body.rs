@@ -32,9 +32,12 @@ pub(super) struct Declared {
 
 /// What a `PutObjectInput` or `UploadPartInput` declares of its body, moved out of it.
 macro_rules! declared {
-    ($input:ident, $trailers:expr) => {
+    ($input:ident, $headers:expr, $trailers:expr) => {
         $crate::gateway::checked_body::Declared {
-            len: $input.content_length.map(|l| l.max(0) as u64),
+            len: $input
+                .content_length
+                .map(|l| l.max(0) as u64)
+                .or_else(|| $crate::gateway::checked_body::decoded_length($headers)),
             checksums: s3s::dto::Checksum {
                 checksum_crc32: $input.checksum_crc32,
                 checksum_crc32c: $input.checksum_crc32c,
@@ -49,6 +52,18 @@ macro_rules! declared {
     };
 }
 pub(super) use declared;
+
+/// `x-amz-decoded-content-length`: the length of an `aws-chunked` body sent with
+/// `Transfer-Encoding: chunked` and no `Content-Length`, as the AWS C++ SDK (pyarrow)
+/// sends parts.
+pub(super) fn decoded_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get("x-amz-decoded-content-length")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// Why a body was refused, for the handler to answer once the put has failed.
 #[derive(Clone, Default)]

@@ -158,7 +158,7 @@ pub(super) async fn upload_part(
     }
     s3.check_bucket(&input.bucket)?;
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
-    let declared = declared!(input, req.trailing_headers);
+    let declared = declared!(input, &req.headers, req.trailing_headers);
     let key = part_key(&input.upload_id, input.part_number);
     let receipt = s3
         .store_body(&input.bucket, &key, input.body, declared, upload.staging()?)

@@ -244,7 +244,7 @@ impl S3 for FdwS3 {
         let input = req.input;
         self.check_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
-        let declared = declared!(input, req.trailing_headers);
+        let declared = declared!(input, &req.headers, req.trailing_headers);
         let receipt = self
             .store_body(&input.bucket, &input.key, input.body, declared, replication)
             .await?;
