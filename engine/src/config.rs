@@ -49,6 +49,8 @@
 //! domains = ["s3.fdw.internal"]  # virtual-hosted style: <bucket>.s3.fdw.internal
 //! anonymous = false              # serve unsigned requests
 //! keys = [{ access_key = "PIPELINE", secret_key = "..." }]
+//! max_connections = 1024         # more wait in the accept queue
+//! header_timeout = "30s"         # slow headers and idle connections are closed after this
 //! [gateway.buckets.scratch]      # a bucket's writes through the gateway ([defaults] else)
 //! write_type = "MUST_CACHE"
 //! replicas = 3
@@ -115,6 +117,10 @@ pub enum ConfigError {
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -313,6 +319,11 @@ pub struct GatewaySection {
     /// Per-bucket write settings.
     #[serde(default)]
     pub buckets: BTreeMap<String, BucketWrites>,
+    /// Connections served at once (default 1024).
+    pub max_connections: Option<usize>,
+    /// Limit on sending a request's headers, and on idling between requests (default 30s).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub header_timeout: Option<Duration>,
 }
 
 /// `[gateway.buckets.<name>]`: how the gateway writes to one bucket; what is left out
@@ -524,9 +535,9 @@ impl Config {
         config.anonymous = section.anonymous;
         config.domains = section.domains.clone();
         config.any_bucket = self.persist.default.is_some();
-        if config.keys.is_empty() && !config.anonymous {
-            return Err("[gateway] has no keys and anonymous = false: nobody could use it".into());
-        }
+        config.max_connections = section.max_connections.unwrap_or(config.max_connections);
+        config.header_timeout = section.header_timeout.unwrap_or(config.header_timeout);
+        config.check().map_err(|e| format!("[gateway] {e}"))?;
         for bucket in self.buckets.keys() {
             config.buckets.insert(bucket.clone(), default);
         }
@@ -691,6 +702,21 @@ keys = [{ access_key = "PIPELINE", secret_key = "s3cr3t" }]
             !format!("{:?}", gateway.keys).contains("s3cr3t"),
             "secrets stay out of logs"
         );
+        assert_eq!(
+            (gateway.max_connections, gateway.header_timeout),
+            (1024, Duration::from_secs(30)),
+            "defaults"
+        );
+        let tuned = format!("{GOOD}{GATEWAY}max_connections = 8\nheader_timeout = \"5s\"\n");
+        let tuned = parse(&tuned, &[])
+            .unwrap()
+            .gateway_config()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (tuned.max_connections, tuned.header_timeout),
+            (8, Duration::from_secs(5))
+        );
         assert!(
             parse(GOOD, &[])
                 .unwrap()
@@ -774,6 +800,10 @@ keys = [{ access_key = "PIPELINE", secret_key = "s3cr3t" }]
             (
                 format!("{GOOD}\n[gateway]\naddr = \"127.0.0.1:9000\"\n"),
                 "[gateway] has no keys",
+            ),
+            (
+                format!("{GOOD}{GATEWAY}max_connections = 0\n"),
+                "[gateway] max_connections",
             ),
             (
                 format!("{GOOD}{GATEWAY}[gateway.buckets.scratch]\nwrite_type = \"FAST\"\n"),

@@ -855,3 +855,74 @@ async fn only_known_keys_get_in_and_hosts_name_buckets() {
     assert!(status.contains("411"), "{status} {body}");
     assert!(body.contains("<Code>MissingContentLength</Code>"), "{body}");
 }
+
+/// Whether the server ends the connection (answering or not) before `patience` is up.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, patience: Duration) -> bool {
+    let mut sink = Vec::new();
+    matches!(
+        tokio::time::timeout(patience, stream.read_to_end(&mut sink)).await,
+        Ok(Ok(_) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_and_slow_clients_cannot_hold_the_gateway() {
+    // Two connections at most; nobody is cut off by the clock here.
+    let s = setup(|c| {
+        c.max_connections = 2;
+        c.header_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let addr = s.gateway.addr();
+    let request =
+        format!("GET /{BUCKET}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let third = tokio::spawn({
+        let request = request.clone();
+        async move { unsigned(addr, &request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection waits while two silent ones hold both slots"
+    );
+    drop(first);
+    let (status, _) = tokio::time::timeout(Duration::from_secs(60), third)
+        .await
+        .expect("a slot freed by a closed connection serves the waiting one")
+        .unwrap();
+    assert!(status.contains("403"), "served (unsigned): {status}");
+
+    // A client that never finishes its headers, or idles, is closed and frees its slot.
+    let strict = Gateway::start(
+        {
+            let mut config = GatewayConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                Vec::new(),
+                Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
+            );
+            config.anonymous = true;
+            config.max_connections = 1;
+            config.header_timeout = Duration::from_millis(200);
+            config
+        },
+        s.cluster.client("strict").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(strict.addr()).await.unwrap();
+    slow.write_all(b"GET /stage-1/k HTTP/1.1\r\nHost: 127.0")
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut slow, Duration::from_secs(60)).await);
+    let mut silent = tokio::net::TcpStream::connect(strict.addr()).await.unwrap();
+    assert!(closed_by_server(&mut silent, Duration::from_secs(60)).await);
+    s.client.put(BUCKET, "k", b"hello").await.unwrap();
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(60), unsigned(strict.addr(), &request))
+            .await
+            .expect("the only slot is free again");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "hello");
+}

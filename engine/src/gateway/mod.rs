@@ -27,11 +27,14 @@ mod objects;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fdw_client::Client;
 use fdw_net::wire::Replication;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use access::AccessKey;
 
@@ -54,6 +57,12 @@ pub struct GatewayConfig {
     /// Whether every valid bucket name exists (its objects persist under a default
     /// location); otherwise only the listed buckets and those created here exist.
     pub any_bucket: bool,
+    /// Connections served at once; more wait in the kernel's accept queue. Bounds the
+    /// descriptors and tasks a flood of clients can take from the worker.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, and how long it may
+    /// sit idle between requests, before it is closed (slow or silent clients).
+    pub header_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -67,7 +76,20 @@ impl GatewayConfig {
             default,
             buckets: BTreeMap::new(),
             any_bucket: true,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Why no gateway could serve with these settings, if so.
+    pub fn check(&self) -> Result<(), String> {
+        if self.keys.is_empty() && !self.anonymous {
+            return Err("has no keys and anonymous = false: nobody could use it".into());
+        }
+        if self.max_connections == 0 || self.header_timeout.is_zero() {
+            return Err("max_connections and header_timeout must not be 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +157,7 @@ impl Drop for Gateway {
 impl Gateway {
     /// Serves the S3 API on `config.addr`, reaching the cluster through `client`.
     pub async fn start(config: GatewayConfig, client: Client) -> Result<Self, GatewayError> {
+        config.check().map_err(GatewayError::Invalid)?;
         let addr = config.addr;
         let mut builder = s3s::service::S3ServiceBuilder::new(objects::FdwS3 {
             shared: Arc::new(Shared {
@@ -150,38 +173,25 @@ impl Gateway {
         }
         if config.anonymous {
             builder.set_access(access::AllowAnonymous);
-        } else if config.keys.is_empty() {
-            return Err(GatewayError::Invalid(
-                "no access keys and anonymous access off: nobody could use it".into(),
-            ));
         }
         let service = builder.build();
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| GatewayError::Bind { addr, source })?;
-        let accept = tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(err) => {
-                        // Out of descriptors, for example: the listener itself is fine.
-                        tracing::warn!(%err, "S3 gateway: accepting a connection");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        // HTTP/1.1 only, as S3 itself: no version sniffing that could wait untimed.
+        let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(Semaphore::new(config.max_connections)),
+            http,
+            service,
+        ));
         tracing::info!(%addr, "S3 gateway serving");
         Ok(Self { addr, accept })
     }
@@ -189,5 +199,42 @@ impl Gateway {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Serves each connection in its own task while it holds one of `slots`.
+async fn accept_loop(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    http: auto::Builder<TokioExecutor>,
+    service: s3s::service::S3Service,
+) {
+    let http = Arc::new(http);
+    loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                tracing::warn!("S3 gateway: at max_connections; new connections wait");
+                match Arc::clone(&slots).acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return, // never closed
+                }
+            }
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors, for example: the listener itself is fine.
+                tracing::warn!(%err, "S3 gateway: accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (http, service) = (Arc::clone(&http), service.clone());
+        tokio::spawn(async move {
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            drop(slot);
+        });
     }
 }
