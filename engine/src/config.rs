@@ -51,6 +51,7 @@
 //! keys = [{ access_key = "PIPELINE", secret_key = "..." }]
 //! max_connections = 1024         # more wait in the accept queue
 //! header_timeout = "30s"         # slow headers and idle connections are closed after this
+//! multipart_expiry = "24h"       # unfinished multipart uploads are removed after this
 //! [gateway.buckets.scratch]      # a bucket's writes through the gateway ([defaults] else)
 //! write_type = "MUST_CACHE"
 //! replicas = 3
@@ -324,6 +325,9 @@ pub struct GatewaySection {
     /// Limit on sending a request's headers, and on idling between requests (default 30s).
     #[serde(default, deserialize_with = "optional_duration")]
     pub header_timeout: Option<Duration>,
+    /// Multipart uploads left unfinished this long are removed (default 24h).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub multipart_expiry: Option<Duration>,
 }
 
 /// `[gateway.buckets.<name>]`: how the gateway writes to one bucket; what is left out
@@ -537,6 +541,7 @@ impl Config {
         config.any_bucket = self.persist.default.is_some();
         config.max_connections = section.max_connections.unwrap_or(config.max_connections);
         config.header_timeout = section.header_timeout.unwrap_or(config.header_timeout);
+        config.multipart_expiry = section.multipart_expiry.unwrap_or(config.multipart_expiry);
         config.check().map_err(|e| format!("[gateway] {e}"))?;
         for bucket in self.buckets.keys() {
             config.buckets.insert(bucket.clone(), default);

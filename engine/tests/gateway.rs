@@ -122,6 +122,20 @@ fn holders(cluster: &LocalCluster, bucket: &str, key: &str) -> usize {
         .count()
 }
 
+/// Waits for `want` nodes to hold the key: replicas past the quorum may still be copying
+/// when the put is acknowledged.
+async fn wait_for_holders(cluster: &LocalCluster, bucket: &str, key: &str, want: usize) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while holders(cluster, bucket, key) != want {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{bucket}/{key}: {} holders, never {want}",
+            holders(cluster, bucket, key)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 12) as u8)
@@ -284,7 +298,7 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
         .unwrap();
     let info = s.client.head(SCRATCH, "tmp").await.unwrap();
     assert_eq!(info.write_type, WriteType::MustCache);
-    assert_eq!(holders(&s.cluster, SCRATCH, "tmp"), 3);
+    wait_for_holders(&s.cluster, SCRATCH, "tmp", 3).await;
     s.s3.put_object()
         .bucket(BUCKET)
         .key("cached")
@@ -925,4 +939,57 @@ async fn floods_and_slow_clients_cannot_hold_the_gateway() {
             .expect("the only slot is free again");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_multipart_uploads_expire_with_their_parts() {
+    let s = setup(|c| c.multipart_expiry = Duration::from_millis(500)).await;
+    let staged = || async {
+        s.client
+            .list(BUCKET, ".fdw-multipart/", None, 100)
+            .await
+            .unwrap()
+            .entries
+            .len()
+    };
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("abandoned")
+            .send()
+            .await
+            .unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    s.s3.upload_part()
+        .bucket(BUCKET)
+        .key("abandoned")
+        .upload_id(upload_id)
+        .part_number(1)
+        .body(bytes(1 << 20, 7).into())
+        .send()
+        .await
+        .unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while staged().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the record and part are never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("abandoned")
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .parts(CompletedPart::builder().part_number(1).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NoSuchUpload");
+    assert_eq!(holders(&s.cluster, BUCKET, "abandoned"), 0);
 }

@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     /// How long a connection may take to send a request's headers, and how long it may
     /// sit idle between requests, before it is closed (slow or silent clients).
     pub header_timeout: Duration,
+    /// A multipart upload neither completed nor aborted this long after it began is
+    /// removed with its parts, which hold memory that is never evicted.
+    pub multipart_expiry: Duration,
 }
 
 impl GatewayConfig {
@@ -78,6 +81,7 @@ impl GatewayConfig {
             any_bucket: true,
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
+            multipart_expiry: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -86,8 +90,13 @@ impl GatewayConfig {
         if self.keys.is_empty() && !self.anonymous {
             return Err("has no keys and anonymous = false: nobody could use it".into());
         }
-        if self.max_connections == 0 || self.header_timeout.is_zero() {
-            return Err("max_connections and header_timeout must not be 0".into());
+        if self.max_connections == 0
+            || self.header_timeout.is_zero()
+            || self.multipart_expiry.is_zero()
+        {
+            return Err(
+                "max_connections, header_timeout and multipart_expiry must not be 0".into(),
+            );
         }
         Ok(())
     }
@@ -115,6 +124,8 @@ struct Shared {
     config: GatewayConfig,
     /// Buckets created through this gateway, with when.
     created: Mutex<BTreeMap<String, SystemTime>>,
+    /// Buckets this gateway has seen multipart uploads in: where it expires them.
+    uploads_in: Mutex<BTreeSet<String>>,
     started: SystemTime,
 }
 
@@ -127,6 +138,24 @@ impl Shared {
 
     fn created(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SystemTime>> {
         self.created.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_uploads_in(&self, bucket: &str) {
+        let mut buckets = self.uploads_in.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains(bucket) {
+            buckets.insert(bucket.to_owned());
+        }
+    }
+
+    /// Where expired uploads may be: the configured buckets and those with uploads seen.
+    fn buckets_with_uploads(&self) -> BTreeSet<String> {
+        let mut buckets = self
+            .uploads_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        buckets.extend(self.config.buckets.keys().cloned());
+        buckets
     }
 
     /// The buckets ListBuckets shows: the configured ones and those created here.
@@ -142,15 +171,17 @@ impl Shared {
     }
 }
 
-/// A running gateway. Dropping it stops accepting connections.
+/// A running gateway. Dropping it stops accepting connections and expiring uploads.
 pub struct Gateway {
     addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    expire: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.accept.abort();
+        self.expire.abort();
     }
 }
 
@@ -159,14 +190,17 @@ impl Gateway {
     pub async fn start(config: GatewayConfig, client: Client) -> Result<Self, GatewayError> {
         config.check().map_err(GatewayError::Invalid)?;
         let addr = config.addr;
-        let mut builder = s3s::service::S3ServiceBuilder::new(objects::FdwS3 {
+        let s3 = objects::FdwS3 {
             shared: Arc::new(Shared {
                 client,
                 started: names::now(),
                 created: Mutex::default(),
+                uploads_in: Mutex::default(),
                 config: config.clone(),
             }),
-        });
+        };
+        let expire = tokio::spawn(expire_uploads(s3.clone()));
+        let mut builder = s3s::service::S3ServiceBuilder::new(s3);
         builder.set_host(access::Domains::new(&config.domains)?);
         if !config.keys.is_empty() {
             builder.set_auth(access::Keys::new(&config.keys));
@@ -193,12 +227,31 @@ impl Gateway {
             service,
         ));
         tracing::info!(%addr, "S3 gateway serving");
-        Ok(Self { addr, accept })
+        Ok(Self {
+            addr,
+            accept,
+            expire,
+        })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Removes expired multipart uploads, checking a few times per `multipart_expiry`.
+async fn expire_uploads(s3: objects::FdwS3) {
+    let expiry = s3.shared.config.multipart_expiry;
+    let period = (expiry / 4).clamp(Duration::from_millis(100), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(period).await;
+        let cutoff = names::now()
+            .checked_sub(expiry)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for bucket in s3.shared.buckets_with_uploads() {
+            multipart::sweep(&s3, &bucket, cutoff).await;
+        }
     }
 }
 

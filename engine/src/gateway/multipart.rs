@@ -10,6 +10,11 @@
 //! Completion streams the parts, in order and one at a time, into one fdw object under
 //! the target key (each part's bytes cross the gateway once more), then deletes them.
 //! Listings never show the reserved keys, and clients cannot write them.
+//!
+//! An upload neither completed nor aborted within the gateway's `multipart_expiry` is
+//! removed by [`sweep`], as an S3 lifecycle rule would: its parts pin memory that is never
+//! evicted. Upload ids start with their creation time, so the oldest list first and a
+//! sweep stops at the first upload still young.
 
 use std::hash::BuildHasher;
 
@@ -72,15 +77,24 @@ impl Upload {
     }
 }
 
-/// A fresh upload id: unguessable enough that uploads never collide, and starting with
-/// the time so ids sort by age.
-fn new_upload_id() -> String {
-    let now = super::names::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// Microseconds since the epoch.
+fn micros(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_micros() as u64;
+        .as_micros() as u64
+}
+
+/// A fresh upload id: unguessable enough that uploads never collide, and starting with
+/// the time (fixed-width hex) so ids sort by age.
+fn new_upload_id() -> String {
+    let now = micros(super::names::now());
     let random = std::hash::RandomState::new().hash_one(now);
     format!("{now:016x}{random:016x}")
+}
+
+/// When the upload with this id was created, in microseconds since the epoch.
+fn created_micros(upload_id: &str) -> Option<u64> {
+    u64::from_str_radix(upload_id.get(..16)?, 16).ok()
 }
 
 /// The upload's record, or `NoSuchUpload` if it is not in progress for `key`.
@@ -126,6 +140,7 @@ pub(super) async fn create(
     let record = serde_json::to_vec(&upload)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
     let upload_id = new_upload_id();
+    s3.shared.note_uploads_in(&input.bucket);
     s3.shared
         .client
         .put_with(
@@ -158,6 +173,7 @@ pub(super) async fn upload_part(
     }
     s3.check_bucket(&input.bucket)?;
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    s3.shared.note_uploads_in(&input.bucket);
     let declared = declared!(input, &req.headers, req.trailing_headers);
     let key = part_key(&input.upload_id, input.part_number);
     let receipt = s3
@@ -333,7 +349,8 @@ pub(super) async fn abort(
 }
 
 /// Deletes an upload's parts and then its record. A delete that fails leaves memory
-/// pinned, not data wrong: the part keys are never shown or read again.
+/// pinned until the upload expires, not data wrong: the part keys are never shown or
+/// read again.
 async fn remove(s3: &FdwS3, bucket: &str, upload_id: &str, staging: Replication) {
     let client = &s3.shared.client;
     let prefix = format!("{}/", record_key(upload_id));
@@ -364,5 +381,76 @@ async fn remove(s3: &FdwS3, bucket: &str, upload_id: &str, staging: Replication)
         .await
     {
         tracing::warn!(%bucket, %upload_id, %err, "deleting a finished upload's record");
+    }
+}
+
+/// Removes the uploads of `bucket` created before `cutoff`, completed or not, with their
+/// parts; returns how many. An upload whose record is gone (a remove that failed half
+/// way) is removed with the gateway's default replicas.
+pub(super) async fn sweep(s3: &FdwS3, bucket: &str, cutoff: std::time::SystemTime) -> usize {
+    let (client, cutoff) = (&s3.shared.client, micros(cutoff));
+    let mut after: Option<String> = None;
+    let mut removed = 0;
+    loop {
+        let page = match client
+            .list(bucket, STAGING_PREFIX, after.as_deref(), 1)
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(%bucket, %err, "listing multipart uploads to expire");
+                return removed;
+            }
+        };
+        let Some(entry) = page.entries.first() else {
+            return removed;
+        };
+        let rest = &entry.key.as_str()[STAGING_PREFIX.len()..];
+        let upload_id = rest.split('/').next().unwrap_or(rest);
+        if created_micros(upload_id).is_some_and(|created| created >= cutoff) {
+            return removed; // ids sort by age: every later one is younger
+        }
+        if created_micros(upload_id).is_some() {
+            let staging = match client.get(bucket, &record_key(upload_id)).await {
+                Ok(record) => serde_json::from_slice::<Upload>(&record)
+                    .ok()
+                    .and_then(|upload| upload.staging().ok()),
+                Err(_) => None,
+            };
+            let default = s3.shared.config.default;
+            let staging = staging.unwrap_or_else(|| {
+                Replication::new(WriteType::MustCache, default.replicas, default.quorum)
+                    .unwrap_or(default)
+            });
+            remove(s3, bucket, upload_id, staging).await;
+            removed += 1;
+            tracing::info!(%bucket, %upload_id, "expired multipart upload removed");
+        }
+        // Past this upload's record and parts, whatever the deletes did.
+        after = Some(format!("{}/\u{10FFFF}", record_key(upload_id)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a pause, so the second id is later
+    fn upload_ids_sort_by_age_and_carry_it() {
+        let first = new_upload_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_upload_id();
+        assert!(first < second, "{first} then {second}");
+        let (a, b) = (
+            created_micros(&first).unwrap(),
+            created_micros(&second).unwrap(),
+        );
+        assert!(a < b);
+        let now = micros(super::super::names::now());
+        assert!(now >= b && now - b < 60_000_000, "the id's time is now");
+        for junk in ["", "abc", "zzzzzzzzzzzzzzzz0000", "é"] {
+            assert_eq!(created_micros(junk), None, "{junk:?}");
+        }
     }
 }

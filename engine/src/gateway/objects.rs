@@ -176,9 +176,9 @@ impl FdwS3 {
             return Ok((stream.info().clone(), stream, None));
         };
         // A range needs the object's length first; if a newer version lands between
-        // the two calls, read again rather than mix two versions' answers.
-        let mut tries = 0;
-        loop {
+        // the two calls, read again rather than mix two versions' answers. A key
+        // overwritten faster than that is a 503, which SDKs retry.
+        for _ in 0..3 {
             let whole = client.head(bucket, key).await.map_err(|e| s3_error(&e))?;
             let wanted = range.check(whole.len).map_err(|_| {
                 S3Error::with_message(
@@ -194,11 +194,14 @@ impl FdwS3 {
                 .read_stream(bucket, key, Some(wanted.clone()))
                 .await
                 .map_err(|e| s3_error(&e))?;
-            tries += 1;
-            if stream.info().version == whole.version || tries == 3 {
+            if stream.info().version == whole.version {
                 return Ok((whole, stream, Some(wanted)));
             }
         }
+        Err(S3Error::with_message(
+            S3ErrorCode::SlowDown,
+            format!("{bucket}/{key} was overwritten during each of 3 ranged reads"),
+        ))
     }
 }
 
