@@ -780,6 +780,23 @@ async fn multipart_uploads_complete_into_one_checked_object() {
     );
 }
 
+/// A second gateway to the same cluster that serves unsigned requests.
+async fn anonymous_gateway(
+    cluster: &LocalCluster,
+    configure: impl FnOnce(&mut GatewayConfig),
+) -> Gateway {
+    let mut config = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Vec::new(),
+        Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
+    );
+    config.anonymous = true;
+    configure(&mut config);
+    Gateway::start(config, cluster.client("anonymous").await.unwrap())
+        .await
+        .unwrap()
+}
+
 /// Sends one raw, unsigned HTTP request and returns the status line and body.
 async fn unsigned(addr: SocketAddr, request: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -834,21 +851,7 @@ async fn only_known_keys_get_in_and_hosts_name_buckets() {
     assert!(status.contains("403"), "still signed only: {status} {body}");
 
     // A gateway that allows anonymous access serves both addressing styles unsigned.
-    let open = Gateway::start(
-        {
-            let mut config = GatewayConfig::new(
-                "127.0.0.1:0".parse().unwrap(),
-                Vec::new(),
-                Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
-            );
-            config.anonymous = true;
-            config.domains = vec!["s3.fdw.test".into()];
-            config
-        },
-        s.cluster.client("open").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let open = anonymous_gateway(&s.cluster, |c| c.domains = vec!["s3.fdw.test".into()]).await;
     for request in [
         format!("GET /{BUCKET}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         format!("GET /k HTTP/1.1\r\nHost: {BUCKET}.s3.fdw.test:9000\r\nConnection: close\r\n\r\n"),
@@ -909,22 +912,11 @@ async fn floods_and_slow_clients_cannot_hold_the_gateway() {
     assert!(status.contains("403"), "served (unsigned): {status}");
 
     // A client that never finishes its headers, or idles, is closed and frees its slot.
-    let strict = Gateway::start(
-        {
-            let mut config = GatewayConfig::new(
-                "127.0.0.1:0".parse().unwrap(),
-                Vec::new(),
-                Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
-            );
-            config.anonymous = true;
-            config.max_connections = 1;
-            config.header_timeout = Duration::from_millis(200);
-            config
-        },
-        s.cluster.client("strict").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let strict = anonymous_gateway(&s.cluster, |c| {
+        c.max_connections = 1;
+        c.header_timeout = Duration::from_millis(200);
+    })
+    .await;
     let mut slow = tokio::net::TcpStream::connect(strict.addr()).await.unwrap();
     slow.write_all(b"GET /stage-1/k HTTP/1.1\r\nHost: 127.0")
         .await
