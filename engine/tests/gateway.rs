@@ -985,3 +985,129 @@ async fn abandoned_multipart_uploads_expire_with_their_parts() {
     assert_eq!(code(&err), "NoSuchUpload");
     assert_eq!(holders(&s.cluster, BUCKET, "abandoned"), 0);
 }
+
+/// One page of ListMultipartUploads: (key, upload id) pairs, common prefixes, and the
+/// markers of the next page if there is one.
+type UploadsPage = (
+    Vec<(String, String)>,
+    Vec<String>,
+    Option<(String, Option<String>)>,
+);
+
+async fn uploads_page(
+    s3: &S3Client,
+    configure: impl FnOnce(
+        aws_sdk_s3::operation::list_multipart_uploads::builders::ListMultipartUploadsFluentBuilder,
+    )
+        -> aws_sdk_s3::operation::list_multipart_uploads::builders::ListMultipartUploadsFluentBuilder,
+) -> UploadsPage {
+    let page = configure(s3.list_multipart_uploads().bucket(BUCKET))
+        .send()
+        .await
+        .unwrap();
+    let uploads = page
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap().to_owned(),
+                u.upload_id().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let prefixes = page
+        .common_prefixes()
+        .iter()
+        .map(|p| p.prefix().unwrap().to_owned())
+        .collect();
+    let next = page.is_truncated().unwrap().then(|| {
+        (
+            page.next_key_marker().unwrap().to_owned(),
+            page.next_upload_id_marker().map(str::to_owned),
+        )
+    });
+    (uploads, prefixes, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_in_progress_list_by_key_then_age() {
+    let s = setup(|_| {}).await;
+    let mut ids = Vec::new();
+    for (bucket, key) in [
+        (BUCKET, "b/2"),
+        (BUCKET, "a"),
+        (BUCKET, "b/1"),
+        (BUCKET, "a"),
+        (BUCKET, "c"),
+        (SCRATCH, "elsewhere"),
+    ] {
+        let upload =
+            s.s3.create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        ids.push((key.to_owned(), upload.upload_id().unwrap().to_owned()));
+    }
+    let id = |i: usize| ids[i].clone();
+    let (all, prefixes, next) = uploads_page(&s.s3, |r| r).await;
+    assert_eq!(
+        all,
+        vec![id(1), id(3), id(2), id(0), id(4)],
+        "by key, then by age"
+    );
+    assert!(prefixes.is_empty() && next.is_none());
+
+    // Pages of two, each resuming from the markers of the last.
+    let mut pages = Vec::new();
+    let mut markers: Option<(String, Option<String>)> = None;
+    loop {
+        let (uploads, _, next) = uploads_page(&s.s3, |r| {
+            let r = r.max_uploads(2);
+            match markers.clone() {
+                Some((key, id)) => r.key_marker(key).set_upload_id_marker(id),
+                None => r,
+            }
+        })
+        .await;
+        pages.push(uploads);
+        match next {
+            Some(next) => markers = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![vec![id(1), id(3)], vec![id(2), id(0)], vec![id(4)]]
+    );
+
+    let (under_b, _, _) = uploads_page(&s.s3, |r| r.prefix("b/")).await;
+    assert_eq!(under_b, vec![id(2), id(0)]);
+    let (uploads, prefixes, next) = uploads_page(&s.s3, |r| r.delimiter("/").max_uploads(3)).await;
+    assert_eq!(uploads, vec![id(1), id(3)]);
+    assert_eq!(prefixes, vec!["b/".to_owned()]);
+    let (key, upload_id) = next.expect("c is on the next page");
+    let (rest, _, next) = uploads_page(&s.s3, |r| {
+        r.delimiter("/")
+            .key_marker(key)
+            .set_upload_id_marker(upload_id)
+    })
+    .await;
+    assert_eq!(
+        (rest, next),
+        (vec![id(4)], None),
+        "past every upload under b/"
+    );
+
+    // Completed or aborted uploads are gone from the list.
+    s.s3.abort_multipart_upload()
+        .bucket(BUCKET)
+        .key("c")
+        .upload_id(&id(4).1)
+        .send()
+        .await
+        .unwrap();
+    let (all, _, _) = uploads_page(&s.s3, |r| r).await;
+    assert_eq!(all, vec![id(1), id(3), id(2), id(0)]);
+}

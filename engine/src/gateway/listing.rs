@@ -74,7 +74,6 @@ async fn page(
     max_keys: usize,
 ) -> S3Result<Page> {
     let mut page = Page::default();
-    let delimiter = delimiter.filter(|d| !d.is_empty());
     loop {
         let after = resume.as_ref().map(Resume::start_after);
         let batch = s3
@@ -89,12 +88,7 @@ async fn page(
                 resume = Some(Resume::Key(key));
                 continue;
             }
-            let folded = delimiter.and_then(|d| {
-                let rest = key.get(prefix.len()..)?;
-                rest.find(d)
-                    .map(|at| key[..prefix.len() + at + d.len()].to_owned())
-            });
-            let item = match folded {
+            let item = match fold(&key, prefix, delimiter) {
                 Some(common) if resume == Some(Resume::Prefix(common.clone())) => continue,
                 Some(common) => Resume::Prefix(common),
                 None => Resume::Key(key),
@@ -115,6 +109,15 @@ async fn page(
     }
 }
 
+/// The common prefix `key` folds into: `prefix` and the rest up to and including the
+/// first `delimiter` after it, if there is one.
+pub(super) fn fold(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let d = delimiter.filter(|d| !d.is_empty())?;
+    let rest = key.get(prefix.len()..)?;
+    rest.find(d)
+        .map(|at| key[..prefix.len() + at + d.len()].to_owned())
+}
+
 fn max_keys(asked: Option<i32>) -> S3Result<usize> {
     match asked {
         Some(n) if n < 0 => Err(S3Error::with_message(
@@ -128,14 +131,14 @@ fn max_keys(asked: Option<i32>) -> S3Result<usize> {
 
 /// Keys and prefixes as the client asked them encoded: `encoding-type=url` percent-
 /// encodes what XML 1.0 could not carry.
-struct Encoding(bool);
+pub(super) struct Encoding(bool);
 
 impl Encoding {
-    fn new(asked: Option<&EncodingType>) -> Self {
+    pub(super) fn new(asked: Option<&EncodingType>) -> Self {
         Self(asked.is_some_and(|e| e.as_str() == EncodingType::URL))
     }
 
-    fn apply(&self, text: &str) -> String {
+    pub(super) fn apply(&self, text: &str) -> String {
         if !self.0 {
             return text.to_owned();
         }
@@ -150,7 +153,7 @@ impl Encoding {
         out
     }
 
-    fn echo(&self) -> Option<EncodingType> {
+    pub(super) fn echo(&self) -> Option<EncodingType> {
         self.0.then(|| EncodingType::from_static(EncodingType::URL))
     }
 }
@@ -171,7 +174,7 @@ fn objects(entries: Vec<ListEntry>, encoding: &Encoding) -> Vec<Object> {
         .collect()
 }
 
-fn common_prefixes(prefixes: Vec<String>, encoding: &Encoding) -> Vec<CommonPrefix> {
+pub(super) fn common_prefixes(prefixes: Vec<String>, encoding: &Encoding) -> Vec<CommonPrefix> {
     prefixes
         .into_iter()
         .map(|p| CommonPrefix {

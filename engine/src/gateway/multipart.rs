@@ -9,7 +9,8 @@
 //!
 //! Completion streams the parts, in order and one at a time, into one fdw object under
 //! the target key (each part's bytes cross the gateway once more), then deletes them.
-//! Listings never show the reserved keys, and clients cannot write them.
+//! Listings never show the reserved keys, and clients cannot write them;
+//! ListMultipartUploads shows the uploads in progress.
 //!
 //! An upload neither completed nor aborted within the gateway's `multipart_expiry` is
 //! removed by [`sweep`], as an S3 lifecycle rule would: its parts pin memory that is never
@@ -27,6 +28,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::checked_body::declared;
 use super::frames::frames;
+use super::listing::{Encoding, common_prefixes, fold};
 use super::names::{committed_at, etag, s3_error};
 use super::objects::FdwS3;
 
@@ -392,21 +394,15 @@ pub(super) async fn sweep(s3: &FdwS3, bucket: &str, cutoff: std::time::SystemTim
     let mut after: Option<String> = None;
     let mut removed = 0;
     loop {
-        let page = match client
-            .list(bucket, STAGING_PREFIX, after.as_deref(), 1)
-            .await
-        {
-            Ok(page) => page,
+        let upload_id = match next_upload(s3, bucket, after.as_deref()).await {
+            Ok(Some(upload_id)) => upload_id,
+            Ok(None) => return removed,
             Err(err) => {
                 tracing::warn!(%bucket, %err, "listing multipart uploads to expire");
                 return removed;
             }
         };
-        let Some(entry) = page.entries.first() else {
-            return removed;
-        };
-        let rest = &entry.key.as_str()[STAGING_PREFIX.len()..];
-        let upload_id = rest.split('/').next().unwrap_or(rest);
+        let upload_id = upload_id.as_str();
         if created_micros(upload_id).is_some_and(|created| created >= cutoff) {
             return removed; // ids sort by age: every later one is younger
         }
@@ -427,8 +423,136 @@ pub(super) async fn sweep(s3: &FdwS3, bucket: &str, cutoff: std::time::SystemTim
             tracing::info!(%bucket, %upload_id, "expired multipart upload removed");
         }
         // Past this upload's record and parts, whatever the deletes did.
-        after = Some(format!("{}/\u{10FFFF}", record_key(upload_id)));
+        after = Some(past(upload_id));
     }
+}
+
+/// The first upload id (of a record or a part) in `bucket` after `after`.
+async fn next_upload(
+    s3: &FdwS3,
+    bucket: &str,
+    after: Option<&str>,
+) -> Result<Option<String>, fdw_client::Error> {
+    let page = s3
+        .shared
+        .client
+        .list(bucket, STAGING_PREFIX, after, 1)
+        .await?;
+    Ok(page.entries.first().map(|entry| {
+        let rest = &entry.key.as_str()[STAGING_PREFIX.len()..];
+        rest.split('/').next().unwrap_or(rest).to_owned()
+    }))
+}
+
+/// Where a listing resumes past an upload's record and all its parts.
+fn past(upload_id: &str) -> String {
+    format!("{}/\u{10FFFF}", record_key(upload_id))
+}
+
+/// ListMultipartUploads: the uploads in progress, by key and then by age, as S3 lists
+/// them. Each costs a listing call and a read of its record: this is for seeing what
+/// memory is pinned, not for a hot path.
+pub(super) async fn list_uploads(
+    s3: &FdwS3,
+    input: ListMultipartUploadsInput,
+) -> S3Result<ListMultipartUploadsOutput> {
+    s3.check_bucket(&input.bucket)?;
+    let max_uploads = match input.max_uploads {
+        Some(n) if n < 0 => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-uploads must not be negative"
+            ));
+        }
+        Some(n) => n.min(1000) as usize,
+        None => 1000,
+    };
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let marker = input.key_marker.clone().unwrap_or_default();
+    // As S3: with an upload-id marker, the marker key's later uploads come too.
+    let id_marker = input
+        .upload_id_marker
+        .clone()
+        .filter(|_| !marker.is_empty());
+    let client = &s3.shared.client;
+    let mut found = Vec::new();
+    let mut after: Option<String> = None;
+    while let Some(upload_id) = next_upload(s3, &input.bucket, after.as_deref())
+        .await
+        .map_err(|e| s3_error(&e))?
+    {
+        after = Some(past(&upload_id));
+        let (info, record) = match client
+            .read(&input.bucket, &record_key(&upload_id), None)
+            .await
+        {
+            Ok(read) => read,
+            // Completed or aborted meanwhile, or parts whose record is already gone.
+            Err(err) if err.kind() == fdw_client::ErrorKind::NotFound => continue,
+            Err(err) => return Err(s3_error(&err)),
+        };
+        let Ok(upload) = serde_json::from_slice::<Upload>(&record) else {
+            continue;
+        };
+        let listed = match &id_marker {
+            Some(id) => upload.key > marker || (upload.key == marker && upload_id > *id),
+            None => upload.key > marker,
+        };
+        if listed && upload.key.starts_with(&prefix) {
+            found.push((upload.key, upload_id, info.version));
+        }
+    }
+    found.sort();
+    let encoding = Encoding::new(input.encoding_type.as_ref());
+    let (mut uploads, mut prefixes) = (Vec::new(), Vec::<String>::new());
+    // Where the next page resumes: after the last upload or prefix shown.
+    let mut resume: Option<(String, Option<String>)> = None;
+    let mut truncated = false;
+    for (key, upload_id, version) in found {
+        let folded = fold(&key, &prefix, input.delimiter.as_deref());
+        if folded.is_some() && folded.as_ref() == prefixes.last() {
+            continue;
+        }
+        if uploads.len() + prefixes.len() == max_uploads {
+            truncated = true;
+            break;
+        }
+        match folded {
+            Some(common) => {
+                resume = Some((format!("{common}\u{10FFFF}"), None));
+                prefixes.push(common);
+            }
+            None => {
+                resume = Some((key.clone(), Some(upload_id.clone())));
+                uploads.push(MultipartUpload {
+                    key: Some(encoding.apply(&key)),
+                    upload_id: Some(upload_id),
+                    initiated: Some(committed_at(version)),
+                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                    ..MultipartUpload::default()
+                });
+            }
+        }
+    }
+    let (next_key, next_id) = match resume.filter(|_| truncated) {
+        Some((key, id)) => (Some(key), id),
+        None => (None, None),
+    };
+    Ok(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix.map(|p| encoding.apply(&p)),
+        delimiter: input.delimiter.map(|d| encoding.apply(&d)),
+        key_marker: input.key_marker.map(|k| encoding.apply(&k)),
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: Some(max_uploads as i32),
+        is_truncated: Some(truncated),
+        next_key_marker: next_key.map(|k| encoding.apply(&k)),
+        next_upload_id_marker: next_id,
+        encoding_type: encoding.echo(),
+        common_prefixes: (!prefixes.is_empty()).then(|| common_prefixes(prefixes, &encoding)),
+        uploads: Some(uploads),
+        ..ListMultipartUploadsOutput::default()
+    })
 }
 
 #[cfg(test)]

@@ -561,4 +561,13 @@ impl S3 for FdwS3 {
             .await
             .map(S3Response::new)
     }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        super::multipart::list_uploads(self, req.input)
+            .await
+            .map(S3Response::new)
+    }
 }
