@@ -199,7 +199,7 @@ impl Gateway {
                 config: config.clone(),
             }),
         };
-        let expire = tokio::spawn(expire_uploads(s3.clone()));
+        let sweeper = s3.clone();
         let mut builder = s3s::service::S3ServiceBuilder::new(s3);
         builder.set_host(access::Domains::new(&config.domains)?);
         if !config.keys.is_empty() {
@@ -220,6 +220,8 @@ impl Gateway {
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout);
+        // Tasks only once nothing can fail: an error return leaves none running.
+        let expire = tokio::spawn(expire_uploads(sweeper));
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::new(Semaphore::new(config.max_connections)),
