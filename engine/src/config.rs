@@ -549,19 +549,19 @@ impl Config {
         for (bucket, writes) in &section.buckets {
             let at = format!("[gateway.buckets.{bucket}]");
             fdw_net::BucketName::new(bucket.as_str()).map_err(|e| format!("{at}: {e}"))?;
-            let write_type = match &writes.write_type {
-                Some(name) => name
-                    .parse::<WriteType>()
-                    .map_err(|e| format!("{at} write_type: {e}"))?,
-                None => default.write_type,
-            };
-            let replicas = writes.replicas.unwrap_or(default.replicas);
-            let quorum = writes.quorum.unwrap_or(default.quorum.min(replicas));
-            let replication =
-                Replication::new(write_type, replicas, quorum).map_err(|e| format!("{at}: {e}"))?;
-            if usize::from(replicas) > self.members.len() {
+            let write_type = writes
+                .write_type
+                .as_ref()
+                .map(|name| name.parse::<WriteType>())
+                .transpose()
+                .map_err(|e| format!("{at} write_type: {e}"))?;
+            let replication = default
+                .overridden(write_type, writes.replicas, writes.quorum)
+                .map_err(|e| format!("{at}: {e}"))?;
+            if usize::from(replication.replicas) > self.members.len() {
                 return Err(format!(
-                    "{at} replicas = {replicas} but there are only {} members",
+                    "{at} replicas = {} but there are only {} members",
+                    replication.replicas,
                     self.members.len()
                 ));
             }

@@ -622,34 +622,14 @@ async fn multipart_uploads_complete_into_one_checked_object() {
         .part_number(1)
         .e_tag(completed[1].e_tag().unwrap())
         .build();
-    let err =
-        s.s3.complete_multipart_upload()
-            .bucket(BUCKET)
-            .key("big/object.parquet")
-            .upload_id(&id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(wrong))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_err();
+    let err = complete(&s.s3, "big/object.parquet", &id, wrong)
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "InvalidPart");
 
-    let done =
-        s.s3.complete_multipart_upload()
-            .bucket(BUCKET)
-            .key("big/object.parquet")
-            .upload_id(&id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+    let done = complete(&s.s3, "big/object.parquet", &id, completed)
+        .await
+        .unwrap();
     assert_eq!(
         done.checksum_crc32(),
         Some(crc32_header(crc32fast::hash(&whole)).as_str()),
@@ -729,19 +709,7 @@ async fn multipart_uploads_complete_into_one_checked_object() {
                 .build(),
         );
     }
-    let err =
-        s.s3.complete_multipart_upload()
-            .bucket(BUCKET)
-            .key("small")
-            .upload_id(small_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(tags))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_err();
+    let err = complete(&s.s3, "small", small_id, tags).await.unwrap_err();
     assert_eq!(code(&err), "EntityTooSmall");
     s.s3.abort_multipart_upload()
         .bucket(BUCKET)
@@ -795,6 +763,31 @@ async fn anonymous_gateway(
     Gateway::start(config, cluster.client("anonymous").await.unwrap())
         .await
         .unwrap()
+}
+
+/// Completes an upload to `BUCKET/key` with `parts`.
+async fn complete(
+    s3: &S3Client,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<CompletedPart>,
+) -> Result<
+    aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError,
+    >,
+> {
+    s3.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
 }
 
 /// Sends one raw, unsigned HTTP request and returns the status line and body.
@@ -969,19 +962,14 @@ async fn abandoned_multipart_uploads_expire_with_their_parts() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let err =
-        s.s3.complete_multipart_upload()
-            .bucket(BUCKET)
-            .key("abandoned")
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .parts(CompletedPart::builder().part_number(1).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_err();
+    let err = complete(
+        &s.s3,
+        "abandoned",
+        upload_id,
+        vec![CompletedPart::builder().part_number(1).build()],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&err), "NoSuchUpload");
     assert_eq!(holders(&s.cluster, BUCKET, "abandoned"), 0);
 }

@@ -118,11 +118,13 @@ pub(super) fn fold(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<S
         .map(|at| key[..prefix.len() + at + d.len()].to_owned())
 }
 
-fn max_keys(asked: Option<i32>) -> S3Result<usize> {
+/// A page's size as asked in the parameter `name` (`max-keys`, `max-uploads`): at most
+/// 1000, as in S3.
+pub(super) fn page_size(asked: Option<i32>, name: &str) -> S3Result<usize> {
     match asked {
         Some(n) if n < 0 => Err(S3Error::with_message(
             S3ErrorCode::InvalidArgument,
-            "max-keys must not be negative",
+            format!("{name} must not be negative"),
         )),
         Some(n) => Ok(n.min(MAX_KEYS) as usize),
         None => Ok(MAX_KEYS as usize),
@@ -193,7 +195,7 @@ pub(super) async fn list_v2(
         (None, Some(after)) => Some(Resume::Key(after.clone())),
         (None, None) => None,
     };
-    let max = max_keys(input.max_keys)?;
+    let max = page_size(input.max_keys, "max-keys")?;
     let found = page(
         s3,
         &input.bucket,
@@ -224,7 +226,7 @@ pub(super) async fn list_v2(
 
 pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<ListObjectsOutput> {
     let prefix = input.prefix.clone().unwrap_or_default();
-    let max = max_keys(input.max_keys)?;
+    let max = page_size(input.max_keys, "max-keys")?;
     // A marker is a key: resuming after a common prefix, the key of the prefix itself
     // sorts before everything under it, so skip past it as V2 does.
     let resume = input

@@ -28,7 +28,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::checked_body::declared;
 use super::frames::frames;
-use super::listing::{Encoding, common_prefixes, fold};
+use super::listing::{Encoding, common_prefixes, fold, page_size};
 use super::names::{committed_at, etag, s3_error};
 use super::objects::FdwS3;
 
@@ -457,16 +457,7 @@ pub(super) async fn list_uploads(
     input: ListMultipartUploadsInput,
 ) -> S3Result<ListMultipartUploadsOutput> {
     s3.check_bucket(&input.bucket)?;
-    let max_uploads = match input.max_uploads {
-        Some(n) if n < 0 => {
-            return Err(s3_error!(
-                InvalidArgument,
-                "max-uploads must not be negative"
-            ));
-        }
-        Some(n) => n.min(1000) as usize,
-        None => 1000,
-    };
+    let max_uploads = page_size(input.max_uploads, "max-uploads")?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let marker = input.key_marker.clone().unwrap_or_default();
     // As S3: with an upload-id marker, the marker key's later uploads come too.

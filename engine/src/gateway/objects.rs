@@ -77,20 +77,19 @@ impl FdwS3 {
                 format!("{name}: {value:?}: {why}"),
             )
         };
-        let write_type = match header(WRITE_TYPE_HEADER)? {
-            Some(v) => v
-                .parse::<WriteType>()
-                .map_err(|e| invalid(WRITE_TYPE_HEADER, v, e.to_string()))?,
-            None => base.write_type,
-        };
+        let write_type = header(WRITE_TYPE_HEADER)?
+            .map(|v| {
+                v.parse::<WriteType>()
+                    .map_err(|e| invalid(WRITE_TYPE_HEADER, v, e.to_string()))
+            })
+            .transpose()?;
         let count = |name: &str| -> S3Result<Option<u8>> {
             header(name)?
                 .map(|v| v.parse::<u8>().map_err(|e| invalid(name, v, e.to_string())))
                 .transpose()
         };
-        let replicas = count(REPLICAS_HEADER)?.unwrap_or(base.replicas);
-        let quorum = count(QUORUM_HEADER)?.unwrap_or(base.quorum.min(replicas));
-        Replication::new(write_type, replicas, quorum).map_err(|e| {
+        let (replicas, quorum) = (count(REPLICAS_HEADER)?, count(QUORUM_HEADER)?);
+        base.overridden(write_type, replicas, quorum).map_err(|e| {
             S3Error::with_message(
                 S3ErrorCode::InvalidArgument,
                 format!("{REPLICAS_HEADER}/{QUORUM_HEADER}: {e}"),

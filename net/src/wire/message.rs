@@ -44,6 +44,19 @@ impl Replication {
             quorum,
         })
     }
+
+    /// These settings with some replaced. A quorum left out stays, lowered to fit fewer
+    /// replicas.
+    pub fn overridden(
+        self,
+        write_type: Option<WriteType>,
+        replicas: Option<u8>,
+        quorum: Option<u8>,
+    ) -> Result<Self, WireError> {
+        let replicas = replicas.unwrap_or(self.replicas);
+        let quorum = quorum.unwrap_or(self.quorum.min(replicas));
+        Self::new(write_type.unwrap_or(self.write_type), replicas, quorum)
+    }
 }
 
 /// The header of a put; `len` bytes of data frames follow it.

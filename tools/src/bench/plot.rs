@@ -48,7 +48,22 @@ pub fn latency_svg(report: &Report) -> String {
     let rows = panels.len().div_ceil(columns).max(1);
     let width = columns as f64 * (PANEL_W + MARGIN) + MARGIN;
     let height = rows as f64 * (PANEL_H + 2.0 * MARGIN) + 60.0;
-    let mut doc = Document::new()
+    let title = format!(
+        "fdw-bench latency percentiles — {} — seed {}",
+        report.machine, report.seed
+    );
+    let mut doc = canvas(width, height, (title, 28, 15));
+    for (i, ((_, bytes), (workload, series))) in panels.iter().enumerate() {
+        let x0 = MARGIN + (i % columns) as f64 * (PANEL_W + MARGIN);
+        let y0 = 60.0 + (i / columns) as f64 * (PANEL_H + 2.0 * MARGIN);
+        doc = doc.add(panel(x0, y0, workload, *bytes, series, &color));
+    }
+    doc.to_string()
+}
+
+/// A white page `width` by `height` with its title (text, baseline y, font size).
+fn canvas(width: f64, height: f64, (title, y, size): (String, u32, u32)) -> Document {
+    Document::new()
         .set("viewBox", (0, 0, width, height))
         .set("width", width)
         .set("height", height)
@@ -60,20 +75,11 @@ pub fn latency_svg(report: &Report) -> String {
                 .set("fill", "white"),
         )
         .add(
-            Text::new(format!(
-                "fdw-bench latency percentiles — {} — seed {}",
-                report.machine, report.seed
-            ))
-            .set("x", MARGIN)
-            .set("y", 28)
-            .set("font-size", 15),
-        );
-    for (i, ((_, bytes), (workload, series))) in panels.iter().enumerate() {
-        let x0 = MARGIN + (i % columns) as f64 * (PANEL_W + MARGIN);
-        let y0 = 60.0 + (i / columns) as f64 * (PANEL_H + 2.0 * MARGIN);
-        doc = doc.add(panel(x0, y0, workload, *bytes, series, &color));
-    }
-    doc.to_string()
+            Text::new(title)
+                .set("x", MARGIN)
+                .set("y", y)
+                .set("font-size", size),
+        )
 }
 
 /// Percentile p (0..=100) on the x axis: log of 1 / (1 - p), capped at 99.99.
@@ -213,28 +219,13 @@ pub fn pipeline_svg(report: &PipelineReport) -> String {
         "whole pipeline".to_owned(),
         MODES.iter().map(|m| report.total(m)).collect::<Vec<_>>(),
     )];
-    let mut doc = Document::new()
-        .set("viewBox", (0, 0, width, height))
-        .set("width", width)
-        .set("height", height)
-        .set("font-family", "sans-serif")
-        .add(
-            Rectangle::new()
-                .set("width", width)
-                .set("height", height)
-                .set("fill", "white"),
-        )
-        .add(
-            Text::new(format!(
-                "seed pipeline, {} CSV in {} files — direct S3 vs fdw — {} runs each, bars: mean, whiskers: min–max",
-                bytesize::ByteSize(report.csv_bytes),
-                report.files,
-                report.runs.len() / MODES.len()
-            ))
-            .set("x", MARGIN)
-            .set("y", 26)
-            .set("font-size", 14),
-        );
+    let title = format!(
+        "seed pipeline, {} CSV in {} files — direct S3 vs fdw — {} runs each, bars: mean, whiskers: min–max",
+        bytesize::ByteSize(report.csv_bytes),
+        report.files,
+        report.runs.len() / MODES.len()
+    );
+    let mut doc = canvas(width, height, (title, 26, 14));
     doc = doc.add(bar_panel(
         MARGIN,
         60.0,

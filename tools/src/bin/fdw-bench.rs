@@ -1,7 +1,7 @@
 //! `fdw-bench`: fdw's latency and throughput beside its baselines, measured in the same
 //! run. See `fdw_tools::bench` for what each workload does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,12 +68,8 @@ struct RunArgs {
     /// Seed of the data and of the S3 emulation's draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Workers of the local cluster.
-    #[arg(long, default_value_t = 3)]
-    nodes: u16,
-    /// Memory pool of each local worker.
-    #[arg(long, default_value = "1GiB")]
-    pool_size: ByteSize,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Measure a running cluster (its TOML file) instead of a local one.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -85,6 +81,17 @@ struct RunArgs {
     /// Directory for report.json and latency.svg.
     #[arg(long, default_value = "fdw-bench-report")]
     out: PathBuf,
+}
+
+/// The local fdw cluster a run starts.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Workers of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Memory pool of each local worker.
+    #[arg(long, default_value = "1GiB")]
+    pool_size: ByteSize,
 }
 
 /// How the S3 of the baselines and of fdw's under-store behaves.
@@ -146,12 +153,8 @@ struct PipelineArgs {
     /// Seed of the data and of the S3 emulation's draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Workers of the fdw cluster.
-    #[arg(long, default_value_t = 3)]
-    nodes: u16,
-    /// Memory pool of each worker.
-    #[arg(long, default_value = "1GiB")]
-    pool_size: ByteSize,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Python with pyarrow and polars (made by python/venv.sh when it is the default).
     #[arg(long, default_value = "target/python/bin/python")]
     python: PathBuf,
@@ -185,8 +188,8 @@ impl RunArgs {
                 identity: self.identity.clone(),
             },
             None => Target::Local {
-                nodes: self.nodes,
-                pool_bytes: self.pool_size.as_u64(),
+                nodes: self.cluster.nodes,
+                pool_bytes: self.cluster.pool_size.as_u64(),
             },
         };
         Ok(Plan {
@@ -229,22 +232,39 @@ fn main() -> anyhow::Result<()> {
         Command::Drain(args) => (args, only(false, false, false, true)),
     };
     let plan = args.plan(workloads)?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = run(bench::run(plan, command_line()))??;
+    print!("{}", bench::table::render(&report));
+    write_outputs(
+        &args.out,
+        ("report.json", serde_json::to_string_pretty(&report)?),
+        ("latency.svg", bench::plot::latency_svg(&report)),
+    )
+}
+
+/// How this process was started, for the report.
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs `work` to its end on a multi-threaded tokio runtime.
+fn run<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let report = runtime.block_on(bench::run(plan, command))?;
-    print!("{}", bench::table::render(&report));
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let json = args.out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let svg = args.out.join("latency.svg");
-    std::fs::write(&svg, bench::plot::latency_svg(&report))
-        .with_context(|| format!("writing {}", svg.display()))?;
-    println!("\nwrote {} and {}", json.display(), svg.display());
+    Ok(runtime.block_on(work))
+}
+
+/// Writes a run's JSON report and its SVG figure (file name, contents) into `out`.
+fn write_outputs(out: &Path, json: (&str, String), svg: (&str, String)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    for (name, text) in [json, svg] {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    println!("\nwrote {}", written.join(" and "));
     Ok(())
 }
 
@@ -269,26 +289,16 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         threads: args.threads,
         seed: args.seed,
         emulation: args.emulation.emulation(args.seed)?,
-        nodes: args.nodes,
-        pool_bytes: args.pool_size.as_u64(),
+        nodes: args.cluster.nodes,
+        pool_bytes: args.cluster.pool_size.as_u64(),
         python: args.python,
         script: args.script,
     };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let report = runtime.block_on(bench::pipeline::run(plan, command))?;
+    let report = run(bench::pipeline::run(plan, command_line()))??;
     print!("{}", report.table());
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let json = args.out.join("pipeline.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let svg = args.out.join("pipeline.svg");
-    std::fs::write(&svg, bench::plot::pipeline_svg(&report))
-        .with_context(|| format!("writing {}", svg.display()))?;
-    println!("\nwrote {} and {}", json.display(), svg.display());
-    Ok(())
+    write_outputs(
+        &args.out,
+        ("pipeline.json", serde_json::to_string_pretty(&report)?),
+        ("pipeline.svg", bench::plot::pipeline_svg(&report)),
+    )
 }
