@@ -548,7 +548,87 @@ pub(super) async fn list_uploads(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::super::{GatewayConfig, Shared};
     use super::*;
+    use crate::pool::{HugePagePolicy, PoolConfig};
+
+    /// A sweep removes the uploads begun before its cutoff, records and parts, and
+    /// leaves every later one whole, whatever their order of creation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_removes_old_uploads_and_keeps_young_ones() {
+        let pool = PoolConfig {
+            size_bytes: 32 << 20,
+            chunk_size_bytes: 64 << 10,
+            huge_pages: HugePagePolicy::Off,
+            populate: false,
+            lock: false,
+        };
+        let cluster = crate::LocalCluster::start(3, pool, |_| {}).await.unwrap();
+        let client = cluster.client("sweeper").await.unwrap();
+        let staging = Replication::new(WriteType::MustCache, 2, 2).unwrap();
+        let default = Replication::new(WriteType::AsyncThrough, 2, 2).unwrap();
+        let s3 = FdwS3 {
+            shared: Arc::new(Shared {
+                client: client.clone(),
+                config: GatewayConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new(), default),
+                created: Mutex::default(),
+                uploads_in: Mutex::default(),
+                started: UNIX_EPOCH,
+            }),
+        };
+        let cutoff = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let at = |seconds: u64| {
+            let micros = seconds * 1_000_000;
+            format!("{micros:016x}{:016x}", seconds)
+        };
+        // Two begun before the cutoff, two after; one old one lost its record already.
+        let (old, young, older, orphan) = (
+            at(1_999_999_999),
+            at(2_000_000_001),
+            at(1_000_000_000),
+            at(1_500_000_000),
+        );
+        let later = at(2_100_000_000);
+        let record = serde_json::to_vec(&Upload {
+            key: "target".into(),
+            write_type: "MUST_CACHE".into(),
+            replicas: 2,
+            quorum: 2,
+        })
+        .unwrap();
+        for id in [&young, &old, &later, &older] {
+            client
+                .put_with("bucket", &record_key(id), &record, staging)
+                .await
+                .unwrap();
+        }
+        for id in [&young, &old, &later, &older, &orphan] {
+            for part in [1, 2] {
+                client
+                    .put_with("bucket", &part_key(id, part), b"part", staging)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(sweep(&s3, "bucket", cutoff).await, 3);
+        let left: Vec<String> = client
+            .list("bucket", STAGING_PREFIX, None, 100)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.key.as_str().to_owned())
+            .collect();
+        let mut kept = Vec::new();
+        for id in [&young, &later] {
+            kept.extend([record_key(id), part_key(id, 1), part_key(id, 2)]);
+        }
+        kept.sort();
+        assert_eq!(left, kept);
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods)] // a pause, so the second id is later
