@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fdw_client::{Replication, WriteType};
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_engine::LocalCluster;
 use fdw_persist::emulation::CloudEmulation;
 use fdw_persist::s3_server::S3Server;
 use fdw_persist::{
@@ -78,13 +78,8 @@ async fn read_through_round(
     round: usize,
 ) -> [Duration; 3] {
     let s3 = server.config();
-    let pool = PoolConfig {
-        size_bytes: (objects.len() * READ_OBJECT + (64 << 20)).next_multiple_of(2 << 20),
-        chunk_size_bytes: 64 << 10,
-        huge_pages: HugePagePolicy::Auto,
-        populate: true,
-        lock: false,
-    };
+    let pool =
+        fdw_benches::pool((objects.len() * READ_OBJECT + (64 << 20)).next_multiple_of(2 << 20));
     let cluster = LocalCluster::start(1, pool, |c| {
         c.persist.s3 = Some(s3.clone());
         c.persist.default_location = Some("s3://lake/fdw".parse().expect("location"));
@@ -173,11 +168,7 @@ async fn local_dir_round(
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = fdw_benches::runtime();
     let total = total_bytes();
     let count = total.div_ceil(OBJECT);
     runtime.block_on(async {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use fdw_client::{Client, ClientConfig, Replication, WriteType};
-use fdw_engine::{HugePagePolicy, LocalCluster, PoolConfig};
+use fdw_engine::LocalCluster;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, ClusterCa, NodeIdentity, Peers, TransportTuning};
 use fdw_net::wire::{ObjectRef, PutHeader, Request, Response};
@@ -42,14 +42,6 @@ fn tuning() -> TransportTuning {
         tuning.max_udp_payload_bytes = bytes;
     }
     tuning
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// A bare quinn server: reads each stream to its end, answers 8 bytes.
@@ -297,7 +289,7 @@ fn replicas(r: u8) -> Replication {
 }
 
 fn transport(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = fdw_benches::runtime();
     let ca = ClusterCa::generate().expect("ca");
     let client_identity = ca.issue("bench-client").expect("cert");
     let (quinn_conn, tcp_addr) = rt.block_on(async {
@@ -312,13 +304,7 @@ fn transport(c: &mut Criterion) {
             tcp_sink().await,
         )
     });
-    let pool = PoolConfig {
-        size_bytes: 512 << 20,
-        chunk_size_bytes: 64 << 10,
-        huge_pages: HugePagePolicy::Auto,
-        populate: true,
-        lock: false,
-    };
+    let pool = fdw_benches::pool(512 << 20);
     let (cluster, client) = rt.block_on(async {
         let cluster = LocalCluster::start(3, pool, |c| c.tuning = tuning())
             .await

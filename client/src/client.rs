@@ -11,8 +11,8 @@ use bytes::Bytes;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
-    ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, PutHeader, Replication, Request,
-    Response, frame_count,
+    ComposeHeader, ErrorKind, ListEntry, NodeStatus, NumberedParts, ObjectInfo, ObjectRef,
+    PutHeader, Replication, Request, Response, frame_count,
 };
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -83,6 +83,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+}
+
+/// The CRC32 of consecutive pieces, from each one's CRC and length.
+fn combined(pieces: impl Iterator<Item = (u32, u64)>) -> u32 {
+    let mut whole = crc32fast::Hasher::new();
+    for (crc, len) in pieces {
+        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+    }
+    whole.finalize()
 }
 
 fn unavailable(member: &Member, what: impl std::fmt::Display) -> Error {
@@ -330,14 +339,11 @@ impl Client {
         let bytes = data.as_slice();
         // One CRC per frame, computed once, here; the object CRC is combined from them.
         let crcs: Vec<u32> = bytes.chunks(frame).map(crc32fast::hash).collect();
-        let mut whole = crc32fast::Hasher::new();
-        for (piece, crc) in bytes.chunks(frame).zip(&crcs) {
-            whole.combine(&crc32fast::Hasher::new_with_initial_len(
-                *crc,
-                piece.len() as u64,
-            ));
-        }
-        let (len, crc) = (bytes.len() as u64, whole.finalize());
+        let pieces = bytes.chunks(frame).map(|piece| piece.len() as u64);
+        let (len, crc) = (
+            bytes.len() as u64,
+            combined(crcs.iter().copied().zip(pieces)),
+        );
         let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer { data, crcs };
         self.put_frames(bucket, key, len, Some(crc), &mut source, replication)
             .await
@@ -409,7 +415,17 @@ impl Client {
             }
         }
         let _ = send.finish();
-        match self.response(member, &mut recv).await? {
+        self.receipt(member, &mut recv, "put").await
+    }
+
+    /// The primary's answer to a write: its receipt, or why it failed.
+    async fn receipt(
+        &self,
+        member: &Member,
+        recv: &mut quinn::RecvStream,
+        what: &str,
+    ) -> Result<PutReceipt, Error> {
+        match self.response(member, recv).await? {
             Response::Stored {
                 version,
                 crc,
@@ -420,7 +436,7 @@ impl Client {
                 replicas,
             }),
             Response::Error { kind, message } => Err(refused(kind, message)),
-            other => Err(unexpected("put", &other)),
+            other => Err(unexpected(what, &other)),
         }
     }
 
@@ -590,6 +606,37 @@ impl Client {
             Response::Error { kind, message } => Err(refused(kind, message)),
             other => Err(unexpected("delete", &other)),
         }
+    }
+
+    /// Stores `key` as the concatenation of objects already stored in `bucket`: for each
+    /// `(number, len, crc)` of `parts`, in order, the object
+    /// [`NumberedParts::key`]`(prefix, number)` with that length and CRC, as the caller
+    /// found them. The parts must be staged keys placed with `key`
+    /// ([`staged_name`](fdw_net::placement::staged_name)): each replica composes from its
+    /// own copies, so no byte crosses the network. A replica lacking a part, or whose
+    /// parts differ from those described, stores nothing; too few copies is
+    /// `Unavailable`, as for a put.
+    pub async fn compose(
+        &self,
+        bucket: &str,
+        key: &str,
+        prefix: &str,
+        parts: &[(u16, u64, u32)],
+        replication: Replication,
+    ) -> Result<PutReceipt, Error> {
+        let object = Self::object(bucket, key)?;
+        let numbers: Vec<u16> = parts.iter().map(|(number, ..)| *number).collect();
+        let request = Request::Compose(ComposeHeader {
+            object: object.clone(),
+            parts: NumberedParts::new(prefix, &numbers)?,
+            len: parts.iter().map(|(_, len, _)| len).sum(),
+            crc: combined(parts.iter().map(|(_, len, crc)| (*crc, *len))),
+            replication,
+            forwarded: None,
+        });
+        let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
+        let _ = send.finish();
+        self.receipt(member, &mut recv, "compose").await
     }
 
     /// Up to `max_keys` keys of `bucket` under `prefix` after `start_after`, merged

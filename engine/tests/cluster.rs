@@ -9,9 +9,10 @@ use std::time::Duration;
 use common::{CHUNK, pool};
 use fdw_client::{Client, ErrorKind, Replication, WriteType};
 use fdw_engine::LocalCluster;
+use fdw_engine::store::{ObjectId, Role};
 use fdw_net::transport::{self, TransportTuning};
-use fdw_net::wire::{FrameHeader, PutHeader, Request, Response};
-use fdw_net::{BucketName, ObjectKey};
+use fdw_net::wire::{FrameHeader, NumberedParts, PutHeader, Request, Response};
+use fdw_net::{BucketName, ObjectKey, Version};
 
 const BUCKET: &str = "stage-1";
 
@@ -261,6 +262,108 @@ async fn quorum_with_one_replica_stopped() {
         "bounded by the connect timeout, took {:?}",
         started.elapsed()
     );
+    cluster.shutdown().await;
+}
+
+/// Composing from staged parts: every replica builds its copy from its own parts,
+/// checked against the length and CRC asked; a copy that cannot be built commits
+/// nowhere if it is the primary's, and a wrong description stores nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_builds_every_copy_from_local_parts_or_commits_nothing() {
+    let (cluster, client) = cluster(64 << 20, Duration::from_secs(5)).await;
+    let bucket = BucketName::new(BUCKET).unwrap();
+    let staged = |key: &str| {
+        let key = ObjectKey::new(key).unwrap();
+        format!("{}/", fdw_net::placement::staged_name(1, &bucket, &key))
+    };
+    let all = replication(WriteType::MustCache, 3, 3);
+    let parts = [bytes(70_000, 1), bytes(2 * CHUNK, 2), bytes(5, 3)];
+    let whole = parts.concat();
+    let prefix = staged("composed");
+    let mut described = Vec::new();
+    for (number, part) in (1u16..).zip(&parts) {
+        let key = NumberedParts::key(&prefix, number);
+        let receipt = client.put_with(BUCKET, &key, part, all).await.unwrap();
+        described.push((number, part.len() as u64, receipt.crc));
+    }
+    // Every replica composes from its own parts: all three hold the whole object.
+    let target = replication(WriteType::AsyncThrough, 3, 3);
+    let receipt = client
+        .compose(BUCKET, "composed", &prefix, &described, target)
+        .await
+        .unwrap();
+    assert_eq!(receipt.crc, crc32fast::hash(&whole));
+    assert_eq!(receipt.replicas.len(), 3);
+    for id in 0..3 {
+        let store = cluster.node(id).unwrap().store();
+        let copy = store
+            .get(&bucket, &ObjectKey::new("composed").unwrap())
+            .unwrap();
+        assert_eq!(copy.read_all().unwrap(), whole, "node {id}'s copy");
+    }
+
+    // A described part that is not what is stored: no copy passes, nothing changes.
+    for (wrong, kind) in [
+        (
+            vec![(1, 70_000, described[0].2 ^ 1)],
+            ErrorKind::DataCorruption,
+        ),
+        (vec![(1, 69_999, described[0].2)], ErrorKind::InvalidInput),
+        (
+            vec![(1, 70_000, described[0].2), (4, 1, 0)],
+            ErrorKind::NotFound,
+        ),
+    ] {
+        let err = client
+            .compose(BUCKET, "composed", &prefix, &wrong, target)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{wrong:?}: {err}");
+        assert_eq!(client.get(BUCKET, "composed").await.unwrap(), whole);
+    }
+
+    // The primary lost a part the other replicas hold. It fails only after copying a
+    // large first part, so the replicas are composing by then: they must not commit.
+    let prefix = staged("torn");
+    let large = bytes(16 << 20, 4);
+    client
+        .put_with(BUCKET, &NumberedParts::key(&prefix, 1), &large, all)
+        .await
+        .unwrap();
+    let small = client
+        .put_with(BUCKET, &NumberedParts::key(&prefix, 2), &parts[2], all)
+        .await
+        .unwrap();
+    let placement = fdw_net::placement::Placement::new(client.members().to_vec());
+    let primary = placement.preference_list(&bucket, &ObjectKey::new("torn").unwrap())[0].id;
+    let lost = ObjectId {
+        bucket: bucket.clone(),
+        key: ObjectKey::new(NumberedParts::key(&prefix, 2)).unwrap(),
+        version: Version(small.version.0 + 1),
+    };
+    let store = cluster.node(primary).unwrap().store();
+    store
+        .delete(lost, WriteType::MustCache, Role::Primary, 1)
+        .unwrap();
+    let described = [
+        (1, large.len() as u64, crc32fast::hash(&large)),
+        (2, 5, small.crc),
+    ];
+    let err = client
+        .compose(
+            BUCKET,
+            "torn",
+            &prefix,
+            &described,
+            replication(WriteType::AsyncThrough, 3, 1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.message().contains("00002"), "{err}");
+    // Give the replicas time to act on the primary's reset: they drop their copies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(holders(&cluster, "torn"), Vec::<u16>::new());
     cluster.shutdown().await;
 }
 

@@ -1,17 +1,28 @@
 //! Where an object lives, computed the same way by every client and worker, with no
 //! master: rendezvous (highest-random-weight) hashing of (bucket, key) over the members.
 //!
-//! Every member gets a score `xxh3(member name ‖ bucket ‖ key)`; the members sorted by
-//! score, highest first, are the object's *preference list*. Its first R members are the
+//! Every object has a *placement hash*, `xxh3(bucket ‖ key)`, and every member a score
+//! `xxh3(member name ‖ placement hash)`; the members sorted by score, highest first, are
+//! the object's *preference list*. Its first R members are the
 //! replica set, the first live one is the primary, and the rest of the list is where
 //! hand-off goes when a replica is down. Adding or removing a member moves only the keys
 //! whose top R changes (about R/N of them), which is what makes scale-out cheap.
+//!
+//! **Staged keys** are placed with the key they are staged for: a key
+//! `<STAGED_PREFIX><16 hex digits><16 hex digits>…` takes the second group of digits as
+//! its placement hash ([`staged_name`] makes one). So the parts of a multipart upload
+//! live on the replicas of the object they will become, and each replica can compose
+//! that object from its own copies, with no byte crossing the network again.
 
 use std::net::SocketAddr;
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{BucketName, ObjectKey};
+
+/// Keys under this prefix are staged for another key and placed with it (see the module
+/// documentation). Clients of the S3 gateway cannot write them.
+pub const STAGED_PREFIX: &str = ".fdw-multipart/";
 
 /// A worker of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,25 +60,55 @@ impl Placement {
 
     /// Every member, best first, for this object.
     pub fn preference_list(&self, bucket: &BucketName, key: &ObjectKey) -> Vec<&Member> {
-        let mut scored: Vec<(u64, &Member)> = self
-            .members
-            .iter()
-            .map(|m| (score(m, bucket, key), m))
-            .collect();
+        let hash = placement_hash(bucket, key);
+        let mut scored: Vec<(u64, &Member)> =
+            self.members.iter().map(|m| (score(m, hash), m)).collect();
         // Ties (vanishingly rare) are broken by id so every node agrees.
         scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
         scored.into_iter().map(|(_, m)| m).collect()
     }
 }
 
-fn score(member: &Member, bucket: &BucketName, key: &ObjectKey) -> u64 {
-    let mut input =
-        Vec::with_capacity(member.name.len() + bucket.as_str().len() + key.as_str().len() + 2);
-    input.extend_from_slice(member.name.as_bytes());
-    input.push(0);
+/// What places an object: the hash of its bucket and key, or, for a staged key, the
+/// hash of the key it is staged for.
+pub fn placement_hash(bucket: &BucketName, key: &ObjectKey) -> u64 {
+    if let Some(hash) = staged_hash(key.as_str()) {
+        return hash;
+    }
+    let mut input = Vec::with_capacity(bucket.as_str().len() + key.as_str().len() + 1);
     input.extend_from_slice(bucket.as_str().as_bytes());
     input.push(0);
     input.extend_from_slice(key.as_str().as_bytes());
+    xxh3_64(&input)
+}
+
+/// The start of a staged key placed with `key`: [`STAGED_PREFIX`], then `tag` (the
+/// stager's own, for instance a time, so that its names sort by it), then the placement
+/// hash of `key`, each as 16 hex digits. The stager appends what makes it unique.
+pub fn staged_name(tag: u64, bucket: &BucketName, key: &ObjectKey) -> String {
+    format!(
+        "{STAGED_PREFIX}{tag:016x}{:016x}",
+        placement_hash(bucket, key)
+    )
+}
+
+fn staged_hash(key: &str) -> Option<u64> {
+    let digits = key.strip_prefix(STAGED_PREFIX)?.get(16..32)?;
+    // Only lowercase hex, as `staged_name` writes: one name, one placement.
+    if !digits
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+fn score(member: &Member, hash: u64) -> u64 {
+    let mut input = Vec::with_capacity(member.name.len() + 9);
+    input.extend_from_slice(member.name.as_bytes());
+    input.push(0);
+    input.extend_from_slice(&hash.to_le_bytes());
     xxh3_64(&input)
 }
 
@@ -86,7 +127,11 @@ mod tests {
     }
 
     fn top(p: &Placement, key: &str, r: usize) -> Vec<u16> {
-        let bucket = BucketName::new("bucket").unwrap();
+        top_in(p, "bucket", key, r)
+    }
+
+    fn top_in(p: &Placement, bucket: &str, key: &str, r: usize) -> Vec<u16> {
+        let bucket = BucketName::new(bucket).unwrap();
         p.preference_list(&bucket, &ObjectKey::new(key).unwrap())
             .iter()
             .take(r)
@@ -94,7 +139,7 @@ mod tests {
             .collect()
     }
 
-    const PINNED_K0: [u16; 5] = [1, 4, 3, 0, 2];
+    const PINNED_K0: [u16; 5] = [0, 2, 1, 3, 4];
 
     #[test]
     fn placement_is_deterministic_and_independent_of_member_order() {
@@ -139,5 +184,33 @@ mod tests {
                 assert!(new.contains(survivor));
             }
         }
+    }
+
+    #[test]
+    fn staged_keys_are_placed_with_their_target() {
+        let p = Placement::new(members(7));
+        let mut moved = 0;
+        for i in 0..500u64 {
+            let (bucket, key) = (format!("bucket-{}", i % 3), format!("out/part-{i}.parquet"));
+            let name = staged_name(
+                i << 20,
+                &BucketName::new(bucket.as_str()).unwrap(),
+                &ObjectKey::new(key.as_str()).unwrap(),
+            );
+            let target = top_in(&p, &bucket, &key, 7);
+            for staged in [name.clone(), format!("{name}{i:016x}/{:05}", i % 10_000)] {
+                assert_eq!(top_in(&p, &bucket, &staged, 7), target, "{staged}");
+            }
+            // Without the hash (upper case, or cut short) a name is placed as itself.
+            let plain = name
+                .to_uppercase()
+                .replace(".FDW-MULTIPART/", STAGED_PREFIX);
+            moved += usize::from(top_in(&p, &bucket, &plain, 7) != target);
+            assert_eq!(staged_hash(&name[..name.len() - 1]), None);
+        }
+        assert!(
+            moved > 400,
+            "only {moved} of 500 unstaged names placed elsewhere"
+        );
     }
 }

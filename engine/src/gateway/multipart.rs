@@ -7,8 +7,13 @@
 //! loses no part. The upload itself is a small record at `.fdw-multipart/<upload id>`:
 //! the target key and how to write it.
 //!
-//! Completion streams the parts, in order and one at a time, into one fdw object under
-//! the target key (each part's bytes cross the gateway once more), then deletes them.
+//! Upload ids carry the target key's placement hash, so the parts are placed with the
+//! object they will become (`fdw_net::placement`'s staged keys). Completion asks the
+//! cluster to compose the object from them: each replica concatenates its own copies,
+//! and no part crosses the network again. Where a replica lacks a part (it was down when
+//! the part was written, and another member took it), completion streams the parts
+//! through the gateway instead, in order and frame by frame. Either way the parts are
+//! deleted after.
 //! Listings never show the reserved keys, and clients cannot write them;
 //! ListMultipartUploads shows the uploads in progress.
 //!
@@ -20,7 +25,8 @@
 use std::hash::BuildHasher;
 
 use fdw_net::WriteType;
-use fdw_net::wire::Replication;
+use fdw_net::placement::{STAGED_PREFIX, staged_name};
+use fdw_net::wire::{NumberedParts, Replication};
 use fdw_persist::crc32_header;
 use futures_util::{StreamExt, TryStreamExt};
 use s3s::dto::*;
@@ -32,8 +38,8 @@ use super::listing::{Encoding, common_prefixes, fold, page_size};
 use super::names::{committed_at, etag, s3_error};
 use super::objects::FdwS3;
 
-/// Where parts wait for their completion.
-pub(super) const STAGING_PREFIX: &str = ".fdw-multipart/";
+/// Where parts wait for their completion: keys placed with the key they complete into.
+pub(super) const STAGING_PREFIX: &str = STAGED_PREFIX;
 /// Part numbers S3 allows.
 const PART_NUMBERS: std::ops::RangeInclusive<i32> = 1..=10_000;
 /// Every part but the last must be at least this big, as in S3.
@@ -47,13 +53,19 @@ fn record_key(upload_id: &str) -> String {
     format!("{STAGING_PREFIX}{upload_id}")
 }
 
+/// Where an upload's parts are: `parts_prefix(id)` and the part number.
+fn parts_prefix(upload_id: &str) -> String {
+    format!("{STAGING_PREFIX}{upload_id}/")
+}
+
 fn part_key(upload_id: &str, part: i32) -> String {
-    // Zero-padded, so parts list in number order.
-    format!("{STAGING_PREFIX}{upload_id}/{part:05}")
+    // Zero-padded, so parts list in number order. Part numbers are checked to be 1 to
+    // 10000 before any key is made.
+    NumberedParts::key(&parts_prefix(upload_id), part as u16)
 }
 
 /// An upload in progress: what it completes into.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Upload {
     key: String,
     write_type: String,
@@ -86,12 +98,18 @@ fn micros(at: std::time::SystemTime) -> u64 {
         .as_micros() as u64
 }
 
-/// A fresh upload id: unguessable enough that uploads never collide, and starting with
-/// the time (fixed-width hex) so ids sort by age.
-fn new_upload_id() -> String {
+/// A fresh upload id for `key`: the time (fixed-width hex, so ids sort by age), the
+/// key's placement hash (so the parts are placed with it), and a random part so that
+/// uploads never collide.
+fn new_upload_id(bucket: &str, key: &str) -> S3Result<String> {
+    let names = fdw_net::BucketName::new(bucket)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.to_string()))?;
+    let key = fdw_net::ObjectKey::new(key)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))?;
     let now = micros(super::names::now());
     let random = std::hash::RandomState::new().hash_one(now);
-    format!("{now:016x}{random:016x}")
+    let staged = staged_name(now, &names, &key);
+    Ok(format!("{}{random:016x}", &staged[STAGING_PREFIX.len()..]))
 }
 
 /// When the upload with this id was created, in microseconds since the epoch.
@@ -131,8 +149,7 @@ pub(super) async fn create(
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
     FdwS3::check_key(&input.key)?;
-    fdw_net::ObjectKey::new(input.key.as_str())
-        .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))?;
+    let upload_id = new_upload_id(&input.bucket, &input.key)?;
     let upload = Upload {
         key: input.key.clone(),
         write_type: replication.write_type.as_str().to_owned(),
@@ -141,7 +158,6 @@ pub(super) async fn create(
     };
     let record = serde_json::to_vec(&upload)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
-    let upload_id = new_upload_id();
     s3.shared.note_uploads_in(&input.bucket);
     s3.shared
         .client
@@ -193,7 +209,7 @@ pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<Li
     find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
     let marker = input.part_number_marker.unwrap_or(0).max(0);
-    let prefix = format!("{}/", record_key(&input.upload_id));
+    let prefix = parts_prefix(&input.upload_id);
     let after = (marker > 0).then(|| part_key(&input.upload_id, marker));
     let page = s3
         .shared
@@ -298,37 +314,22 @@ pub(super) async fn complete(
         }
         parts.push((number, info));
     }
-    let total: u64 = parts.iter().map(|(_, info)| info.len).sum();
-    // Part after part, frame by frame, each checked against the version named above.
-    let named: Vec<(String, i32, fdw_net::Version)> = parts
-        .iter()
-        .map(|(number, info)| (part_key(upload_id, *number), *number, info.version))
-        .collect();
-    // Owned captures: the stream lives inside the handler's boxed future.
-    let (reader, from) = (client.clone(), bucket.to_string());
-    let staged = futures_util::stream::iter(named)
-        .then(move |(part, number, version)| {
-            let (client, bucket) = (reader.clone(), from.clone());
-            async move {
-                let stream = client
-                    .read_stream(&bucket, &part, None)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                if stream.info().version != version {
-                    return Err(std::io::Error::other(format!(
-                        "part {number} was replaced during completion"
-                    )));
-                }
-                Ok(frames(stream))
-            }
-        })
-        .try_flatten()
-        .boxed();
-    let reader = tokio_util::io::StreamReader::new(staged);
-    let receipt = client
-        .put_stream(bucket, key, total, reader, upload.replication()?)
-        .await
-        .map_err(|e| s3_error(&e))?;
+    let replication = upload.replication()?;
+    let completion = Completion {
+        s3,
+        bucket,
+        key,
+        upload_id,
+        parts,
+        replication,
+    };
+    let receipt = match completion.in_place().await {
+        Ok(receipt) => receipt,
+        Err(err) => {
+            tracing::info!(%bucket, %key, %upload_id, %err, "parts not composed in place; streaming them instead");
+            completion.streamed().await?
+        }
+    };
     remove(s3, bucket, upload_id, upload.staging()?).await;
     Ok(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
@@ -338,6 +339,71 @@ pub(super) async fn complete(
         checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..CompleteMultipartUploadOutput::default()
     })
+}
+
+/// An upload whose parts were checked, being completed into `key`.
+struct Completion<'a> {
+    s3: &'a FdwS3,
+    bucket: &'a str,
+    key: &'a str,
+    upload_id: &'a str,
+    /// The parts named, with what was found under each.
+    parts: Vec<(i32, fdw_net::wire::ObjectInfo)>,
+    replication: Replication,
+}
+
+impl Completion<'_> {
+    /// With no copy: each replica of the key composes it from its own copies of the
+    /// parts, checked against the lengths and CRCs found.
+    async fn in_place(&self) -> Result<fdw_client::PutReceipt, fdw_client::Error> {
+        let described: Vec<(u16, u64, u32)> = self
+            .parts
+            .iter()
+            .map(|(number, info)| (*number as u16, info.len, info.crc))
+            .collect();
+        let prefix = parts_prefix(self.upload_id);
+        let client = &self.s3.shared.client;
+        client
+            .compose(self.bucket, self.key, &prefix, &described, self.replication)
+            .await
+    }
+
+    /// By copy: the parts streamed through the gateway in order, frame by frame, each
+    /// checked to be the version found.
+    async fn streamed(&self) -> S3Result<fdw_client::PutReceipt> {
+        let (bucket, parts) = (self.bucket, &self.parts);
+        let client = &self.s3.shared.client;
+        let total: u64 = parts.iter().map(|(_, info)| info.len).sum();
+        let named: Vec<(String, i32, fdw_net::Version)> = parts
+            .iter()
+            .map(|(number, info)| (part_key(self.upload_id, *number), *number, info.version))
+            .collect();
+        // Owned captures: the stream lives inside the handler's boxed future.
+        let (reader, from) = (client.clone(), bucket.to_string());
+        let staged = futures_util::stream::iter(named)
+            .then(move |(part, number, version)| {
+                let (client, bucket) = (reader.clone(), from.clone());
+                async move {
+                    let stream = client
+                        .read_stream(&bucket, &part, None)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    if stream.info().version != version {
+                        return Err(std::io::Error::other(format!(
+                            "part {number} was replaced during completion"
+                        )));
+                    }
+                    Ok(frames(stream))
+                }
+            })
+            .try_flatten()
+            .boxed();
+        let reader = tokio_util::io::StreamReader::new(staged);
+        client
+            .put_stream(bucket, self.key, total, reader, self.replication)
+            .await
+            .map_err(|e| s3_error(&e))
+    }
 }
 
 pub(super) async fn abort(
@@ -355,7 +421,7 @@ pub(super) async fn abort(
 /// read again.
 async fn remove(s3: &FdwS3, bucket: &str, upload_id: &str, staging: Replication) {
     let client = &s3.shared.client;
-    let prefix = format!("{}/", record_key(upload_id));
+    let prefix = parts_prefix(upload_id);
     let mut after: Option<String> = None;
     loop {
         let page = match client.list(bucket, &prefix, after.as_deref(), 1000).await {
@@ -555,30 +621,38 @@ mod tests {
     use super::*;
     use crate::pool::{HugePagePolicy, PoolConfig};
 
-    /// A sweep removes the uploads begun before its cutoff, records and parts, and
-    /// leaves every later one whole, whatever their order of creation.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sweep_removes_old_uploads_and_keeps_young_ones() {
+    /// A three-worker cluster and a gateway on it (not serving HTTP: the tests call its
+    /// operations).
+    async fn gateway(pool_bytes: usize) -> (crate::LocalCluster, FdwS3) {
         let pool = PoolConfig {
-            size_bytes: 32 << 20,
+            size_bytes: pool_bytes,
             chunk_size_bytes: 64 << 10,
             huge_pages: HugePagePolicy::Off,
             populate: false,
             lock: false,
         };
         let cluster = crate::LocalCluster::start(3, pool, |_| {}).await.unwrap();
-        let client = cluster.client("sweeper").await.unwrap();
-        let staging = Replication::new(WriteType::MustCache, 2, 2).unwrap();
+        let client = cluster.client("gateway").await.unwrap();
         let default = Replication::new(WriteType::AsyncThrough, 2, 2).unwrap();
         let s3 = FdwS3 {
             shared: Arc::new(Shared {
-                client: client.clone(),
+                client,
                 config: GatewayConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new(), default),
                 created: Mutex::default(),
                 uploads_in: Mutex::default(),
                 started: UNIX_EPOCH,
             }),
         };
+        (cluster, s3)
+    }
+
+    /// A sweep removes the uploads begun before its cutoff, records and parts, and
+    /// leaves every later one whole, whatever their order of creation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_removes_old_uploads_and_keeps_young_ones() {
+        let (_cluster, s3) = gateway(32 << 20).await;
+        let client = s3.shared.client.clone();
+        let staging = Replication::new(WriteType::MustCache, 2, 2).unwrap();
         let cutoff = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let at = |seconds: u64| {
             let micros = seconds * 1_000_000;
@@ -633,9 +707,9 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a pause, so the second id is later
     fn upload_ids_sort_by_age_and_carry_it() {
-        let first = new_upload_id();
+        let first = new_upload_id("bucket", "z").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let second = new_upload_id();
+        let second = new_upload_id("bucket", "a").unwrap();
         assert!(first < second, "{first} then {second}");
         let (a, b) = (
             created_micros(&first).unwrap(),
@@ -647,5 +721,155 @@ mod tests {
         for junk in ["", "abc", "zzzzzzzzzzzzzzzz0000", "é"] {
             assert_eq!(created_micros(junk), None, "{junk:?}");
         }
+    }
+
+    /// Every key of an upload (record and parts) is placed with the key it completes
+    /// into, on any cluster.
+    #[test]
+    fn an_upload_is_placed_with_its_key() {
+        let members = (0..7u16)
+            .map(|id| fdw_net::placement::Member {
+                id,
+                name: format!("node-{id}"),
+                addr: ([127, 0, 0, 1], 7000 + id).into(),
+            })
+            .collect();
+        let placement = fdw_net::placement::Placement::new(members);
+        let bucket = fdw_net::BucketName::new("bucket").unwrap();
+        let ids = |key: &str| -> Vec<u16> {
+            let key = fdw_net::ObjectKey::new(key).unwrap();
+            let list = placement.preference_list(&bucket, &key);
+            list.iter().map(|m| m.id).collect()
+        };
+        for i in 0..50 {
+            let key = format!("out/part-{i}.parquet");
+            let upload_id = new_upload_id("bucket", &key).unwrap();
+            for staged in [record_key(&upload_id), part_key(&upload_id, 10_000)] {
+                assert_eq!(ids(&staged), ids(&key), "{staged}");
+            }
+        }
+    }
+
+    fn complete_input(key: &str, upload_id: &str, parts: &[i32]) -> CompleteMultipartUploadInput {
+        let parts = parts
+            .iter()
+            .map(|&n| CompletedPart {
+                part_number: Some(n),
+                ..CompletedPart::default()
+            })
+            .collect();
+        CompleteMultipartUploadInput {
+            bucket: "bucket".into(),
+            key: key.into(),
+            upload_id: upload_id.into(),
+            multipart_upload: Some(CompletedMultipartUpload { parts: Some(parts) }),
+            ..CompleteMultipartUploadInput::default()
+        }
+    }
+
+    /// An upload begun by the gateway completes in place: every replica composes the
+    /// object from its own parts. An upload whose parts are not all on the key's
+    /// replicas completes too, by streaming them, and both objects are the parts' bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn completion_composes_in_place_and_streams_parts_placed_elsewhere() {
+        let (_cluster, s3) = gateway(96 << 20).await;
+        let client = s3.shared.client.clone();
+        let replication = Replication::new(WriteType::AsyncThrough, 2, 2).unwrap();
+        let upload = Upload {
+            key: String::new(),
+            write_type: "ASYNC_THROUGH".into(),
+            replicas: 2,
+            quorum: 2,
+        };
+        let mut bytes: Vec<u8> = (0..MIN_PART_BYTES + 3 * 65_536 + 17)
+            .map(|i| (i * 7 + i / 65_536) as u8)
+            .collect();
+        bytes.extend_from_slice(b"the last part is small");
+        let (first, last) = bytes.split_at(MIN_PART_BYTES as usize + 3 * 65_536 + 17);
+        let placement = fdw_net::placement::Placement::new(client.members().to_vec());
+        let bucket = fdw_net::BucketName::new("bucket").unwrap();
+        let replicas = |key: &str| -> Vec<u16> {
+            let key = fdw_net::ObjectKey::new(key).unwrap();
+            let mut ids: Vec<u16> = placement.preference_list(&bucket, &key)[..2]
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        // One upload as the gateway names it, one with an id of the old form (time and
+        // random only) whose first part lies on another pair of members.
+        let placed = new_upload_id("bucket", "placed").unwrap();
+        let elsewhere = (1u64..)
+            .map(|n| format!("{:016x}{n:016x}", 1u64 << 50))
+            .find(|id| replicas(&part_key(id, 1)) != replicas("elsewhere"))
+            .unwrap();
+        for (key, id) in [("placed", &placed), ("elsewhere", &elsewhere)] {
+            let record = serde_json::to_vec(&Upload {
+                key: key.into(),
+                ..upload.clone()
+            })
+            .unwrap();
+            let staging = upload.staging().unwrap();
+            client
+                .put_with("bucket", &record_key(id), &record, staging)
+                .await
+                .unwrap();
+            for (number, part) in [(1, first), (3, last)] {
+                client
+                    .put_with("bucket", &part_key(id, number), part, staging)
+                    .await
+                    .unwrap();
+            }
+        }
+        // In place: the cluster composes it, or says why not.
+        let completion = |key, upload_id, parts| Completion {
+            s3: &s3,
+            bucket: "bucket",
+            key,
+            upload_id,
+            parts,
+            replication,
+        };
+        let receipt = completion("placed", &placed, parts(&s3, &placed).await)
+            .in_place()
+            .await
+            .unwrap();
+        assert_eq!(receipt.crc, crc32fast::hash(&bytes));
+        assert_eq!(client.get("bucket", "placed").await.unwrap(), bytes);
+        // Elsewhere: composing fails for want of a quorum of copies. As with a put
+        // that fails, a member holding every part may have kept its (whole) copy.
+        let refused = completion("elsewhere", &elsewhere, parts(&s3, &elsewhere).await)
+            .in_place()
+            .await;
+        assert!(refused.is_err(), "composed from parts the replicas lack");
+        if let Ok(left) = client.get("bucket", "elsewhere").await {
+            assert_eq!(left, bytes, "a failed compose left other bytes visible");
+        }
+        let done = complete(&s3, complete_input("elsewhere", &elsewhere, &[1, 3]))
+            .await
+            .unwrap();
+        assert_eq!(
+            done.checksum_crc32,
+            Some(crc32_header(crc32fast::hash(&bytes)))
+        );
+        assert_eq!(client.get("bucket", "elsewhere").await.unwrap(), bytes);
+        // Completion removes the staging keys.
+        let left = client
+            .list("bucket", STAGING_PREFIX, None, 100)
+            .await
+            .unwrap();
+        let left: Vec<&str> = left.entries.iter().map(|e| e.key.as_str()).collect();
+        assert!(left.iter().all(|k| k.contains(&placed)), "{left:?}");
+    }
+
+    /// Parts 1 and 3 of an upload, as completion finds them.
+    async fn parts(s3: &FdwS3, upload_id: &str) -> Vec<(i32, fdw_net::wire::ObjectInfo)> {
+        let mut found = Vec::new();
+        for number in [1, 3] {
+            let key = part_key(upload_id, number);
+            found.push((number, s3.shared.client.head("bucket", &key).await.unwrap()));
+        }
+        found
     }
 }

@@ -7,6 +7,7 @@
 //! never store-and-forward). The client is acknowledged once W replicas — this node
 //! included — hold the complete object (invariant 1).
 
+mod compose;
 mod membership;
 mod persist;
 mod quorum;
@@ -414,6 +415,7 @@ async fn serve_stream(
                 Err(err) => store_error(err),
             }
         }
+        Request::Compose(header) => compose::compose(&node, header, &mut recv).await,
         Request::Witness {
             object,
             version,

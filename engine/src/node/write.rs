@@ -17,16 +17,23 @@ use super::{NodeShared, object_id, store_error};
 use crate::store::{Role, StoreError};
 
 /// A replica the primary forwards to: the stream carrying this write to it.
-struct Forward {
+pub(super) struct Forward {
     member: u16,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 }
 
+impl Forward {
+    /// Tells the replica the write is given up: it commits nothing.
+    pub(super) fn abandon(&mut self) {
+        let _ = self.send.reset(1u32.into());
+    }
+}
+
 /// Opens the write to the other R − 1 replicas: the members after this one in the
 /// object's preference list, skipping those that do not answer (hand-off: the list goes
 /// on past R). `request` is sent as each stream's header.
-async fn open_forwards(
+pub(super) async fn open_forwards(
     node: &NodeShared,
     object: &ObjectRef,
     replicas: u8,
@@ -85,7 +92,11 @@ async fn open_forwards(
 
 /// Collects the forwards' responses into `quorum` until it is decided or the request
 /// timeout passes.
-async fn await_quorum(node: &NodeShared, mut forwards: Vec<Forward>, quorum: &mut Quorum) {
+pub(super) async fn await_quorum(
+    node: &NodeShared,
+    mut forwards: Vec<Forward>,
+    quorum: &mut Quorum,
+) {
     // One replica left to hear from (R=2): wait for it in this task, sparing a task
     // hop and a channel on the small-object path.
     if quorum.outcome() == Outcome::Pending
@@ -136,6 +147,39 @@ async fn acknowledgement(
             Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
         };
     (forward.member, reply)
+}
+
+/// What the writer hears once the primary's copy and the replicas' answers are counted:
+/// the quorum's outcome. For an acknowledged version of a write type that persists, the
+/// witnesses are told, and a write type that acknowledges after persisting waits for the
+/// under-store here.
+pub(super) async fn acknowledge(
+    node: &Arc<NodeShared>,
+    object: &ObjectRef,
+    replication: Replication,
+    version: Version,
+    crc: u32,
+    quorum: &Quorum,
+) -> Response {
+    let response = decided(quorum, version, crc);
+    if !matches!(response, Response::Stored { .. }) {
+        return response;
+    }
+    if replication.write_type.persists() {
+        tell_witnesses(node, object, version, quorum.acked());
+    }
+    if replication.write_type.acks_after_persist() {
+        let id = object_id(&object.bucket, &object.key, version);
+        if let Err(why) = node.persister.wait_persisted(&node.store, &id).await {
+            let message = format!(
+                "{id} is in memory on {} replicas but the under-store does not have it \
+                 yet ({why}); it keeps being uploaded",
+                quorum.acked().len()
+            );
+            return Response::error(ErrorKind::Unavailable, message);
+        }
+    }
+    response
 }
 
 fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
@@ -219,30 +263,11 @@ async fn coordinate_put(
         Response::Stored { crc, .. } => {
             quorum.ack(node.me.id);
             await_quorum(node, forwards, &mut quorum).await;
-            let response = decided(&quorum, version, crc);
-            if matches!(response, Response::Stored { .. })
-                && header.replication.write_type.persists()
-            {
-                tell_witnesses(node, &header.object, version, quorum.acked());
-            }
-            if matches!(response, Response::Stored { .. })
-                && header.replication.write_type.acks_after_persist()
-            {
-                let id = object_id(&header.object.bucket, &header.object.key, version);
-                if let Err(why) = node.persister.wait_persisted(&node.store, &id).await {
-                    let message = format!(
-                        "{id} is in memory on {} replicas but the under-store does not have it \
-                         yet ({why}); it keeps being uploaded",
-                        quorum.acked().len()
-                    );
-                    return Response::error(ErrorKind::Unavailable, message);
-                }
-            }
-            response
+            acknowledge(node, &header.object, replication, version, crc, &quorum).await
         }
         failure => {
-            for mut forward in forwards {
-                let _ = forward.send.reset(1u32.into());
+            for forward in &mut forwards {
+                forward.abandon();
             }
             failure
         }

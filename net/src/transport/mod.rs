@@ -121,6 +121,9 @@ pub enum TransportError {
     /// The peer sent bytes the protocol does not allow.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The peer sent bytes where the stream had to end.
+    #[error("the peer sent data after the request, which has none")]
+    Unexpected,
 }
 
 impl From<quinn::ReadExactError> for TransportError {
@@ -320,6 +323,16 @@ pub async fn read_frame_bytes(
         out.push(chunk.bytes);
     }
     Ok(())
+}
+
+/// Waits for the peer to finish its side of the stream, sending nothing more: how a
+/// primary tells a replica that a write needing no data frames (a compose) may commit.
+/// A reset (the primary gave the write up) is an error.
+pub async fn read_end(recv: &mut quinn::RecvStream) -> Result<(), TransportError> {
+    match recv.read_chunk(1, true).await? {
+        None => Ok(()),
+        Some(_) => Err(TransportError::Unexpected),
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 //! codes) and the typed form the rest of the code uses. Conversion from raw to typed is
 //! where every field's meaning is checked.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 
 use super::{
-    MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_OBJECT_BYTES, MAX_REPLICAS,
-    MAX_STATUS_MEMBERS, WireError, frame_header,
+    MAX_COMPOSE_RUNS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_OBJECT_BYTES,
+    MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, WireError, frame_header,
 };
 use crate::{BucketName, ObjectKey, Version, WriteType};
 
@@ -101,6 +101,100 @@ impl Forwarded {
     }
 }
 
+/// Stored objects to concatenate, in order: for every number in `runs`, the key `prefix`
+/// followed by the number in five digits, in the composed object's bucket. Runs keep a
+/// compose of thousands of parts within one header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberedParts {
+    prefix: String,
+    runs: Vec<RangeInclusive<u16>>,
+}
+
+impl NumberedParts {
+    /// The parts `numbers` (ascending, 1 to [`MAX_PART_NUMBER`]) under `prefix`.
+    pub fn new(prefix: impl Into<String>, numbers: &[u16]) -> Result<Self, WireError> {
+        let mut runs: Vec<RangeInclusive<u16>> = Vec::new();
+        for &n in numbers {
+            match runs.last_mut() {
+                Some(run) if n > *run.end() && n - *run.end() == 1 => {
+                    *run = *run.start()..=n;
+                }
+                _ => runs.push(n..=n),
+            }
+        }
+        Self::checked(prefix.into(), runs)
+    }
+
+    fn checked(prefix: String, runs: Vec<RangeInclusive<u16>>) -> Result<Self, WireError> {
+        let invalid = |why: String| Err(WireError::InvalidParts(why));
+        if runs.is_empty() {
+            return invalid("no parts named".into());
+        }
+        if runs.len() > MAX_COMPOSE_RUNS {
+            return invalid(format!(
+                "{} runs of part numbers, over the limit of {MAX_COMPOSE_RUNS} (MAX_COMPOSE_RUNS)",
+                runs.len()
+            ));
+        }
+        let mut previous = 0;
+        for run in &runs {
+            if *run.start() <= previous || run.start() > run.end() || *run.end() > MAX_PART_NUMBER {
+                return invalid(format!(
+                    "part numbers {run:?} are not ascending within 1 to {MAX_PART_NUMBER} (MAX_PART_NUMBER)"
+                ));
+            }
+            previous = *run.end();
+        }
+        ObjectKey::new(Self::key(&prefix, MAX_PART_NUMBER))?;
+        Ok(Self { prefix, runs })
+    }
+
+    /// Parts exactly as given, unchecked: for tests of the decoder's checks.
+    #[cfg(test)]
+    pub(super) fn unchecked(prefix: &str, runs: Vec<RangeInclusive<u16>>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            runs,
+        }
+    }
+
+    /// The key of part `number` under `prefix`.
+    pub fn key(prefix: &str, number: u16) -> String {
+        format!("{prefix}{number:05}")
+    }
+
+    /// The parts' keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|run| run.clone())
+            .map(|n| Self::key(&self.prefix, n))
+    }
+
+    /// How many parts.
+    pub fn count(&self) -> usize {
+        self.runs.iter().map(|run| run.clone().count()).sum()
+    }
+}
+
+/// A compose: an object made of stored parts, each replica from its own copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeHeader {
+    /// Where.
+    pub object: ObjectRef,
+    /// The parts, in order.
+    pub parts: NumberedParts,
+    /// The object's size: the parts' sizes summed.
+    pub len: u64,
+    /// The object's CRC32, combined from the parts'. A replica whose parts give another
+    /// refuses to store it.
+    pub crc: u32,
+    /// Copies and durability.
+    pub replication: Replication,
+    /// Set when a primary forwards.
+    pub forwarded: Option<Forwarded>,
+}
+
 /// A request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -164,6 +258,9 @@ pub enum Request {
         /// The members that hold it (at most [`MAX_REPLICAS`](super::MAX_REPLICAS)).
         holders: Vec<u16>,
     },
+    /// Store an object made of stored parts, each replica from its own copies (they are
+    /// placed with the object: see [`placement`](crate::placement)).
+    Compose(ComposeHeader),
 }
 
 /// What a failed request tells the caller to do.
@@ -448,6 +545,16 @@ enum RawRequest {
         version: u64,
         holders: Vec<u16>,
     },
+    Compose {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        prefix: Vec<u8>,
+        runs: Vec<(u16, u16)>,
+        len: u64,
+        crc: u32,
+        replication: RawReplication,
+        forwarded: Option<(u64, u16)>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -693,6 +800,20 @@ impl Request {
                     holders: holders.clone(),
                 }
             }
+            Request::Compose(compose) => {
+                let (bucket, key) = name_bytes(&compose.object);
+                let parts = &compose.parts;
+                RawRequest::Compose {
+                    bucket,
+                    key,
+                    prefix: parts.prefix.as_bytes().to_vec(),
+                    runs: parts.runs.iter().map(|r| (*r.start(), *r.end())).collect(),
+                    len: compose.len,
+                    crc: compose.crc,
+                    replication: raw_replication(&compose.replication),
+                    forwarded: Forwarded::raw(compose.forwarded),
+                }
+            }
         };
         archive(&raw)
     }
@@ -793,6 +914,27 @@ impl Request {
                     version: Version(version),
                     holders,
                 }
+            }
+            RawRequest::Compose {
+                bucket,
+                key,
+                prefix,
+                runs,
+                len,
+                crc,
+                replication: r,
+                forwarded,
+            } => {
+                check_object_len(len)?;
+                let runs = runs.into_iter().map(|(start, end)| start..=end).collect();
+                Request::Compose(ComposeHeader {
+                    object: object_ref(bucket, key)?,
+                    parts: NumberedParts::checked(text(prefix, "parts prefix")?, runs)?,
+                    len,
+                    crc,
+                    replication: replication(r)?,
+                    forwarded: Forwarded::typed(forwarded),
+                })
             }
         })
     }

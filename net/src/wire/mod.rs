@@ -24,14 +24,14 @@ mod tests;
 
 pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
 pub use message::{
-    ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus, ObjectInfo, ObjectRef, PutHeader,
-    RecoveryStatus, Replication, Request, Response,
+    ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus, NumberedParts,
+    ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request, Response,
 };
 
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.
@@ -50,9 +50,18 @@ pub const MAX_LIST_KEYS: u32 = 1000;
 pub const MAX_STATUS_MEMBERS: usize = 256;
 /// Longest error message carried back to a peer.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 2048;
+/// Highest part number a compose may name: S3's, and five digits in a part's key.
+pub const MAX_PART_NUMBER: u16 = 10_000;
+/// Most runs of consecutive part numbers one compose may name.
+pub const MAX_COMPOSE_RUNS: usize = 512;
 
 const _: () =
     assert!(crate::MAX_KEY_BYTES * 2 + crate::MAX_BUCKET_NAME_BYTES + 512 < MAX_HEADER_BYTES);
+// A compose: the object's names, the parts' prefix and the runs of numbers.
+const _: () = assert!(
+    crate::MAX_KEY_BYTES * 2 + crate::MAX_BUCKET_NAME_BYTES + MAX_COMPOSE_RUNS * 4 + 512
+        < MAX_HEADER_BYTES
+);
 
 /// Why bytes from the network were refused. Each variant is one cause, and each limit
 /// is named in its message.
@@ -140,6 +149,11 @@ pub enum WireError {
     /// A witness naming more than [`MAX_REPLICAS`] holders.
     #[error("a witness names {0} holders, over the limit of {MAX_REPLICAS} (MAX_REPLICAS)")]
     TooManyHolders(usize),
+    /// Parts to compose that break a rule: none, out of order, numbered outside 1 to
+    /// [`MAX_PART_NUMBER`], in more than [`MAX_COMPOSE_RUNS`] runs, or with a prefix that
+    /// makes no valid key.
+    #[error("invalid parts to compose: {0}")]
+    InvalidParts(String),
     /// A byte range that is empty the wrong way round.
     #[error("range {start}..{end} ends before it starts")]
     InvalidRange {

@@ -69,7 +69,92 @@ fn sample_requests() -> Vec<Request> {
             version: Version(8),
             holders: vec![0, 2],
         },
+        compose(".fdw-multipart/u/", &[1, 2, 3, 7, 9, 10]),
     ]
+}
+
+fn compose(prefix: &str, numbers: &[u16]) -> Request {
+    Request::Compose(ComposeHeader {
+        object: object("out.parquet"),
+        parts: NumberedParts::new(prefix, numbers).unwrap(),
+        len: 6 << 20,
+        crc: 0xfeed,
+        replication: Replication::new(WriteType::AsyncThrough, 3, 2).unwrap(),
+        forwarded: Some(Forwarded {
+            version: Version(10),
+            primary: 1,
+        }),
+    })
+}
+
+#[test]
+fn numbered_parts_are_runs_of_five_digit_keys() {
+    let parts = NumberedParts::new("p/", &[1, 2, 3, 7, 10_000]).unwrap();
+    assert_eq!(parts.count(), 5);
+    let keys: Vec<String> = parts.keys().collect();
+    assert_eq!(
+        keys,
+        ["p/00001", "p/00002", "p/00003", "p/00007", "p/10000"]
+    );
+    // The largest compose the limits allow fits one header.
+    let every_other: Vec<u16> = (0..MAX_COMPOSE_RUNS as u16).map(|i| 2 * i + 1).collect();
+    let longest = "k".repeat(crate::MAX_KEY_BYTES - 5);
+    let request = Request::Compose(ComposeHeader {
+        object: object(&"o".repeat(crate::MAX_KEY_BYTES)),
+        parts: NumberedParts::new(longest, &every_other).unwrap(),
+        len: MAX_OBJECT_BYTES,
+        crc: 1,
+        replication: Replication::new(WriteType::AsyncThrough, 3, 2).unwrap(),
+        forwarded: None,
+    });
+    assert_eq!(decode_request(&request.encode()).unwrap(), request);
+}
+
+#[test]
+fn parts_that_break_a_rule_are_refused_by_sender_and_decoder_alike() {
+    let too_many: Vec<u16> = (0..=MAX_COMPOSE_RUNS as u16).map(|i| 2 * i + 1).collect();
+    let long = "k".repeat(crate::MAX_KEY_BYTES - 4);
+    let cases: [(&str, &[u16], &str); 6] = [
+        ("p/", &[], "no parts"),
+        ("p/", &[0, 1], "MAX_PART_NUMBER"),
+        ("p/", &[3, 2], "not ascending"),
+        ("p/", &[2, 2], "not ascending"),
+        ("p/", &[MAX_PART_NUMBER + 1], "MAX_PART_NUMBER"),
+        ("p/", &too_many, "MAX_COMPOSE_RUNS"),
+    ];
+    for (prefix, numbers, why) in cases {
+        let err = NumberedParts::new(prefix, numbers).unwrap_err();
+        assert!(err.to_string().contains(why), "{numbers:?}: {err}");
+    }
+    assert!(matches!(
+        NumberedParts::new(long.as_str(), &[1]),
+        Err(WireError::InvalidName(_))
+    ));
+    // The decoder applies the same checks to what a peer sent.
+    for (prefix, runs) in [
+        ("p/", vec![]),
+        #[allow(clippy::reversed_empty_ranges)] // the point: a run that ends before it starts
+        ("p/", vec![5..=4]),
+        ("p/", vec![1..=3, 3..=4]),
+        ("p/", vec![1..=MAX_PART_NUMBER + 1]),
+        (long.as_str(), vec![1..=1]),
+    ] {
+        let request = Request::Compose(ComposeHeader {
+            object: object("k"),
+            parts: NumberedParts::unchecked(prefix, runs.clone()),
+            len: 1,
+            crc: 0,
+            replication: Replication::new(WriteType::AsyncThrough, 1, 1).unwrap(),
+            forwarded: None,
+        });
+        assert!(
+            matches!(
+                decode_request(&request.encode()),
+                Err(WireError::InvalidParts(_) | WireError::InvalidName(_))
+            ),
+            "{runs:?} accepted"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,161 @@
+//! Composing an object from stored parts: a multipart upload's completion. The parts
+//! are placed with the object (staged keys, see `fdw_net::placement`), so every replica
+//! concatenates its own copies and no part crosses the network again.
+//!
+//! The primary assigns the version and forwards the request to the other replicas, which
+//! compose at once but commit only when the primary finishes the stream: if the
+//! primary's own copy fails, it resets the streams and nothing is committed anywhere, as
+//! with a put whose primary fails. Each copy is checked against the length and the CRC
+//! the caller combined from the parts it checked, so a part replaced meanwhile, or
+//! missing on a replica, fails that copy instead of storing other bytes.
+
+use std::sync::Arc;
+
+use fdw_net::ObjectKey;
+use fdw_net::transport;
+use fdw_net::wire::{ComposeHeader, ErrorKind, Forwarded, Request, Response};
+
+use super::quorum::{Outcome, Quorum};
+use super::write::{acknowledge, await_quorum, open_forwards};
+use super::{NodeShared, error_kind, object_id, store_error};
+use crate::store::{ObjectWriter, Role, StoreError};
+
+pub(super) async fn compose(
+    node: &Arc<NodeShared>,
+    request: ComposeHeader,
+    recv: &mut quinn::RecvStream,
+) -> Response {
+    match request.forwarded {
+        Some(Forwarded { version, primary }) => {
+            let role = Role::Replica { primary };
+            let writer = match concatenate(node, &request, version, role).await {
+                Ok(Some(writer)) => writer,
+                Ok(None) => return stored(node, version, request.crc),
+                Err(failure) => return failure,
+            };
+            // The primary's word: a finished stream commits, a reset abandons.
+            if let Err(err) =
+                transport::within(node.request_timeout, transport::read_end(recv)).await
+            {
+                let message = format!("{}: the primary gave the compose up: {err}", writer.id());
+                return Response::error(ErrorKind::Unavailable, message);
+            }
+            commit(node, writer, &request, version)
+        }
+        None => coordinate(node, request).await,
+    }
+}
+
+/// The primary's side.
+async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response {
+    let (object, replication) = (&request.object, request.replication);
+    let version = node
+        .versions
+        .next(node.store.newest_version(&object.bucket, &object.key));
+    let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+    let forward = Request::Compose(ComposeHeader {
+        forwarded: Some(Forwarded {
+            version,
+            primary: node.me.id,
+        }),
+        ..request.clone()
+    });
+    let mut forwards =
+        open_forwards(node, object, replication.replicas, &forward, &mut quorum).await;
+    if quorum.outcome() == Outcome::Impossible {
+        return Response::error(ErrorKind::Unavailable, quorum.failure_report());
+    }
+    let local = match concatenate(node, &request, version, Role::Primary).await {
+        Ok(Some(writer)) => commit(node, writer, &request, version),
+        Ok(None) => stored(node, version, request.crc),
+        Err(failure) => failure,
+    };
+    if !matches!(local, Response::Stored { .. }) {
+        for forward in &mut forwards {
+            forward.abandon();
+        }
+        return local;
+    }
+    node.persister.wake();
+    quorum.ack(node.me.id);
+    await_quorum(node, forwards, &mut quorum).await;
+    acknowledge(node, object, replication, version, request.crc, &quorum).await
+}
+
+/// This node's copy of the parts, concatenated into an uncommitted writer; `None` if a
+/// newer version of the key is already here (the compose is superseded on arrival).
+async fn concatenate(
+    node: &NodeShared,
+    request: &ComposeHeader,
+    version: fdw_net::Version,
+    role: Role,
+) -> Result<Option<ObjectWriter>, Response> {
+    let object = &request.object;
+    let id = object_id(&object.bucket, &object.key, version);
+    let mut writer = match node
+        .store
+        .writer(id.clone(), request.replication.write_type)
+    {
+        Ok(writer) => writer,
+        Err(StoreError::StaleVersion { .. }) => return Ok(None),
+        Err(err) => return Err(store_error(err)),
+    };
+    writer.set_role(role);
+    writer.set_replicas(request.replication.replicas);
+    for key in request.parts.keys() {
+        let failed = |kind: ErrorKind, why: String| {
+            Response::error(kind, format!("{id}: part {key}: {why}; compose abandoned"))
+        };
+        let key = ObjectKey::new(key.as_str())
+            .map_err(|e| failed(ErrorKind::InvalidInput, e.to_string()))?;
+        let part = node
+            .store
+            .get(&object.bucket, &key)
+            .map_err(|e| failed(error_kind(&e), e.to_string()))?;
+        let len = writer.len() + part.meta().len;
+        if len > request.len {
+            let why = format!(
+                "the parts come to more than the {} bytes asked",
+                request.len
+            );
+            return Err(failed(ErrorKind::InvalidInput, why));
+        }
+        for chunk in part.verified_chunks() {
+            let (bytes, _) = chunk.map_err(|e| failed(error_kind(&e), e.to_string()))?;
+            writer
+                .write(bytes)
+                .await
+                .map_err(|e| failed(error_kind(&e), e.to_string()))?;
+        }
+    }
+    if writer.len() != request.len {
+        let message = format!(
+            "{id}: the parts come to {} bytes, not the {} asked; compose abandoned",
+            writer.len(),
+            request.len
+        );
+        return Err(Response::error(ErrorKind::InvalidInput, message));
+    }
+    Ok(Some(writer))
+}
+
+/// Commits a copy whose bytes must have the CRC the caller combined from the parts.
+fn commit(
+    node: &NodeShared,
+    writer: ObjectWriter,
+    request: &ComposeHeader,
+    version: fdw_net::Version,
+) -> Response {
+    match writer.commit_expecting(request.crc) {
+        Ok(_) | Err(StoreError::StaleVersion { .. }) => stored(node, version, request.crc),
+        Err(err) => store_error(err),
+    }
+}
+
+fn stored(node: &NodeShared, version: fdw_net::Version, crc: u32) -> Response {
+    Response::Stored {
+        version,
+        crc,
+        replicas: vec![node.me.id],
+    }
+}
