@@ -38,24 +38,22 @@ use super::listing::{Encoding, common_prefixes, fold, page_size};
 use super::names::{committed_at, etag, s3_error};
 use super::objects::FdwS3;
 
-/// Where parts wait for their completion: keys placed with the key they complete into.
-pub(super) const STAGING_PREFIX: &str = STAGED_PREFIX;
 /// Part numbers S3 allows.
 const PART_NUMBERS: std::ops::RangeInclusive<i32> = 1..=10_000;
 /// Every part but the last must be at least this big, as in S3.
 const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
 pub(super) fn is_staging(key: &str) -> bool {
-    key.starts_with(STAGING_PREFIX)
+    key.starts_with(STAGED_PREFIX)
 }
 
 fn record_key(upload_id: &str) -> String {
-    format!("{STAGING_PREFIX}{upload_id}")
+    format!("{STAGED_PREFIX}{upload_id}")
 }
 
 /// Where an upload's parts are: `parts_prefix(id)` and the part number.
 fn parts_prefix(upload_id: &str) -> String {
-    format!("{STAGING_PREFIX}{upload_id}/")
+    format!("{STAGED_PREFIX}{upload_id}/")
 }
 
 fn part_key(upload_id: &str, part: i32) -> String {
@@ -83,11 +81,18 @@ impl Upload {
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
     }
 
-    /// How its parts are held: in memory only, as many copies as the object will have.
+    /// How its parts are held.
     fn staging(&self) -> S3Result<Replication> {
-        let target = self.replication()?;
-        Replication::new(WriteType::MustCache, target.replicas, target.quorum)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+        Ok(staging(self.replication()?))
+    }
+}
+
+/// How the parts of an upload into `target` are held: in memory only, as many copies as
+/// the object will have.
+fn staging(target: Replication) -> Replication {
+    Replication {
+        write_type: WriteType::MustCache,
+        ..target
     }
 }
 
@@ -102,14 +107,14 @@ fn micros(at: std::time::SystemTime) -> u64 {
 /// key's placement hash (so the parts are placed with it), and a random part so that
 /// uploads never collide.
 fn new_upload_id(bucket: &str, key: &str) -> S3Result<String> {
-    let names = fdw_net::BucketName::new(bucket)
+    let bucket = fdw_net::BucketName::new(bucket)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.to_string()))?;
     let key = fdw_net::ObjectKey::new(key)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))?;
     let now = micros(super::names::now());
     let random = std::hash::RandomState::new().hash_one(now);
-    let staged = staged_name(now, &names, &key);
-    Ok(format!("{}{random:016x}", &staged[STAGING_PREFIX.len()..]))
+    let staged = staged_name(now, &bucket, &key);
+    Ok(format!("{}{random:016x}", &staged[STAGED_PREFIX.len()..]))
 }
 
 /// When the upload with this id was created, in microseconds since the epoch.
@@ -469,24 +474,22 @@ pub(super) async fn sweep(s3: &FdwS3, bucket: &str, cutoff: std::time::SystemTim
             }
         };
         let upload_id = upload_id.as_str();
-        if created_micros(upload_id).is_some_and(|created| created >= cutoff) {
-            return removed; // ids sort by age: every later one is younger
-        }
-        if created_micros(upload_id).is_some() {
-            let staging = match client.get(bucket, &record_key(upload_id)).await {
-                Ok(record) => serde_json::from_slice::<Upload>(&record)
-                    .ok()
-                    .and_then(|upload| upload.staging().ok()),
-                Err(_) => None,
-            };
-            let default = s3.shared.config.default;
-            let staging = staging.unwrap_or_else(|| {
-                Replication::new(WriteType::MustCache, default.replicas, default.quorum)
-                    .unwrap_or(default)
-            });
-            remove(s3, bucket, upload_id, staging).await;
-            removed += 1;
-            tracing::info!(%bucket, %upload_id, "expired multipart upload removed");
+        match created_micros(upload_id) {
+            // Ids sort by age: every later one is younger.
+            Some(created) if created >= cutoff => return removed,
+            Some(_) => {
+                let recorded = match client.get(bucket, &record_key(upload_id)).await {
+                    Ok(record) => serde_json::from_slice::<Upload>(&record)
+                        .ok()
+                        .and_then(|upload| upload.staging().ok()),
+                    Err(_) => None,
+                };
+                let staging = recorded.unwrap_or(staging(s3.shared.config.default));
+                remove(s3, bucket, upload_id, staging).await;
+                removed += 1;
+                tracing::info!(%bucket, %upload_id, "expired multipart upload removed");
+            }
+            None => {} // not an upload's id: step past it
         }
         // Past this upload's record and parts, whatever the deletes did.
         after = Some(past(upload_id));
@@ -502,17 +505,17 @@ async fn next_upload(
     let page = s3
         .shared
         .client
-        .list(bucket, STAGING_PREFIX, after, 1)
+        .list(bucket, STAGED_PREFIX, after, 1)
         .await?;
     Ok(page.entries.first().map(|entry| {
-        let rest = &entry.key.as_str()[STAGING_PREFIX.len()..];
+        let rest = &entry.key.as_str()[STAGED_PREFIX.len()..];
         rest.split('/').next().unwrap_or(rest).to_owned()
     }))
 }
 
 /// Where a listing resumes past an upload's record and all its parts.
 fn past(upload_id: &str) -> String {
-    format!("{}/\u{10FFFF}", record_key(upload_id))
+    format!("{}\u{10FFFF}", parts_prefix(upload_id))
 }
 
 /// ListMultipartUploads: the uploads in progress, by key and then by age, as S3 lists
@@ -689,7 +692,7 @@ mod tests {
         }
         assert_eq!(sweep(&s3, "bucket", cutoff).await, 3);
         let left: Vec<String> = client
-            .list("bucket", STAGING_PREFIX, None, 100)
+            .list("bucket", STAGED_PREFIX, None, 100)
             .await
             .unwrap()
             .entries
@@ -856,7 +859,7 @@ mod tests {
         assert_eq!(client.get("bucket", "elsewhere").await.unwrap(), bytes);
         // Completion removes the staging keys.
         let left = client
-            .list("bucket", STAGING_PREFIX, None, 100)
+            .list("bucket", STAGED_PREFIX, None, 100)
             .await
             .unwrap();
         let left: Vec<&str> = left.entries.iter().map(|e| e.key.as_str()).collect();

@@ -151,7 +151,7 @@ impl FdwS3 {
                 S3ErrorCode::InvalidArgument,
                 format!(
                     "keys under {:?} are reserved for multipart uploads in progress",
-                    super::multipart::STAGING_PREFIX
+                    fdw_net::placement::STAGED_PREFIX
                 ),
             ));
         }

@@ -11,12 +11,11 @@
 
 use std::sync::Arc;
 
-use fdw_net::ObjectKey;
 use fdw_net::transport;
 use fdw_net::wire::{ComposeHeader, ErrorKind, Forwarded, Request, Response};
 
-use super::quorum::{Outcome, Quorum};
-use super::write::{acknowledge, await_quorum, open_forwards};
+use super::quorum::Outcome;
+use super::write::{acknowledge, await_quorum, begin, open_forwards};
 use super::{NodeShared, error_kind, object_id, store_error};
 use crate::store::{ObjectWriter, Role, StoreError};
 
@@ -49,10 +48,7 @@ pub(super) async fn compose(
 /// The primary's side.
 async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response {
     let (object, replication) = (&request.object, request.replication);
-    let version = node
-        .versions
-        .next(node.store.newest_version(&object.bucket, &object.key));
-    let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+    let (version, mut quorum) = begin(node, object, replication);
     let forward = Request::Compose(ComposeHeader {
         forwarded: Some(Forwarded {
             version,
@@ -106,8 +102,6 @@ async fn concatenate(
         let failed = |kind: ErrorKind, why: String| {
             Response::error(kind, format!("{id}: part {key}: {why}; compose abandoned"))
         };
-        let key = ObjectKey::new(key.as_str())
-            .map_err(|e| failed(ErrorKind::InvalidInput, e.to_string()))?;
         let part = node
             .store
             .get(&object.bucket, &key)

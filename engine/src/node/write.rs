@@ -219,18 +219,26 @@ pub(super) async fn put(
     }
 }
 
+/// A primary's start of a write to `object`: the version it assigns (above every
+/// version the key has here) and the quorum it will count.
+pub(super) fn begin(
+    node: &NodeShared,
+    object: &ObjectRef,
+    replication: Replication,
+) -> (Version, Quorum) {
+    let newest = node.store.newest_version(&object.bucket, &object.key);
+    let quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+    (node.versions.next(newest), quorum)
+}
+
 /// The primary's side of a put.
 async fn coordinate_put(
     node: &Arc<NodeShared>,
     header: PutHeader,
     recv: &mut quinn::RecvStream,
 ) -> Response {
-    let version = node.versions.next(
-        node.store
-            .newest_version(&header.object.bucket, &header.object.key),
-    );
     let replication = header.replication;
-    let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+    let (version, mut quorum) = begin(node, &header.object, replication);
     let forward = Request::Put(PutHeader {
         forwarded: Some(Forwarded {
             version,
@@ -435,10 +443,7 @@ pub(super) async fn delete(
             Err(err) => store_error(err),
         },
         None => {
-            let version = node
-                .versions
-                .next(node.store.newest_version(&object.bucket, &object.key));
-            let mut quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
+            let (version, mut quorum) = begin(node, &object, replication);
             let forward = Request::Delete {
                 object: object.clone(),
                 replication,

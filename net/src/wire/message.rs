@@ -116,7 +116,7 @@ impl NumberedParts {
         let mut runs: Vec<RangeInclusive<u16>> = Vec::new();
         for &n in numbers {
             match runs.last_mut() {
-                Some(run) if n > *run.end() && n - *run.end() == 1 => {
+                Some(run) if n.checked_sub(*run.end()) == Some(1) => {
                     *run = *run.start()..=n;
                 }
                 _ => runs.push(n..=n),
@@ -145,6 +145,7 @@ impl NumberedParts {
             }
             previous = *run.end();
         }
+        // Every part's key has this one's length and characters: one check covers all.
         ObjectKey::new(Self::key(&prefix, MAX_PART_NUMBER))?;
         Ok(Self { prefix, runs })
     }
@@ -163,17 +164,11 @@ impl NumberedParts {
         format!("{prefix}{number:05}")
     }
 
-    /// The parts' keys, in order.
-    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
-        self.runs
-            .iter()
-            .flat_map(|run| run.clone())
-            .map(|n| Self::key(&self.prefix, n))
-    }
-
-    /// How many parts.
-    pub fn count(&self) -> usize {
-        self.runs.iter().map(|run| run.clone().count()).sum()
+    /// The parts' keys, in order (valid: the constructor checked them).
+    pub fn keys(&self) -> impl Iterator<Item = ObjectKey> + '_ {
+        self.runs.iter().flat_map(|run| run.clone()).map(|n| {
+            ObjectKey::new(Self::key(&self.prefix, n)).expect("checked when the parts were made")
+        })
     }
 }
 

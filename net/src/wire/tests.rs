@@ -90,8 +90,8 @@ fn compose(prefix: &str, numbers: &[u16]) -> Request {
 #[test]
 fn numbered_parts_are_runs_of_five_digit_keys() {
     let parts = NumberedParts::new("p/", &[1, 2, 3, 7, 10_000]).unwrap();
-    assert_eq!(parts.count(), 5);
-    let keys: Vec<String> = parts.keys().collect();
+    assert_eq!(parts.keys().count(), 5);
+    let keys: Vec<String> = parts.keys().map(|k| k.as_str().to_owned()).collect();
     assert_eq!(
         keys,
         ["p/00001", "p/00002", "p/00003", "p/00007", "p/10000"]
