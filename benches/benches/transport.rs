@@ -2,6 +2,8 @@
 //!
 //! - a 4 KiB put with R=2, W=2 against a bare quinn request/response of 4 KiB, as
 //!   criterion means and as an interleaved p50/p90/p99 table (hdrhistogram);
+//! - a Parquet footer read (the last 8 bytes of 8 MiB) in one request, against a head
+//!   and then the range (what the S3 gateway did before ranges were resolved remotely);
 //! - 64 MiB puts (R=1 and R=2) against a bare quinn stream of 64 MiB, the stream written
 //!   both by copy (`write_all`) and by reference (`write_chunk`);
 //! - client fan-out against primary fan-out: the client sending the object to both
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
-use fdw_client::{Client, ClientConfig, Replication, WriteType};
+use fdw_client::{ByteRange, Client, ClientConfig, Replication, WriteType};
 use fdw_engine::LocalCluster;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, ClusterCa, NodeIdentity, Peers, TransportTuning};
@@ -342,6 +344,37 @@ fn transport(c: &mut Criterion) {
                     .put_with("bench", "small", black_box(&small), replicas(2))
                     .await
                     .expect("put");
+            })
+        })
+    });
+    group.finish();
+
+    // A Parquet reader's first request: the last 8 bytes of a file whose length it does
+    // not know. The replica resolves the range in one request; the gateway used to ask
+    // for the length first.
+    rt.block_on(client.put_bytes("bench", "footer", large.slice(..8 << 20), replicas(2)))
+        .expect("put");
+    let mut group = c.benchmark_group("footer of 8MiB");
+    group.bench_function("fdw read of the last 8 bytes, one request", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, || async {
+                let (_, tail) = client
+                    .read("bench", "footer", Some(ByteRange::Last(8)))
+                    .await
+                    .expect("read");
+                black_box(tail);
+            })
+        })
+    });
+    group.bench_function("fdw head, then the last 8 bytes", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, || async {
+                let len = client.head("bench", "footer").await.expect("head").len;
+                let tail = client
+                    .get_range("bench", "footer", len - 8..len)
+                    .await
+                    .expect("read");
+                black_box(tail);
             })
         })
     });

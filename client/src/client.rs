@@ -11,8 +11,8 @@ use bytes::Bytes;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
-    ComposeHeader, ErrorKind, ListEntry, NodeStatus, NumberedParts, ObjectInfo, ObjectRef,
-    PutHeader, Replication, Request, Response, frame_count,
+    ByteRange, ComposeHeader, ErrorKind, ListEntry, NodeStatus, NumberedParts, ObjectInfo,
+    ObjectRef, PutHeader, Replication, Request, Response, frame_count,
 };
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -445,23 +445,24 @@ impl Client {
         Ok(self.read(bucket, key, None).await?.1)
     }
 
-    /// Bytes `range` of the object.
+    /// Bytes `range` of the object, cut at its end; an error if `range` starts past it.
     pub async fn get_range(
         &self,
         bucket: &str,
         key: &str,
         range: Range<u64>,
     ) -> Result<Vec<u8>, Error> {
-        Ok(self.read(bucket, key, Some(range)).await?.1)
+        Ok(self.read(bucket, key, Some(range.into())).await?.1)
     }
 
     /// The object, or bytes `range` of it, with what the answering replica said of the
-    /// bytes sent: their version, and their length and CRC32 (of the range, for a range).
+    /// bytes sent: their version, where they start, and their length and CRC32 (of the
+    /// range, for a range), beside the whole object's length.
     pub async fn read(
         &self,
         bucket: &str,
         key: &str,
-        range: Option<Range<u64>>,
+        range: Option<ByteRange>,
     ) -> Result<(ObjectInfo, Vec<u8>), Error> {
         const MAX_UP_FRONT_BYTES: u64 = 64 * 1024 * 1024;
         let mut stream = self.read_stream(bucket, key, range).await?;
@@ -480,7 +481,7 @@ impl Client {
         &self,
         bucket: &str,
         key: &str,
-        range: Option<Range<u64>>,
+        range: Option<ByteRange>,
     ) -> Result<ObjectStream, Error> {
         let object = Self::object(bucket, key)?;
         // Replicas first, in preference order.

@@ -20,5 +20,5 @@ pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutReceipt};
 pub use error::{Error, ErrorKind};
 pub use fdw_net::placement::Member;
 pub use fdw_net::transport::{ClusterCa, NodeIdentity, TransportTuning};
-pub use fdw_net::wire::{ListEntry, NodeStatus, ObjectInfo, Replication};
+pub use fdw_net::wire::{ByteRange, ListEntry, NodeStatus, ObjectInfo, Replication};
 pub use fdw_net::{BucketName, NameError, ObjectKey, Version, WriteType};

@@ -55,6 +55,8 @@ async fn stalling_node(ca: &ClusterCa) -> Member {
                                     version: Version(1),
                                     len: FRAME.into(),
                                     crc: crc32fast::hash(&data),
+                                    object_len: FRAME.into(),
+                                    offset: 0,
                                     frame_bytes: FRAME,
                                     write_type: WriteType::AsyncThrough,
                                     persisted: false,

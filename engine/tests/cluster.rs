@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{CHUNK, pool};
-use fdw_client::{Client, ErrorKind, Replication, WriteType};
+use fdw_client::{ByteRange, Client, ErrorKind, Replication, WriteType};
 use fdw_engine::LocalCluster;
 use fdw_engine::store::{ObjectId, Role};
 use fdw_net::transport::{self, TransportTuning};
@@ -90,6 +90,36 @@ async fn write_read_equality_across_sizes_up_to_64_mib() {
                 .await
                 .unwrap();
             assert_eq!(range, data[3..len - 2]);
+            // Ranges the replica resolves against the length, in the one request: the
+            // answer says which bytes of how many it sent, and its CRC is theirs.
+            let whole = len as u64;
+            for (asked, want) in [
+                (ByteRange::Last(8), whole - 8..whole),
+                (ByteRange::From(whole - 3), whole - 3..whole),
+                (ByteRange::Span(5..whole + 100), 5..whole),
+            ] {
+                let (info, got) = client
+                    .read(BUCKET, &key, Some(asked.clone()))
+                    .await
+                    .unwrap();
+                let want = want.start as usize..want.end as usize;
+                assert_eq!(got, data[want.clone()], "{asked} of {len}");
+                assert_eq!(
+                    (info.offset, info.len, info.object_len, info.crc),
+                    (
+                        want.start as u64,
+                        want.len() as u64,
+                        whole,
+                        crc32fast::hash(&data[want])
+                    ),
+                    "{asked} of {len}"
+                );
+            }
+            let err = client
+                .read(BUCKET, &key, Some(ByteRange::From(whole)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::RangeNotSatisfiable, "{err}");
         }
     }
     // The streaming writer: one frame of memory at the client, same result.

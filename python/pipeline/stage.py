@@ -9,7 +9,10 @@ different frameworks do:
 4. polars scans the transformed Parquet and aggregates it.
 
 Every value is an integer or a string, so the aggregation is exact whatever order rows
-are read in, and the two modes' results can be compared for equality.
+are read in, and every mode's results can be compared for equality.
+
+With PIPELINE_LOCAL_ROOT set instead of an endpoint, the same stages read and write files
+under that directory (a tmpfs): the pipeline's compute with no S3 at all, its floor.
 
 Usage: stage.py N. Settings come from PIPELINE_* variables (see `settings`). The stage
 prints one JSON line: its number, the seconds its work took (after the imports), the
@@ -26,9 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 def settings():
     env = os.environ
     return {
-        "endpoint": env["PIPELINE_ENDPOINT"],
-        "access_key": env["PIPELINE_ACCESS_KEY"],
-        "secret_key": env["PIPELINE_SECRET_KEY"],
+        "local_root": env.get("PIPELINE_LOCAL_ROOT"),
+        "endpoint": env.get("PIPELINE_ENDPOINT"),
+        "access_key": env.get("PIPELINE_ACCESS_KEY"),
+        "secret_key": env.get("PIPELINE_SECRET_KEY"),
         "bucket": env["PIPELINE_BUCKET"],
         "prefix": env["PIPELINE_PREFIX"],
         "files": int(env["PIPELINE_FILES"]),
@@ -51,6 +55,8 @@ def part(s, stage, i, ext):
 def arrow_fs(s):
     import pyarrow.fs
 
+    if s["local_root"]:
+        return pyarrow.fs.SubTreeFileSystem(s["local_root"], pyarrow.fs.LocalFileSystem())
     return pyarrow.fs.S3FileSystem(
         access_key=s["access_key"],
         secret_key=s["secret_key"],
@@ -114,7 +120,14 @@ def stage2(s):
 # --- stages 3 and 4: polars ----------------------------------------------------------
 
 
+def polars_url(s, path):
+    """Where polars finds `path`: in S3, or under the local root."""
+    return f"{s['local_root']}/{path}" if s["local_root"] else f"s3://{path}"
+
+
 def polars_options(s):
+    if s["local_root"]:
+        return None
     return {
         "aws_access_key_id": s["access_key"],
         "aws_secret_access_key": s["secret_key"],
@@ -130,13 +143,13 @@ def stage3(s):
     options = polars_options(s)
 
     def transform(i):
-        frame = pl.read_parquet(f"s3://{part(s, 2, i, 'parquet')}", storage_options=options)
+        frame = pl.read_parquet(polars_url(s, part(s, 2, i, "parquet")), storage_options=options)
         frame = frame.with_columns(
             (pl.col("value") * 3 + pl.col("quantity")).alias("value_adjusted"),
             pl.col("category").str.to_uppercase(),
             (pl.col("quantity") % 10 == 0).alias("round_quantity"),
         ).drop("note")
-        frame.write_parquet(f"s3://{part(s, 3, i, 'parquet')}", storage_options=options)
+        frame.write_parquet(polars_url(s, part(s, 3, i, "parquet")), storage_options=options)
         return frame.estimated_size()
 
     with ThreadPoolExecutor(s["threads"]) as pool:
@@ -149,7 +162,8 @@ def stage4(s):
     options = polars_options(s)
     result = (
         pl.scan_parquet(
-            f"s3://{s['bucket']}/{s['prefix']}/stage3/*.parquet", storage_options=options
+            polars_url(s, f"{s['bucket']}/{s['prefix']}/stage3/*.parquet"),
+            storage_options=options,
         )
         .group_by("category")
         .agg(
@@ -162,7 +176,8 @@ def stage4(s):
         .collect()
     )
     result.write_parquet(
-        f"s3://{s['bucket']}/{s['prefix']}/stage4/result.parquet", storage_options=options
+        polars_url(s, f"{s['bucket']}/{s['prefix']}/stage4/result.parquet"),
+        storage_options=options,
     )
     return 0, result.to_dicts()
 

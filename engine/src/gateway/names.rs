@@ -32,6 +32,7 @@ pub(super) fn s3_error(err: &Error) -> S3Error {
         ErrorKind::InvalidInput => S3ErrorCode::InvalidArgument,
         ErrorKind::Unavailable => S3ErrorCode::ServiceUnavailable,
         ErrorKind::ClusterFull => S3ErrorCode::SlowDown,
+        ErrorKind::RangeNotSatisfiable => S3ErrorCode::InvalidRange,
         ErrorKind::DataCorruption | ErrorKind::Internal | ErrorKind::Lost => {
             S3ErrorCode::InternalError
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fdw_client::{ObjectStream, PutReceipt};
 use fdw_net::WriteType;
-use fdw_net::wire::{ObjectInfo, Replication};
+use fdw_net::wire::{ByteRange, ObjectInfo, Replication};
 use fdw_persist::crc32_header;
 use futures_util::StreamExt;
 use s3s::dto::*;
@@ -158,49 +158,31 @@ impl FdwS3 {
         Ok(())
     }
 
-    /// The object, or a range of it, as it arrives, with what the whole object is and
-    /// which range this is.
+    /// The object, or a range of it, as it arrives, with the range it is (`None` for the
+    /// whole object). One request either way: the replica resolves the range against
+    /// the version it serves and says which bytes it sent of how many.
     async fn read(
         &self,
         bucket: &str,
         key: &str,
         range: Option<Range>,
-    ) -> S3Result<(ObjectInfo, ObjectStream, Option<std::ops::Range<u64>>)> {
-        let client = &self.shared.client;
-        let Some(range) = range else {
-            let stream = client
-                .read_stream(bucket, key, None)
-                .await
-                .map_err(|e| s3_error(&e))?;
-            return Ok((stream.info().clone(), stream, None));
-        };
-        // A range needs the object's length first; if a newer version lands between
-        // the two calls, read again rather than mix two versions' answers. A key
-        // overwritten faster than that is a 503, which SDKs retry.
-        for _ in 0..3 {
-            let whole = client.head(bucket, key).await.map_err(|e| s3_error(&e))?;
-            let wanted = range.check(whole.len).map_err(|_| {
-                S3Error::with_message(
-                    S3ErrorCode::InvalidRange,
-                    format!(
-                        "{} is outside the object's {} bytes",
-                        range.to_header_string(),
-                        whole.len
-                    ),
-                )
-            })?;
-            let stream = client
-                .read_stream(bucket, key, Some(wanted.clone()))
-                .await
-                .map_err(|e| s3_error(&e))?;
-            if stream.info().version == whole.version {
-                return Ok((whole, stream, Some(wanted)));
-            }
-        }
-        Err(S3Error::with_message(
-            S3ErrorCode::SlowDown,
-            format!("{bucket}/{key} was overwritten during each of 3 ranged reads"),
-        ))
+    ) -> S3Result<(ObjectStream, Option<std::ops::Range<u64>>)> {
+        let wanted = range.map(|range| match range {
+            Range::Int { first, last } => match last {
+                Some(last) => ByteRange::Span(first..last.saturating_add(1)),
+                None => ByteRange::From(first),
+            },
+            Range::Suffix { length } => ByteRange::Last(length),
+        });
+        let stream = self
+            .shared
+            .client
+            .read_stream(bucket, key, wanted)
+            .await
+            .map_err(|e| s3_error(&e))?;
+        let info = stream.info();
+        let sent = range.map(|_| info.offset..info.offset + info.len);
+        Ok((stream, sent))
     }
 }
 
@@ -268,12 +250,14 @@ impl S3 for FdwS3 {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
         }
-        let (info, stream, range) = self.read(&input.bucket, &input.key, input.range).await?;
+        let (stream, range) = self.read(&input.bucket, &input.key, input.range).await?;
+        let info = stream.info().clone();
         check_conditions(&info, input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let whole = range.is_none();
         let output = GetObjectOutput {
-            content_length: Some(stream.info().len as i64),
-            content_range: range.map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, info.len)),
+            content_length: Some(info.len as i64),
+            content_range: range
+                .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, info.object_len)),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.version)),
             last_modified: Some(committed_at(info.version)),
@@ -413,7 +397,8 @@ impl S3 for FdwS3 {
         self.check_bucket(&input.bucket)?;
         Self::check_key(from_key)?;
         Self::check_key(&input.key)?;
-        let (info, stream, _) = self.read(from_bucket, from_key, None).await?;
+        let (stream, _) = self.read(from_bucket, from_key, None).await?;
+        let info = stream.info().clone();
         let source_tag = etag(info.version);
         if let Some(expected) = &input.copy_source_if_match
             && !matches!(expected, ETagCondition::Any)

@@ -8,12 +8,17 @@ use std::ops::Range;
 
 use fdw_net::BucketName;
 use fdw_net::transport::{self, TransportError};
-use fdw_net::wire::{ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
+use fdw_net::wire::{ByteRange, ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
 
 use super::{NodeShared, read_through, respond, store_error};
 use crate::store::{ObjectMeta, ObjectState};
 
-fn info(node: &NodeShared, meta: &ObjectMeta, len: u64, crc: u32) -> ObjectInfo {
+/// What a read sends of `meta`: the whole object, or `range` of it with its CRC.
+fn info(node: &NodeShared, meta: &ObjectMeta, range: Option<(Range<u64>, u32)>) -> ObjectInfo {
+    let (offset, len, crc) = match range {
+        Some((range, crc)) => (range.start, range.end - range.start, crc),
+        None => (0, meta.len, meta.crc),
+    };
     ObjectInfo {
         object: ObjectRef {
             bucket: meta.id.bucket.clone(),
@@ -22,6 +27,8 @@ fn info(node: &NodeShared, meta: &ObjectMeta, len: u64, crc: u32) -> ObjectInfo 
         version: meta.id.version,
         len,
         crc,
+        object_len: meta.len,
+        offset,
         frame_bytes: node.store.pool().chunk_size() as u32,
         write_type: meta.write_type,
         persisted: meta.state == ObjectState::Persisted,
@@ -45,7 +52,7 @@ async fn discover(
 pub(super) async fn get(
     node: &NodeShared,
     object: ObjectRef,
-    range: Option<Range<u64>>,
+    range: Option<ByteRange>,
     under_store: bool,
     send: &mut quinn::SendStream,
 ) -> Result<(), TransportError> {
@@ -63,11 +70,8 @@ pub(super) async fn get(
     match range {
         None => {
             let meta = reader.meta().clone();
-            transport::write_message(
-                send,
-                &Response::Object(info(node, &meta, meta.len, meta.crc)).encode(),
-            )
-            .await?;
+            transport::write_message(send, &Response::Object(info(node, &meta, None)).encode())
+                .await?;
             // Stored chunks go out as they are, with their stored CRCs, each verified
             // first. A corrupt chunk ends the stream early: the client sees a truncated
             // object, never wrong bytes.
@@ -82,20 +86,26 @@ pub(super) async fn get(
                 }
             }
         }
-        Some(range) => {
-            let bytes = match reader.read_range(range) {
+        Some(asked) => {
+            let len = reader.meta().len;
+            let Some(range) = asked.resolve(len) else {
+                let message = format!("{asked} names no byte of the object's {len} bytes");
+                respond(
+                    send,
+                    &Response::error(ErrorKind::RangeNotSatisfiable, message),
+                )
+                .await;
+                return Ok(());
+            };
+            let bytes = match reader.read_range(range.clone()) {
                 Ok(bytes) => bytes,
                 Err(err) => {
                     respond(send, &store_error(err)).await;
                     return Ok(());
                 }
             };
-            let response = Response::Object(info(
-                node,
-                reader.meta(),
-                bytes.len() as u64,
-                crc32fast::hash(&bytes),
-            ));
+            let crc = crc32fast::hash(&bytes);
+            let response = Response::Object(info(node, reader.meta(), Some((range, crc))));
             transport::write_message(send, &response.encode()).await?;
             for frame in bytes.chunks(node.store.pool().chunk_size()) {
                 transport::write_frame(send, crc32fast::hash(frame), frame).await?;
@@ -111,7 +121,7 @@ pub(super) async fn head(node: &NodeShared, object: ObjectRef, under_store: bool
         return or_lost(node, &object, err.into_response());
     }
     match node.store.head(&object.bucket, &object.key) {
-        Ok(meta) => Response::Object(info(node, &meta, meta.len, meta.crc)),
+        Ok(meta) => Response::Object(info(node, &meta, None)),
         Err(err) => or_lost(node, &object, store_error(err)),
     }
 }

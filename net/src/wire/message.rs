@@ -190,6 +190,47 @@ pub struct ComposeHeader {
     pub forwarded: Option<Forwarded>,
 }
 
+/// Bytes of an object to read, in the forms HTTP ranges take. The node holding the
+/// object resolves it against the object's length, so a reader that does not know the
+/// length (an S3 `bytes=-8` for a Parquet footer) needs one request, not two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByteRange {
+    /// From `start` up to, not including, `end`, cut at the object's end.
+    Span(Range<u64>),
+    /// From this byte to the object's end.
+    From(u64),
+    /// The last this many bytes, or the whole of a shorter object.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The bytes this names of an object of `len` bytes, as RFC 9110 resolves a range;
+    /// `None` when it names none of them (HTTP's 416).
+    pub fn resolve(&self, len: u64) -> Option<Range<u64>> {
+        match *self {
+            ByteRange::Span(ref span) => (span.start < len).then(|| span.start..span.end.min(len)),
+            ByteRange::From(start) => (start < len).then_some(start..len),
+            ByteRange::Last(n) => (n > 0).then(|| len - n.min(len)..len),
+        }
+    }
+}
+
+impl std::fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ByteRange::Span(span) => write!(f, "bytes {}..{}", span.start, span.end),
+            ByteRange::From(start) => write!(f, "bytes {start}.."),
+            ByteRange::Last(n) => write!(f, "the last {n} bytes"),
+        }
+    }
+}
+
+impl From<Range<u64>> for ByteRange {
+    fn from(span: Range<u64>) -> Self {
+        ByteRange::Span(span)
+    }
+}
+
 /// A request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -200,7 +241,7 @@ pub enum Request {
         /// Which object.
         object: ObjectRef,
         /// Bytes wanted; `None` for all.
-        range: Option<Range<u64>>,
+        range: Option<ByteRange>,
         /// Whether to look in the under-store if this node does not know the key (the
         /// client's last resort, once no member knew it).
         under_store: bool,
@@ -280,10 +321,12 @@ pub enum ErrorKind {
     /// The version was acknowledged, but every member that held it failed before it was
     /// persisted: it is lost unless one of them comes back.
     Lost,
+    /// The byte range asked for names no byte of the object (HTTP's 416).
+    RangeNotSatisfiable,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::Unavailable,
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
@@ -292,6 +335,7 @@ impl ErrorKind {
         ErrorKind::Internal,
         ErrorKind::Deleted,
         ErrorKind::Lost,
+        ErrorKind::RangeNotSatisfiable,
     ];
 
     fn code(self) -> u8 {
@@ -317,10 +361,14 @@ pub struct ObjectInfo {
     pub object: ObjectRef,
     /// Which version.
     pub version: Version,
-    /// Size.
+    /// Bytes sent: the object's size, or for a ranged read the range's.
     pub len: u64,
-    /// CRC32 of the whole object.
+    /// CRC32 of the bytes sent: of the whole object, or of the range.
     pub crc: u32,
+    /// Size of the whole object.
+    pub object_len: u64,
+    /// Where the bytes sent start in the object: 0 unless the read is ranged.
+    pub offset: u64,
     /// Size of every data frame but the last.
     pub frame_bytes: u32,
     /// How it was written.
@@ -508,7 +556,7 @@ enum RawRequest {
     Get {
         bucket: Vec<u8>,
         key: Vec<u8>,
-        range: Option<(u64, u64)>,
+        range: Option<RawByteRange>,
         under_store: bool,
     },
     Head {
@@ -560,12 +608,21 @@ struct RawMemberHealth {
 }
 
 #[derive(Archive, Serialize, Deserialize)]
+enum RawByteRange {
+    Span(u64, u64),
+    From(u64),
+    Last(u64),
+}
+
+#[derive(Archive, Serialize, Deserialize)]
 struct RawObjectInfo {
     bucket: Vec<u8>,
     key: Vec<u8>,
     version: u64,
     len: u64,
     crc: u32,
+    object_len: u64,
+    offset: u64,
     frame_bytes: u32,
     write_type: u8,
     persisted: bool,
@@ -734,7 +791,11 @@ impl Request {
                 RawRequest::Get {
                     bucket,
                     key,
-                    range: range.as_ref().map(|r| (r.start, r.end)),
+                    range: range.as_ref().map(|r| match r {
+                        ByteRange::Span(span) => RawByteRange::Span(span.start, span.end),
+                        ByteRange::From(start) => RawByteRange::From(*start),
+                        ByteRange::Last(n) => RawByteRange::Last(*n),
+                    }),
                     under_store: *under_store,
                 }
             }
@@ -841,14 +902,18 @@ impl Request {
                 range,
                 under_store,
             } => {
-                if let Some((start, end)) = range
-                    && end < start
-                {
-                    return Err(WireError::InvalidRange { start, end });
-                }
+                let range = match range {
+                    None => None,
+                    Some(RawByteRange::Span(start, end)) if end < start => {
+                        return Err(WireError::InvalidRange { start, end });
+                    }
+                    Some(RawByteRange::Span(start, end)) => Some(ByteRange::Span(start..end)),
+                    Some(RawByteRange::From(start)) => Some(ByteRange::From(start)),
+                    Some(RawByteRange::Last(n)) => Some(ByteRange::Last(n)),
+                };
                 Request::Get {
                     object: object_ref(bucket, key)?,
-                    range: range.map(|(s, e)| s..e),
+                    range,
                     under_store,
                 }
             }
@@ -969,6 +1034,8 @@ impl Response {
                     version: info.version.0,
                     len: info.len,
                     crc: info.crc,
+                    object_len: info.object_len,
+                    offset: info.offset,
                     frame_bytes: info.frame_bytes,
                     write_type: write_type_code(info.write_type),
                     persisted: info.persisted,
@@ -1039,13 +1106,26 @@ impl Response {
                 replicas,
             },
             RawResponse::Object(info) => {
-                check_object_len(info.len)?;
+                check_object_len(info.object_len)?;
                 check_frame_bytes(info.frame_bytes)?;
+                if info
+                    .offset
+                    .checked_add(info.len)
+                    .is_none_or(|end| end > info.object_len)
+                {
+                    return Err(WireError::RangePastEnd {
+                        offset: info.offset,
+                        len: info.len,
+                        object_len: info.object_len,
+                    });
+                }
                 Response::Object(ObjectInfo {
                     object: object_ref(info.bucket, info.key)?,
                     version: Version(info.version),
                     len: info.len,
                     crc: info.crc,
+                    object_len: info.object_len,
+                    offset: info.offset,
                     frame_bytes: info.frame_bytes,
                     write_type: write_type(info.write_type)?,
                     persisted: info.persisted,

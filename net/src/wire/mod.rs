@@ -24,14 +24,15 @@ mod tests;
 
 pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
 pub use message::{
-    ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus, NumberedParts,
-    ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request, Response,
+    ByteRange, ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus,
+    NumberedParts, ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request,
+    Response,
 };
 
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.
@@ -161,6 +162,16 @@ pub enum WireError {
         start: u64,
         /// End.
         end: u64,
+    },
+    /// An answer whose bytes run past the end of the object they are of.
+    #[error("{len} bytes from offset {offset} run past the object's {object_len} bytes")]
+    RangePastEnd {
+        /// Where the bytes start.
+        offset: u64,
+        /// How many.
+        len: u64,
+        /// The object's size.
+        object_len: u64,
     },
 }
 

@@ -33,7 +33,17 @@ fn sample_requests() -> Vec<Request> {
         put("a/b.parquet"),
         Request::Get {
             object: object("k"),
-            range: Some(5..10),
+            range: Some(ByteRange::Span(5..10)),
+            under_store: false,
+        },
+        Request::Get {
+            object: object("k"),
+            range: Some(ByteRange::From(5)),
+            under_store: false,
+        },
+        Request::Get {
+            object: object("k"),
+            range: Some(ByteRange::Last(8)),
             under_store: false,
         },
         Request::Get {
@@ -192,6 +202,8 @@ fn sample_responses() -> Vec<Response> {
             version: Version(3),
             len: 10,
             crc: 2,
+            object_len: 25,
+            offset: 15,
             frame_bytes: 4096,
             write_type: WriteType::CacheThrough,
             persisted: false,
@@ -245,6 +257,55 @@ fn sample_responses() -> Vec<Response> {
         }),
         Response::error(ErrorKind::ClusterFull, "memory full"),
     ]
+}
+
+#[test]
+fn byte_ranges_resolve_as_http_ranges_do() {
+    let cases = [
+        (ByteRange::Span(100..200), 1000, Some(100..200)),
+        (ByteRange::Span(5..2000), 1000, Some(5..1000)),
+        (ByteRange::Span(999..1000), 1000, Some(999..1000)),
+        (ByteRange::Span(1000..1001), 1000, None),
+        (ByteRange::Span(3..3), 10, Some(3..3)),
+        (ByteRange::From(990), 1000, Some(990..1000)),
+        (ByteRange::From(1000), 1000, None),
+        (ByteRange::Last(8), 1000, Some(992..1000)),
+        (ByteRange::Last(5000), 1000, Some(0..1000)),
+        (ByteRange::Last(0), 1000, None),
+        (ByteRange::From(0), 0, None),
+    ];
+    for (range, len, want) in cases {
+        assert_eq!(range.resolve(len), want, "{range} of {len} bytes");
+    }
+}
+
+#[test]
+fn ranges_that_cannot_be_are_refused_by_the_decoder() {
+    #[allow(clippy::reversed_empty_ranges)] // what a hostile peer sends
+    let backwards = Request::Get {
+        object: object("k"),
+        range: Some(ByteRange::Span(10..5)),
+        under_store: false,
+    };
+    assert_eq!(
+        decode_request(&backwards.encode()),
+        Err(WireError::InvalidRange { start: 10, end: 5 })
+    );
+    // An answer claiming bytes past the end of its object.
+    let Response::Object(mut info) = sample_responses().swap_remove(1) else {
+        unreachable!("the second sample is an object")
+    };
+    info.offset = 20;
+    let err = decode_response(&Response::Object(info).encode()).unwrap_err();
+    assert_eq!(
+        err,
+        WireError::RangePastEnd {
+            offset: 20,
+            len: 10,
+            object_len: 25
+        }
+    );
+    assert!(err.to_string().contains("past the object's 25 bytes"));
 }
 
 #[test]

@@ -4,12 +4,15 @@
 //! Stages (`python/pipeline/stage.py`, one process each): (1) pyarrow generates random
 //! CSV files, (2) pyarrow converts them to Parquet, (3) polars transforms column values,
 //! (4) polars aggregates. The modes run on the same data, in turn, so the machine's
-//! noise falls on both:
+//! noise falls on all of them:
 //! - **direct**: every stage reads and writes the in-process S3 server behind the cloud
 //!   emulation;
 //! - **fdw**: every stage reads and writes a local fdw cluster's S3 gateway (R=2 W=2,
 //!   `ASYNC_THROUGH`), whose under-store is that same emulated S3. After each fdw run,
-//!   the time until every output is persisted there is measured separately.
+//!   the time until every output is persisted there is measured separately;
+//! - **memory**: every stage reads and writes files in a tmpfs, through its framework's
+//!   local filesystem: no S3, no network, no server. This is the pipeline's compute on
+//!   this machine, the floor fdw is measured against.
 //!
 //! A stage's time is its own work, from after its imports to its last byte written.
 //! The aggregation of every run, in both modes, must be identical: the run fails if not.
@@ -35,8 +38,14 @@ pub const STAGES: [&str; 4] = [
     "3 transform (polars)",
     "4 aggregate (polars)",
 ];
-/// The two modes, in the order they run.
-pub const MODES: [&str; 2] = ["direct S3", "fdw"];
+/// Straight to the emulated S3: the baseline.
+pub const DIRECT: &str = "direct S3";
+/// Through fdw's gateway.
+pub const FDW: &str = "fdw";
+/// Files in a tmpfs: the stages' compute alone, the floor.
+pub const MEMORY: &str = "memory, no S3";
+/// The modes, in the order they run.
+pub const MODES: [&str; 3] = [DIRECT, FDW, MEMORY];
 /// The bucket every stage uses, in both modes.
 const BUCKET: &str = "lake";
 /// Bytes of one generated CSV row, on average (measured: 8,568,835 bytes for 200,000).
@@ -155,39 +164,46 @@ impl PipelineReport {
     /// The table `fdw-bench pipeline` prints.
     pub fn table(&self) -> String {
         let cell = |s: Spread| format!("{:.2} s ({:.2}–{:.2})", s.mean, s.min, s.max);
+        let ratio = |a: Spread, b: Spread| a.mean / b.mean.max(1e-12);
         let mut out = format!(
             "seed pipeline: {} of CSV in {} files ({} rows each), {} runs per mode\n\
-             S3 emulation: {}\nmachine: {}\n\n{:<28} {:>24} {:>24} {:>9}\n",
+             S3 emulation: {}\nmachine: {}\n\n{:<28}",
             bytesize::ByteSize(self.csv_bytes),
             self.files,
             self.rows_per_file,
-            self.runs_of(MODES[0]).count(),
+            self.runs_of(DIRECT).count(),
             self.emulation,
             self.machine,
             "stage",
-            "direct S3: mean (min–max)",
-            "fdw: mean (min–max)",
-            "speedup",
         );
-        let mut row = |name: &str, direct: Spread, fdw: Spread| {
+        for mode in MODES {
+            out += &format!(" {:>26}", format!("{mode}: mean (min–max)"));
+        }
+        out += &format!(" {:>8} {:>13}\n", "speedup", "fdw ÷ memory");
+        let rows = STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, MODES.map(|m| self.stage(m, i))))
+            .chain([("whole pipeline", MODES.map(|m| self.total(m)))]);
+        for (name, [direct, fdw, memory]) in rows {
             out += &format!(
-                "{name:<28} {:>24} {:>24} {:>8.1}x\n",
+                "{name:<28} {:>26} {:>26} {:>26} {:>7.1}x {:>12.2}x\n",
                 cell(direct),
                 cell(fdw),
-                direct.mean / fdw.mean.max(1e-12)
+                cell(memory),
+                ratio(direct, fdw),
+                ratio(fdw, memory),
             );
-        };
-        for (i, name) in STAGES.iter().enumerate() {
-            row(name, self.stage(MODES[0], i), self.stage(MODES[1], i));
         }
-        row("whole pipeline", self.total(MODES[0]), self.total(MODES[1]));
-        let fdw = self.total(MODES[1]);
+        let fdw = self.total(FDW);
         out += &format!(
             "\nfdw run-to-run spread (max − min) ÷ mean: {:.1} %\n\
              fdw outputs all persisted in S3 after the run: {}\n\
+             the most any speedup can be here (direct ÷ memory): {:.1}x\n\
              aggregation: {} groups, identical in all {} runs\n",
             fdw.relative_range() * 100.0,
             cell(self.persisted_after()),
+            ratio(self.total(DIRECT), self.total(MEMORY)),
             self.result_groups,
             self.runs.len(),
         );
@@ -210,11 +226,12 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     let root = tempfile::tempdir().context("a directory for the S3 server")?;
     std::fs::create_dir(root.path().join(BUCKET))?;
     let s3 = S3Server::start_emulating(root.path(), plan.emulation.clone()).await?;
-    let direct = Endpoint {
+    let direct = Target::S3 {
         url: format!("http://{}", s3.addr()),
         access_key: s3_server::ACCESS_KEY.into(),
         secret_key: s3_server::SECRET_KEY.into(),
     };
+    let memory = Target::Local(tmpfs_dir().context("a directory for the memory mode")?);
 
     let s3_config = s3.config();
     let cluster = LocalCluster::start(
@@ -252,7 +269,7 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
         gateway_client,
     )
     .await?;
-    let through_fdw = Endpoint {
+    let through_fdw = Target::S3 {
         url: format!("http://{}", gateway.addr()),
         access_key: GATEWAY_KEY.into(),
         secret_key: GATEWAY_SECRET.into(),
@@ -262,16 +279,18 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     let mut result: Option<serde_json::Value> = None;
     for n in 0..plan.runs {
         for mode in MODES {
-            let endpoint = if mode == MODES[0] {
-                &direct
-            } else {
-                &through_fdw
+            let target = match mode {
+                DIRECT => &direct,
+                FDW => &through_fdw,
+                _ => &memory,
             };
-            let prefix = format!("{}/run-{n}", mode.replace(' ', "-"));
+            let slug = mode.split(',').next().unwrap_or(mode).replace(' ', "-");
+            let prefix = format!("{slug}/run-{n}");
             eprintln!("run {} of {}: {mode}", n + 1, plan.runs);
+            let outputs = target.prepare(&prefix)?;
             let mut stages = Vec::new();
             for stage in 1..=4 {
-                let done = run_stage(&plan, endpoint, &prefix, rows_per_file, stage).await?;
+                let done = run_stage(&plan, target, &prefix, rows_per_file, stage).await?;
                 eprintln!("  {}: {:.2} s", STAGES[stage as usize - 1], done.seconds);
                 stages.push(done.seconds);
                 if let Some(got) = done.result {
@@ -285,7 +304,11 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
                     }
                 }
             }
-            let persisted_after = if mode == MODES[1] {
+            if let Some(outputs) = outputs {
+                std::fs::remove_dir_all(&outputs)
+                    .with_context(|| format!("removing {}", outputs.display()))?;
+            }
+            let persisted_after = if mode == FDW {
                 let waited = wait_persisted(&status_client).await?;
                 eprintln!("  persisted in S3 {:.2} s later", waited.as_secs_f64());
                 Some(waited.as_secs_f64())
@@ -319,11 +342,64 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     })
 }
 
-/// An S3 endpoint and its key.
-struct Endpoint {
-    url: String,
-    access_key: String,
-    secret_key: String,
+/// Where the stages read and write.
+enum Target {
+    /// An S3 endpoint and its key.
+    S3 {
+        url: String,
+        access_key: String,
+        secret_key: String,
+    },
+    /// Files under a directory, in a tmpfs where there is one.
+    Local(tempfile::TempDir),
+}
+
+impl Target {
+    /// Makes a local run's stage directories (the frameworks' local filesystems do not
+    /// make parents) and returns the run's directory, to remove after it.
+    fn prepare(&self, prefix: &str) -> anyhow::Result<Option<PathBuf>> {
+        let Target::Local(root) = self else {
+            return Ok(None);
+        };
+        let run = root.path().join(BUCKET).join(prefix);
+        for stage in 1..=4 {
+            let dir = run.join(format!("stage{stage}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+        }
+        Ok(Some(run))
+    }
+
+    /// The variables that point a stage at this target.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Target::S3 {
+                url,
+                access_key,
+                secret_key,
+            } => vec![
+                ("PIPELINE_ENDPOINT", url.clone()),
+                ("PIPELINE_ACCESS_KEY", access_key.clone()),
+                ("PIPELINE_SECRET_KEY", secret_key.clone()),
+            ],
+            Target::Local(root) => vec![(
+                "PIPELINE_LOCAL_ROOT",
+                root.path().to_string_lossy().into_owned(),
+            )],
+        }
+    }
+}
+
+/// A directory in `/dev/shm` (memory), or in the system's temporary directory where
+/// there is no `/dev/shm`.
+fn tmpfs_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("fdw-pipeline-")
+            .tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
 }
 
 /// What a stage process prints.
@@ -335,7 +411,7 @@ struct StageDone {
 
 async fn run_stage(
     plan: &PipelinePlan,
-    endpoint: &Endpoint,
+    target: &Target,
     prefix: &str,
     rows_per_file: u64,
     stage: u32,
@@ -343,9 +419,7 @@ async fn run_stage(
     let output = tokio::process::Command::new(&plan.python)
         .arg(&plan.script)
         .arg(stage.to_string())
-        .env("PIPELINE_ENDPOINT", &endpoint.url)
-        .env("PIPELINE_ACCESS_KEY", &endpoint.access_key)
-        .env("PIPELINE_SECRET_KEY", &endpoint.secret_key)
+        .envs(target.env())
         .env("PIPELINE_BUCKET", BUCKET)
         .env("PIPELINE_PREFIX", prefix)
         .env("PIPELINE_FILES", plan.files.to_string())
