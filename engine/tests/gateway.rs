@@ -615,6 +615,41 @@ async fn multipart_uploads_complete_into_one_checked_object() {
             (3, sizes[2] as i64)
         ]
     );
+    // Pages of parts: max-parts and the marker, 0 for a look with no parts, and negative
+    // numbers refused as S3 refuses them.
+    let list_page = |max: i32, marker: Option<&str>| {
+        s.s3.list_parts()
+            .bucket(BUCKET)
+            .key("big/object.parquet")
+            .upload_id(&id)
+            .max_parts(max)
+            .set_part_number_marker(marker.map(str::to_owned))
+            .send()
+    };
+    let first = list_page(2, None).await.unwrap();
+    let numbers = |page: &aws_sdk_s3::operation::list_parts::ListPartsOutput| -> Vec<i32> {
+        page.parts()
+            .iter()
+            .map(|p| p.part_number().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(&first), [1, 2]);
+    assert_eq!(first.is_truncated(), Some(true));
+    assert_eq!(first.next_part_number_marker(), Some("2"));
+    let rest = list_page(2, Some("2")).await.unwrap();
+    assert_eq!(numbers(&rest), [3]);
+    let none = list_page(0, Some("1")).await.unwrap();
+    assert!(none.parts().is_empty());
+    assert_eq!(none.is_truncated(), Some(true), "parts 2 and 3 remain");
+    assert_eq!(none.next_part_number_marker(), Some("1"));
+    for (max, marker) in [(-1, None), (2, Some("-1"))] {
+        let err = list_page(max, marker).await.unwrap_err();
+        assert_eq!(
+            code(&err),
+            "InvalidArgument",
+            "max {max}, marker {marker:?}"
+        );
+    }
 
     // A part named with another part's ETag is refused, and the upload stays open.
     let mut wrong = completed.clone();

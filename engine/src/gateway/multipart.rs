@@ -212,19 +212,32 @@ pub(super) async fn upload_part(
 pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<ListPartsOutput> {
     s3.check_bucket(&input.bucket)?;
     find(s3, &input.bucket, &input.key, &input.upload_id).await?;
-    let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
-    let marker = input.part_number_marker.unwrap_or(0).max(0);
+    let max_parts = page_size(input.max_parts, "max-parts")?;
+    let marker = match input.part_number_marker {
+        Some(n) if n < 0 => {
+            let message = "part-number-marker must not be negative";
+            return Err(S3Error::with_message(S3ErrorCode::InvalidArgument, message));
+        }
+        marker => marker.unwrap_or(0),
+    };
     let prefix = parts_prefix(&input.upload_id);
     let after = (marker > 0).then(|| part_key(&input.upload_id, marker));
+    // max-parts=0 still looks at one part: whether there is a page to come.
     let page = s3
         .shared
         .client
-        .list(&input.bucket, &prefix, after.as_deref(), max_parts as u32)
+        .list(
+            &input.bucket,
+            &prefix,
+            after.as_deref(),
+            max_parts.max(1) as u32,
+        )
         .await
         .map_err(|e| s3_error(&e))?;
     let parts: Vec<Part> = page
         .entries
         .iter()
+        .take(max_parts)
         .filter_map(|entry| {
             let number = entry
                 .key
@@ -241,16 +254,13 @@ pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<Li
             })
         })
         .collect();
-    let next = page
-        .next_start_after
-        .is_some()
-        .then(|| parts.last().and_then(|p| p.part_number))
-        .flatten();
+    let next = (page.entries.len() > max_parts || page.next_start_after.is_some())
+        .then(|| parts.last().and_then(|p| p.part_number).unwrap_or(marker));
     Ok(ListPartsOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(input.upload_id),
-        max_parts: Some(max_parts),
+        max_parts: Some(max_parts as i32),
         part_number_marker: input.part_number_marker,
         is_truncated: Some(next.is_some()),
         next_part_number_marker: next,
