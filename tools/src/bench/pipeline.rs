@@ -77,6 +77,8 @@ pub struct PipelinePlan {
     pub python: PathBuf,
     /// `python/pipeline/stage.py`.
     pub script: PathBuf,
+    /// Which of [`MODES`] to run, in that order.
+    pub modes: Vec<&'static str>,
 }
 
 /// One run of the four stages.
@@ -161,49 +163,73 @@ impl PipelineReport {
         Spread::of(self.runs.iter().filter_map(|r| r.persisted_after))
     }
 
-    /// The table `fdw-bench pipeline` prints.
+    /// The modes that ran, in [`MODES`] order.
+    pub fn modes(&self) -> Vec<&'static str> {
+        MODES
+            .into_iter()
+            .filter(|m| self.runs_of(m).next().is_some())
+            .collect()
+    }
+
+    /// The table `fdw-bench pipeline` prints: a column per mode that ran, and the ratios
+    /// between them that its modes allow.
     pub fn table(&self) -> String {
         let cell = |s: Spread| format!("{:.2} s ({:.2}–{:.2})", s.mean, s.min, s.max);
-        let ratio = |a: Spread, b: Spread| a.mean / b.mean.max(1e-12);
+        let modes = self.modes();
+        let ran = |mode| modes.contains(&mode);
+        // (heading, numerator, denominator) of each ratio column.
+        let ratios: Vec<(&str, &str, &str)> =
+            [("speedup", DIRECT, FDW), ("fdw ÷ memory", FDW, MEMORY)]
+                .into_iter()
+                .filter(|&(_, a, b)| ran(a) && ran(b))
+                .collect();
         let mut out = format!(
             "seed pipeline: {} of CSV in {} files ({} rows each), {} runs per mode\n\
              S3 emulation: {}\nmachine: {}\n\n{:<28}",
             bytesize::ByteSize(self.csv_bytes),
             self.files,
             self.rows_per_file,
-            self.runs_of(DIRECT).count(),
+            modes.first().map_or(0, |m| self.runs_of(m).count()),
             self.emulation,
             self.machine,
             "stage",
         );
-        for mode in MODES {
-            out += &format!(" {:>26}", format!("{mode}: mean (min–max)"));
+        for mode in &modes {
+            out += &format!(" {:>30}", format!("{mode}: mean (min–max)"));
         }
-        out += &format!(" {:>8} {:>13}\n", "speedup", "fdw ÷ memory");
-        let rows = STAGES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (*name, MODES.map(|m| self.stage(m, i))))
-            .chain([("whole pipeline", MODES.map(|m| self.total(m)))]);
-        for (name, [direct, fdw, memory]) in rows {
+        for (heading, _, _) in &ratios {
+            out += &format!(" {heading:>13}");
+        }
+        out += "\n";
+        // A row per stage (`Some(i)`), then the whole pipeline (`None`).
+        let of = |row: Option<usize>, mode| row.map_or(self.total(mode), |i| self.stage(mode, i));
+        for row in (0..STAGES.len()).map(Some).chain([None]) {
+            out += &format!("{:<28}", row.map_or("whole pipeline", |i| STAGES[i]));
+            for &mode in &modes {
+                out += &format!(" {:>30}", cell(of(row, mode)));
+            }
+            for &(_, a, b) in &ratios {
+                out += &format!(" {:>12.2}x", of(row, a).mean / of(row, b).mean.max(1e-12));
+            }
+            out += "\n";
+        }
+        out += "\n";
+        if ran(FDW) {
             out += &format!(
-                "{name:<28} {:>26} {:>26} {:>26} {:>7.1}x {:>12.2}x\n",
-                cell(direct),
-                cell(fdw),
-                cell(memory),
-                ratio(direct, fdw),
-                ratio(fdw, memory),
+                "fdw run-to-run spread (max − min) ÷ mean: {:.1} %\n\
+                 fdw outputs all persisted in S3 after the run: {}\n",
+                self.total(FDW).relative_range() * 100.0,
+                cell(self.persisted_after()),
             );
         }
-        let fdw = self.total(FDW);
+        if ran(DIRECT) && ran(MEMORY) {
+            out += &format!(
+                "the most any speedup can be here (direct ÷ memory): {:.1}x\n",
+                self.total(DIRECT).mean / self.total(MEMORY).mean.max(1e-12),
+            );
+        }
         out += &format!(
-            "\nfdw run-to-run spread (max − min) ÷ mean: {:.1} %\n\
-             fdw outputs all persisted in S3 after the run: {}\n\
-             the most any speedup can be here (direct ÷ memory): {:.1}x\n\
-             aggregation: {} groups, identical in all {} runs\n",
-            fdw.relative_range() * 100.0,
-            cell(self.persisted_after()),
-            ratio(self.total(DIRECT), self.total(MEMORY)),
+            "aggregation: {} groups, identical in all {} runs\n",
             self.result_groups,
             self.runs.len(),
         );
@@ -214,8 +240,8 @@ impl PipelineReport {
 /// Runs the experiment.
 pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<PipelineReport> {
     ensure!(
-        plan.files > 0 && plan.runs > 0,
-        "--files and --runs must be at least 1"
+        plan.files > 0 && plan.runs > 0 && !plan.modes.is_empty(),
+        "--files, --runs and --modes must not be 0 or empty"
     );
     ensure!(
         plan.script.is_file(),
@@ -278,7 +304,7 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     let mut runs = Vec::new();
     let mut result: Option<serde_json::Value> = None;
     for n in 0..plan.runs {
-        for mode in MODES {
+        for mode in MODES.into_iter().filter(|m| plan.modes.contains(m)) {
             let target = match mode {
                 DIRECT => &direct,
                 FDW => &through_fdw,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use svg::Document;
 use svg::node::element::{Group, Line, Path, Rectangle, Text, path::Data};
 
-use super::pipeline::{DIRECT, FDW, MODES, PipelineReport, STAGES, Spread};
+use super::pipeline::{DIRECT, FDW, PipelineReport, STAGES, Spread};
 use super::report::{Report, Series};
 
 const PANEL_W: f64 = 420.0;
@@ -206,24 +206,34 @@ fn grid(x1: f64, y1: f64, x2: f64, y2: f64) -> Line {
 /// and max as error bars), and the whole pipeline's totals the same way.
 pub fn pipeline_svg(report: &PipelineReport) -> String {
     let (width, height) = (980.0, 440.0);
-    let colors = [COLORS[1], COLORS[0], COLORS[7]];
+    // Direct S3 red, fdw blue, the floor grey, whichever of them ran.
+    let modes = report.modes();
+    let colors: Vec<&str> = modes
+        .iter()
+        .map(|m| match *m {
+            DIRECT => COLORS[1],
+            FDW => COLORS[0],
+            _ => COLORS[7],
+        })
+        .collect();
     let stages: Vec<(String, Vec<Spread>)> = STAGES
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let spreads = MODES.iter().map(|m| report.stage(m, i)).collect();
+            let spreads = modes.iter().map(|m| report.stage(m, i)).collect();
             (name.to_string(), spreads)
         })
         .collect();
     let totals = vec![(
         "whole pipeline".to_owned(),
-        MODES.iter().map(|m| report.total(m)).collect::<Vec<_>>(),
+        modes.iter().map(|m| report.total(m)).collect::<Vec<_>>(),
     )];
     let title = format!(
-        "seed pipeline, {} CSV in {} files — direct S3 vs fdw vs no S3 — {} runs each, bars: mean, whiskers: min–max",
+        "seed pipeline, {} CSV in {} files — {} — {} runs each, bars: mean, whiskers: min–max",
         bytesize::ByteSize(report.csv_bytes),
         report.files,
-        report.runs.len() / MODES.len()
+        modes.join(" vs "),
+        report.runs.len() / modes.len().max(1)
     );
     let mut doc = canvas(width, height, (title, 26, 14));
     doc = doc.add(bar_panel(
@@ -242,7 +252,7 @@ pub fn pipeline_svg(report: &PipelineReport) -> String {
         &totals,
         &colors,
     ));
-    for (i, mode) in MODES.iter().enumerate() {
+    for (i, mode) in modes.iter().enumerate() {
         doc = doc.add(
             Text::new(mode.to_string())
                 .set("x", MARGIN + 140.0 * i as f64)
@@ -251,14 +261,16 @@ pub fn pipeline_svg(report: &PipelineReport) -> String {
                 .set("fill", colors[i]),
         );
     }
-    let speedup = report.total(DIRECT).mean / report.total(FDW).mean.max(1e-12);
-    doc.add(
-        Text::new(format!("fdw {speedup:.1}x faster overall"))
-            .set("x", MARGIN + 680.0)
-            .set("y", height - 14.0)
-            .set("font-size", 12),
-    )
-    .to_string()
+    if modes.contains(&DIRECT) && modes.contains(&FDW) {
+        let speedup = report.total(DIRECT).mean / report.total(FDW).mean.max(1e-12);
+        doc = doc.add(
+            Text::new(format!("fdw {speedup:.1}x faster overall"))
+                .set("x", MARGIN + 680.0)
+                .set("y", height - 14.0)
+                .set("font-size", 12),
+        );
+    }
+    doc.to_string()
 }
 
 /// Groups of bars, one bar per mode, on a linear axis from zero.
