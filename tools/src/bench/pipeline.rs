@@ -491,6 +491,54 @@ async fn wait_persisted(client: &Client) -> anyhow::Result<Duration> {
 mod tests {
     use super::*;
 
+    fn report(modes: &[(&str, f64)]) -> PipelineReport {
+        PipelineReport {
+            command: String::new(),
+            machine: String::new(),
+            emulation: String::new(),
+            csv_bytes: 1 << 20,
+            files: 1,
+            rows_per_file: 1,
+            runs: modes
+                .iter()
+                .map(|&(mode, stage)| PipelineRun {
+                    mode: mode.into(),
+                    stages: vec![stage; 4],
+                    total: 4.0 * stage,
+                    persisted_after: (mode == FDW).then_some(0.5),
+                })
+                .collect(),
+            result_groups: 64,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_the_modes_that_ran_and_the_ratios_they_allow() {
+        let all = report(&[(DIRECT, 6.0), (FDW, 2.0), (MEMORY, 1.0)]).table();
+        for expected in [
+            "direct S3: mean",
+            "fdw: mean",
+            "memory, no S3: mean",
+            "24.00 s (24.00–24.00)",
+            "3.00x",
+            "2.00x",
+            "persisted in S3 after the run: 0.50 s",
+            "(direct ÷ memory): 6.0x",
+        ] {
+            assert!(all.contains(expected), "{expected:?} not in\n{all}");
+        }
+
+        let without_floor = report(&[(DIRECT, 6.0), (FDW, 2.0)]).table();
+        assert!(without_floor.contains("speedup"));
+        assert!(!without_floor.contains("memory"), "{without_floor}");
+
+        let floor_only = report(&[(MEMORY, 1.0)]).table();
+        assert!(floor_only.contains("4.00 s (4.00–4.00)"));
+        for absent in ["speedup", "fdw", "direct"] {
+            assert!(!floor_only.contains(absent), "{absent:?} in\n{floor_only}");
+        }
+    }
+
     #[test]
     fn spreads_are_relative_to_the_mean() {
         let s = Spread::of([9.0, 10.0, 11.0]);
