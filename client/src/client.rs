@@ -12,7 +12,7 @@ use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
     ByteRange, ComposeHeader, ErrorKind, ListEntry, NodeStatus, NumberedParts, ObjectInfo,
-    ObjectRef, PutHeader, Replication, Request, Response, frame_count,
+    ObjectRef, PutHeader, Replication, Request, Response, combined_crc, frame_count, frame_crcs,
 };
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -83,15 +83,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-}
-
-/// The CRC32 of consecutive pieces, from each one's CRC and length.
-fn combined(pieces: impl Iterator<Item = (u32, u64)>) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
-    for (crc, len) in pieces {
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
-    }
-    whole.finalize()
 }
 
 fn unavailable(member: &Member, what: impl std::fmt::Display) -> Error {
@@ -338,12 +329,8 @@ impl Client {
         let frame = self.inner.frame_bytes as usize;
         let bytes = data.as_slice();
         // One CRC per frame, computed once, here; the object CRC is combined from them.
-        let crcs: Vec<u32> = bytes.chunks(frame).map(crc32fast::hash).collect();
-        let pieces = bytes.chunks(frame).map(|piece| piece.len() as u64);
-        let (len, crc) = (
-            bytes.len() as u64,
-            combined(crcs.iter().copied().zip(pieces)),
-        );
+        let (crcs, crc) = frame_crcs(bytes, frame);
+        let len = bytes.len() as u64;
         let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer { data, crcs };
         self.put_frames(bucket, key, len, Some(crc), &mut source, replication)
             .await
@@ -631,7 +618,7 @@ impl Client {
             object: object.clone(),
             parts: NumberedParts::new(prefix, &numbers)?,
             len: parts.iter().map(|(_, len, _)| len).sum(),
-            crc: combined(parts.iter().map(|(_, len, crc)| (*crc, *len))),
+            crc: combined_crc(parts.iter().map(|(_, len, crc)| (*crc, *len))),
             replication,
             forwarded: None,
         });

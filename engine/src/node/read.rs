@@ -8,7 +8,9 @@ use std::ops::Range;
 
 use fdw_net::BucketName;
 use fdw_net::transport::{self, TransportError};
-use fdw_net::wire::{ByteRange, ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response};
+use fdw_net::wire::{
+    ByteRange, ErrorKind, ListEntry, NodeStatus, ObjectInfo, ObjectRef, Response, frame_crcs,
+};
 
 use super::{NodeShared, read_through, respond, store_error};
 use crate::store::{ObjectMeta, ObjectState};
@@ -104,11 +106,12 @@ pub(super) async fn get(
                     return Ok(());
                 }
             };
-            let crc = crc32fast::hash(&bytes);
+            let frame_bytes = node.store.pool().chunk_size();
+            let (crcs, crc) = frame_crcs(&bytes, frame_bytes);
             let response = Response::Object(info(node, reader.meta(), Some((range, crc))));
             transport::write_message(send, &response.encode()).await?;
-            for frame in bytes.chunks(node.store.pool().chunk_size()) {
-                transport::write_frame(send, crc32fast::hash(frame), frame).await?;
+            for (frame, crc) in bytes.chunks(frame_bytes).zip(crcs) {
+                transport::write_frame(send, crc, frame).await?;
             }
         }
     }

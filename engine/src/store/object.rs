@@ -135,12 +135,10 @@ impl Drop for ObjectData {
 /// The CRC32 of the whole object from its chunks' CRCs: crc(a‖b) from crc(a), crc(b) and
 /// len(b), so the bytes are hashed once, as they arrive, and never again.
 pub(crate) fn combine_crcs(chunk_crcs: &[u32], len: u64, chunk_size: u64) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
-    for (i, &crc) in chunk_crcs.iter().enumerate() {
+    fdw_net::wire::combined_crc(chunk_crcs.iter().enumerate().map(|(i, &crc)| {
         let chunk_len = (len - i as u64 * chunk_size).min(chunk_size);
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, chunk_len));
-    }
-    whole.finalize()
+        (crc, chunk_len)
+    }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,25 @@ use super::{MAX_FRAME_BYTES, WireError};
 /// Bytes before a frame's data.
 pub const FRAME_HEADER_BYTES: usize = 8;
 
+/// The CRC32 of consecutive pieces, from each one's CRC and length: crc(a‖b) from
+/// crc(a), crc(b) and len(b), so no byte is hashed again.
+pub fn combined_crc(pieces: impl IntoIterator<Item = (u32, u64)>) -> u32 {
+    let mut whole = crc32fast::Hasher::new();
+    for (crc, len) in pieces {
+        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+    }
+    whole.finalize()
+}
+
+/// The CRC32 of every `frame_bytes` frame of `data` and of the whole, each byte hashed
+/// once.
+pub fn frame_crcs(data: &[u8], frame_bytes: usize) -> (Vec<u32>, u32) {
+    let crcs: Vec<u32> = data.chunks(frame_bytes).map(crc32fast::hash).collect();
+    let lens = data.chunks(frame_bytes).map(|frame| frame.len() as u64);
+    let whole = combined_crc(crcs.iter().copied().zip(lens));
+    (crcs, whole)
+}
+
 /// The fixed part of a data frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {

@@ -22,7 +22,7 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use frame::{FRAME_HEADER_BYTES, FrameHeader, frame_count};
+pub use frame::{FRAME_HEADER_BYTES, FrameHeader, combined_crc, frame_count, frame_crcs};
 pub use message::{
     ByteRange, ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus,
     NumberedParts, ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request,

@@ -449,3 +449,14 @@ fn a_status_over_the_member_limit_is_refused_naming_it() {
     assert_eq!(err, WireError::TooManyMembers(MAX_STATUS_MEMBERS + 1));
     assert!(err.to_string().contains("MAX_STATUS_MEMBERS"));
 }
+
+#[test]
+fn frame_crcs_combine_into_the_crc_of_the_whole() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    for len in [0, 1, 4095, 4096, 4097, 10_000] {
+        let (crcs, whole) = frame_crcs(&data[..len], 4096);
+        assert_eq!(whole, crc32fast::hash(&data[..len]), "{len} bytes");
+        let each: Vec<u32> = data[..len].chunks(4096).map(crc32fast::hash).collect();
+        assert_eq!(crcs, each, "{len} bytes");
+    }
+}
