@@ -287,6 +287,16 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
             .await
             .unwrap();
     assert!(body(got).await.is_empty());
+    // An empty object has no byte a range could name, not even a suffix.
+    let err =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("empty")
+            .range("bytes=-8")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidRange");
 
     // The bucket's write settings, and a request's x-fdw-* headers over them.
     s.s3.put_object()

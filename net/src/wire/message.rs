@@ -210,7 +210,8 @@ impl ByteRange {
         match *self {
             ByteRange::Span(ref span) => (span.start < len).then(|| span.start..span.end.min(len)),
             ByteRange::From(start) => (start < len).then_some(start..len),
-            ByteRange::Last(n) => (n > 0).then(|| len - n.min(len)..len),
+            // An empty object has no last bytes: any range of it is a 416, as in S3.
+            ByteRange::Last(n) => (n > 0 && len > 0).then(|| len - n.min(len)..len),
         }
     }
 }

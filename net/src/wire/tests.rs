@@ -272,6 +272,7 @@ fn byte_ranges_resolve_as_http_ranges_do() {
         (ByteRange::Last(8), 1000, Some(992..1000)),
         (ByteRange::Last(5000), 1000, Some(0..1000)),
         (ByteRange::Last(0), 1000, None),
+        (ByteRange::Last(8), 0, None),
         (ByteRange::From(0), 0, None),
     ];
     for (range, len, want) in cases {
