@@ -158,15 +158,10 @@ impl FdwS3 {
         Ok(())
     }
 
-    /// The object, or a range of it, as it arrives, with the range it is (`None` for the
-    /// whole object). One request either way: the replica resolves the range against
-    /// the version it serves and says which bytes it sent of how many.
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Option<Range>,
-    ) -> S3Result<(ObjectStream, Option<std::ops::Range<u64>>)> {
+    /// The object, or a range of it, as it arrives. One request either way: the replica
+    /// resolves the range against the version it serves, and its answer says which
+    /// bytes it sent of how many.
+    async fn read(&self, bucket: &str, key: &str, range: Option<Range>) -> S3Result<ObjectStream> {
         let wanted = range.map(|range| match range {
             Range::Int { first, last } => match last {
                 Some(last) => ByteRange::Span(first..last.saturating_add(1)),
@@ -174,15 +169,11 @@ impl FdwS3 {
             },
             Range::Suffix { length } => ByteRange::Last(length),
         });
-        let stream = self
-            .shared
+        self.shared
             .client
             .read_stream(bucket, key, wanted)
             .await
-            .map_err(|e| s3_error(&e))?;
-        let info = stream.info();
-        let sent = range.map(|_| info.offset..info.offset + info.len);
-        Ok((stream, sent))
+            .map_err(|e| s3_error(&e))
     }
 }
 
@@ -250,14 +241,17 @@ impl S3 for FdwS3 {
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
         }
-        let (stream, range) = self.read(&input.bucket, &input.key, input.range).await?;
+        let whole = input.range.is_none();
+        let stream = self.read(&input.bucket, &input.key, input.range).await?;
         let info = stream.info().clone();
         check_conditions(&info, input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        let whole = range.is_none();
+        // Not below 0 even for an empty answer, which no range asked for but a peer
+        // could send.
+        let last = (info.offset + info.len).saturating_sub(1);
         let output = GetObjectOutput {
             content_length: Some(info.len as i64),
-            content_range: range
-                .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, info.object_len)),
+            content_range: (!whole)
+                .then(|| format!("bytes {}-{last}/{}", info.offset, info.object_len)),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.version)),
             last_modified: Some(committed_at(info.version)),
@@ -397,7 +391,7 @@ impl S3 for FdwS3 {
         self.check_bucket(&input.bucket)?;
         Self::check_key(from_key)?;
         Self::check_key(&input.key)?;
-        let (stream, _) = self.read(from_bucket, from_key, None).await?;
+        let stream = self.read(from_bucket, from_key, None).await?;
         let info = stream.info().clone();
         let source_tag = etag(info.version);
         if let Some(expected) = &input.copy_source_if_match

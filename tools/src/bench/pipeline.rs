@@ -44,8 +44,31 @@ pub const DIRECT: &str = "direct S3";
 pub const FDW: &str = "fdw";
 /// Files in a tmpfs: the stages' compute alone, the floor.
 pub const MEMORY: &str = "memory, no S3";
-/// The modes, in the order they run.
-pub const MODES: [&str; 3] = [DIRECT, FDW, MEMORY];
+
+/// Where a run's stages read and write; `--modes` names them in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Straight to the emulated S3.
+    Direct,
+    /// Through fdw's gateway.
+    Fdw,
+    /// Files in a tmpfs, no S3: the floor.
+    Memory,
+}
+
+impl Mode {
+    /// Every mode, in the order they run.
+    pub const ALL: [Mode; 3] = [Mode::Direct, Mode::Fdw, Mode::Memory];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => DIRECT,
+            Mode::Fdw => FDW,
+            Mode::Memory => MEMORY,
+        }
+    }
+}
 /// The bucket every stage uses, in both modes.
 const BUCKET: &str = "lake";
 /// Bytes of one generated CSV row, on average (measured: 8,568,835 bytes for 200,000).
@@ -77,14 +100,14 @@ pub struct PipelinePlan {
     pub python: PathBuf,
     /// `python/pipeline/stage.py`.
     pub script: PathBuf,
-    /// Which of [`MODES`] to run, in that order.
-    pub modes: Vec<&'static str>,
+    /// Which modes to run (always in [`Mode::ALL`]'s order).
+    pub modes: Vec<Mode>,
 }
 
 /// One run of the four stages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineRun {
-    /// Which of [`MODES`].
+    /// Which mode ([`Mode::name`]).
     pub mode: String,
     /// Seconds of each stage.
     pub stages: Vec<f64>,
@@ -163,9 +186,10 @@ impl PipelineReport {
         Spread::of(self.runs.iter().filter_map(|r| r.persisted_after))
     }
 
-    /// The modes that ran, in [`MODES`] order.
+    /// The names of the modes that ran, in [`Mode::ALL`]'s order.
     pub fn modes(&self) -> Vec<&'static str> {
-        MODES
+        Mode::ALL
+            .map(Mode::name)
             .into_iter()
             .filter(|m| self.runs_of(m).next().is_some())
             .collect()
@@ -202,7 +226,9 @@ impl PipelineReport {
         }
         out += "\n";
         // A row per stage (`Some(i)`), then the whole pipeline (`None`).
-        let of = |row: Option<usize>, mode| row.map_or(self.total(mode), |i| self.stage(mode, i));
+        let of = |row: Option<usize>, mode| {
+            row.map_or_else(|| self.total(mode), |i| self.stage(mode, i))
+        };
         for row in (0..STAGES.len()).map(Some).chain([None]) {
             out += &format!("{:<28}", row.map_or("whole pipeline", |i| STAGES[i]));
             for &mode in &modes {
@@ -304,14 +330,14 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     let mut runs = Vec::new();
     let mut result: Option<serde_json::Value> = None;
     for n in 0..plan.runs {
-        for mode in MODES.into_iter().filter(|m| plan.modes.contains(m)) {
+        for mode in Mode::ALL.into_iter().filter(|m| plan.modes.contains(m)) {
             let target = match mode {
-                DIRECT => &direct,
-                FDW => &through_fdw,
-                _ => &memory,
+                Mode::Direct => &direct,
+                Mode::Fdw => &through_fdw,
+                Mode::Memory => &memory,
             };
-            let slug = mode.split(',').next().unwrap_or(mode).replace(' ', "-");
-            let prefix = format!("{slug}/run-{n}");
+            let prefix = format!("{mode:?}/run-{n}").to_lowercase();
+            let mode = mode.name();
             eprintln!("run {} of {}: {mode}", n + 1, plan.runs);
             let outputs = target.prepare(&prefix)?;
             let mut stages = Vec::new();

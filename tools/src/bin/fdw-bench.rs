@@ -171,29 +171,10 @@ struct PipelineArgs {
         value_delimiter = ',',
         default_value = "direct,fdw,memory"
     )]
-    modes: Vec<PipelineMode>,
+    modes: Vec<bench::pipeline::Mode>,
     /// Directory for pipeline.json and pipeline.svg.
     #[arg(long, default_value = "fdw-bench-pipeline")]
     out: PathBuf,
-}
-
-/// `--modes` of the seed pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum PipelineMode {
-    Direct,
-    Fdw,
-    Memory,
-}
-
-impl PipelineMode {
-    fn name(self) -> &'static str {
-        use bench::pipeline::{DIRECT, FDW, MEMORY};
-        match self {
-            PipelineMode::Direct => DIRECT,
-            PipelineMode::Fdw => FDW,
-            PipelineMode::Memory => MEMORY,
-        }
-    }
 }
 
 impl RunArgs {
@@ -321,7 +302,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         pool_bytes: args.cluster.pool_size.as_u64(),
         python: args.python,
         script: args.script,
-        modes: args.modes.iter().map(|m| m.name()).collect(),
+        modes: args.modes,
     };
     let report = run(bench::pipeline::run(plan, command_line()))??;
     print!("{}", report.table());
