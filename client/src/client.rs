@@ -1,7 +1,6 @@
 //! The client: connects to the cluster's members, routes each call by the same
 //! rendezvous placement the workers use, and checks every byte it receives.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::Error;
+use crate::listing::{MemberPage, merge};
 
 /// How the client reaches the cluster and what it asks for by default.
 #[derive(Debug, Clone)]
@@ -628,8 +628,37 @@ impl Client {
     }
 
     /// Up to `max_keys` keys of `bucket` under `prefix` after `start_after`, merged
-    /// across every member that answers (newest version wins).
+    /// across every member that answers (newest version wins, deleted keys left out):
+    /// fewer only when the listing ends, which `next_start_after` being `None` says.
     pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, Error> {
+        let mut page = ListPage {
+            entries: Vec::new(),
+            next_start_after: start_after.map(str::to_owned),
+        };
+        loop {
+            let want = max_keys - page.entries.len() as u32;
+            let more = self
+                .list_round(bucket, prefix, page.next_start_after.as_deref(), want)
+                .await?;
+            page.entries.extend(more.entries);
+            page.next_start_after = more.next_start_after;
+            if page.entries.len() >= max_keys as usize || page.next_start_after.is_none() {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// One round of [`list`](Self::list): each member's page, merged. It is complete up
+    /// to its `next_start_after`, which may come before `max_keys` keys: a member's
+    /// answer is bounded in bytes, and the merge shows nothing past the first point
+    /// where a member stopped ([`listing`](crate::listing)).
+    async fn list_round(
         &self,
         bucket: &str,
         prefix: &str,
@@ -642,49 +671,36 @@ impl Client {
             start_after: start_after.map(str::to_owned),
             max_keys,
         };
-        let mut merged: BTreeMap<String, ListEntry> = BTreeMap::new();
-        let (mut answered, mut more) = (0, false);
+        let mut pages = Vec::new();
         let mut last_error = None;
-        for member in self.inner.placement.members() {
-            match self.call(member, &request).await {
+        // Every member at once: a round costs the slowest member's answer, not the sum.
+        let answers = futures_util::future::join_all(
+            self.inner
+                .placement
+                .members()
+                .iter()
+                .map(|member| self.call(member, &request)),
+        )
+        .await;
+        for answer in answers {
+            match answer {
                 Ok(Response::Listing {
                     entries,
                     next_start_after,
-                }) => {
-                    answered += 1;
-                    more |= next_start_after.is_some();
-                    for entry in entries {
-                        let key = entry.key.to_string();
-                        if merged
-                            .get(&key)
-                            .is_none_or(|have| have.version < entry.version)
-                        {
-                            merged.insert(key, entry);
-                        }
-                    }
-                }
+                }) => pages.push(MemberPage {
+                    entries,
+                    next_start_after,
+                }),
                 Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
                 Ok(other) => return Err(unexpected("list", &other)),
                 Err(err) => last_error = Some(err),
             }
         }
-        if answered == 0 {
+        if pages.is_empty() {
             return Err(last_error
                 .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no member answered")));
         }
-        // Each member returned its first `max_keys` keys, so the first `max_keys` of the
-        // union are complete up to the last one taken.
-        more |= merged.len() > max_keys as usize;
-        let entries: Vec<ListEntry> = merged.into_values().take(max_keys as usize).collect();
-        let next_start_after = if more {
-            entries.last().map(|e| e.key.to_string())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            entries,
-            next_start_after,
-        })
+        Ok(merge(pages, max_keys as usize))
     }
 
     /// The cluster's members, as configured.

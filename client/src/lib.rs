@@ -15,6 +15,7 @@
 
 mod client;
 mod error;
+mod listing;
 
 pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutReceipt};
 pub use error::{Error, ErrorKind};

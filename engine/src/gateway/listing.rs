@@ -74,8 +74,8 @@ async fn page(
     max_keys: usize,
 ) -> S3Result<Page> {
     let mut page = Page::default();
+    let mut after = resume.as_ref().map(Resume::start_after);
     loop {
-        let after = resume.as_ref().map(Resume::start_after);
         let batch = s3
             .shared
             .client
@@ -103,9 +103,13 @@ async fn page(
             }
             resume = Some(item);
         }
-        if batch.next_start_after.is_none() {
+        // The cluster's page may end before its entries do (deleted keys, a member's
+        // byte budget): go on from the later of where it ended and what was folded.
+        let Some(next) = batch.next_start_after else {
             return Ok(page);
-        }
+        };
+        let folded = resume.as_ref().map(Resume::start_after);
+        after = Some(folded.filter(|f| *f > next).unwrap_or(next));
     }
 }
 

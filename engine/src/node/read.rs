@@ -158,24 +158,20 @@ pub(super) fn list(
     start_after: Option<String>,
     max_keys: u32,
 ) -> Response {
-    let metas = node
-        .store
-        .list(&bucket, &prefix, start_after.as_deref(), max_keys as usize);
-    let next_start_after = (metas.len() == max_keys as usize)
-        .then(|| metas.last().map(|m| m.id.key.to_string()))
-        .flatten();
-    let entries = metas
-        .into_iter()
-        .map(|m| ListEntry {
-            key: m.id.key,
-            version: m.id.version,
-            len: m.len,
-        })
-        .collect();
-    Response::Listing {
-        entries,
-        next_start_after,
-    }
+    // One more than the page, so the page knows whether keys remain.
+    let listed = node.store.list_with_tombstones(
+        &bucket,
+        &prefix,
+        start_after.as_deref(),
+        max_keys as usize + 1,
+    );
+    let entries = listed.into_iter().map(|(meta, deleted)| ListEntry {
+        key: meta.id.key,
+        version: meta.id.version,
+        len: meta.len,
+        deleted,
+    });
+    Response::listing(entries, max_keys)
 }
 
 pub(super) fn status(node: &NodeShared) -> Response {

@@ -313,11 +313,12 @@ fn tell_witnesses(node: &Arc<NodeShared>, object: &ObjectRef, version: Version, 
 }
 
 /// A newer version of the key is already here: this one is superseded on arrival, which
-/// is success (it was ordered first and overwritten), with no copy kept.
-fn superseded(header: &PutHeader, version: Version) -> Response {
+/// is success (it was ordered first and overwritten), with no copy kept. `crc` is that
+/// of the bytes received, so a client that streamed them can check its receipt.
+fn superseded(version: Version, crc: u32) -> Response {
     Response::Stored {
         version,
-        crc: header.crc.unwrap_or(0),
+        crc,
         replicas: vec![],
     }
 }
@@ -337,7 +338,9 @@ async fn receive(
     let id = object_id(&header.object.bucket, &header.object.key, version);
     let mut writer = match node.store.writer(id.clone(), header.replication.write_type) {
         Ok(writer) => writer,
-        Err(StoreError::StaleVersion { .. }) => return superseded(header, version),
+        Err(StoreError::StaleVersion { .. }) => {
+            return superseded(version, header.crc.unwrap_or(0));
+        }
         Err(err) => return store_error(err),
     };
     writer.set_role(role);
@@ -395,6 +398,7 @@ async fn receive(
             }
         }
     }
+    let received = writer.crc();
     let committed = match header.crc {
         Some(expected) => writer.commit_expecting(expected),
         None => writer.commit(),
@@ -413,7 +417,7 @@ async fn receive(
             crc: meta.crc,
             replicas: vec![node.me.id],
         },
-        Err(StoreError::StaleVersion { .. }) => superseded(header, version),
+        Err(StoreError::StaleVersion { .. }) => superseded(version, received),
         Err(err) => store_error(err),
     }
 }

@@ -397,13 +397,16 @@ impl Index {
         true
     }
 
+    /// Keys in order with their newest version, and whether it is a tombstone; with
+    /// `tombstones` false, deleted keys are left out.
     pub(super) fn list(
         &self,
         bucket: &BucketName,
         prefix: &str,
         start_after: Option<&str>,
         max: usize,
-    ) -> Vec<ObjectMeta> {
+        tombstones: bool,
+    ) -> Vec<(ObjectMeta, bool)> {
         let Some(keys) = self.buckets.get(bucket) else {
             return Vec::new();
         };
@@ -415,10 +418,8 @@ impl Index {
         .take_while(|(key, _)| key.as_str().starts_with(prefix))
         .filter_map(|(key, ks)| {
             let entry = ks.versions.get(&ks.newest)?;
-            if let Body::Tombstone = entry.body {
-                return None;
-            }
-            Some(entry.meta(id_of(bucket, key, ks.newest)))
+            let deleted = matches!(entry.body, Body::Tombstone);
+            (tombstones || !deleted).then(|| (entry.meta(id_of(bucket, key, ks.newest)), deleted))
         })
         .take(max)
         .collect()

@@ -498,7 +498,21 @@ impl ObjectStore {
         start_after: Option<&str>,
         max: usize,
     ) -> Vec<ObjectMeta> {
-        self.index().list(bucket, prefix, start_after, max)
+        let listed = self.index().list(bucket, prefix, start_after, max, false);
+        listed.into_iter().map(|(meta, _)| meta).collect()
+    }
+
+    /// As [`list`](Self::list), deleted keys included, each with whether its newest
+    /// version is a tombstone: what a node answers, so that a merge across members
+    /// never shows a key another member has deleted.
+    pub fn list_with_tombstones(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Vec<(ObjectMeta, bool)> {
+        self.index().list(bucket, prefix, start_after, max, true)
     }
 
     /// The newest version known for a key, live, deleted or evicted-while-uploading.

@@ -142,6 +142,11 @@ impl ObjectWriter {
         self.fill.last_chunk()
     }
 
+    /// The CRC of the bytes written so far: the object's, once every frame is sealed.
+    pub fn crc(&mut self) -> u32 {
+        self.fill.crc(self.store.chunk_size())
+    }
+
     /// Makes the object visible as `committed`.
     pub fn commit(self) -> Result<ObjectMeta, StoreError> {
         self.commit_checked(None)

@@ -18,7 +18,7 @@ pub use peers::Peers;
 pub use tls::{ALPN, ClusterCa, NodeIdentity, TlsError};
 
 use crate::wire::{
-    self, FRAME_HEADER_BYTES, FrameHeader, PREAMBLE_BYTES, Request, Response, WireError,
+    self, Direction, FRAME_HEADER_BYTES, FrameHeader, PREAMBLE_BYTES, Request, Response, WireError,
 };
 
 /// Flow-control windows and limits of every connection.
@@ -207,11 +207,15 @@ pub async fn connect(
 }
 
 /// Reads one message's preamble and header from `recv`: exactly the bytes the
-/// preamble announces, never more than `MAX_HEADER_BYTES`.
-async fn read_message(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, TransportError> {
+/// preamble announces, never more than the direction's limit (`MAX_HEADER_BYTES`,
+/// `MAX_RESPONSE_HEADER_BYTES`).
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    direction: Direction,
+) -> Result<Vec<u8>, TransportError> {
     let mut preamble = [0u8; PREAMBLE_BYTES];
     recv.read_exact(&mut preamble).await?;
-    let len = wire::decode_preamble(&preamble)?;
+    let len = wire::decode_preamble(&preamble, direction)?;
     let mut message = vec![0u8; PREAMBLE_BYTES + len];
     message[..PREAMBLE_BYTES].copy_from_slice(&preamble);
     recv.read_exact(&mut message[PREAMBLE_BYTES..]).await?;
@@ -231,12 +235,16 @@ pub async fn within<T>(
 
 /// Reads and validates a request header.
 pub async fn read_request(recv: &mut quinn::RecvStream) -> Result<Request, TransportError> {
-    Ok(wire::decode_request(&read_message(recv).await?)?)
+    Ok(wire::decode_request(
+        &read_message(recv, Direction::Request).await?,
+    )?)
 }
 
 /// Reads and validates a response header.
 pub async fn read_response(recv: &mut quinn::RecvStream) -> Result<Response, TransportError> {
-    Ok(wire::decode_response(&read_message(recv).await?)?)
+    Ok(wire::decode_response(
+        &read_message(recv, Direction::Response).await?,
+    )?)
 }
 
 /// Writes an encoded message (request or response header).

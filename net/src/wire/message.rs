@@ -7,8 +7,9 @@ use std::ops::{Range, RangeInclusive};
 use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 
 use super::{
-    MAX_COMPOSE_RUNS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_OBJECT_BYTES,
-    MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, WireError, frame_header,
+    MAX_COMPOSE_RUNS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_LIST_PAGE_BYTES,
+    MAX_OBJECT_BYTES, MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, WireError, frame_header,
+    list_entry_bytes,
 };
 use crate::{BucketName, ObjectKey, Version, WriteType};
 
@@ -391,6 +392,10 @@ pub struct ListEntry {
     pub version: Version,
     /// Its size.
     pub len: u64,
+    /// The newest version is a tombstone. Listings carry tombstones so that a merge
+    /// across members drops a key whose newest version anywhere is a delete, instead of
+    /// showing an older copy that a member still holds.
+    pub deleted: bool,
 }
 
 /// A node's health and memory.
@@ -636,6 +641,7 @@ struct RawListEntry {
     key: Vec<u8>,
     version: u64,
     len: u64,
+    deleted: bool,
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -1002,6 +1008,32 @@ impl Request {
 }
 
 impl Response {
+    /// A listing page of `entries` (in key order): at most `max_keys` of them, and no
+    /// more than fit in [`MAX_LIST_PAGE_BYTES`]. When entries are left over, the page
+    /// says where the next one starts; a page is never cut without saying so.
+    pub fn listing(entries: impl IntoIterator<Item = ListEntry>, max_keys: u32) -> Self {
+        let mut entries = entries.into_iter().peekable();
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        while let Some(next) = entries.peek() {
+            let cost = list_entry_bytes(next.key.as_str().len());
+            let full = page.len() >= max_keys as usize
+                || (!page.is_empty() && bytes + cost > MAX_LIST_PAGE_BYTES);
+            if full {
+                break;
+            }
+            bytes += cost;
+            page.extend(entries.next());
+        }
+        let next_start_after = match (entries.peek(), page.last()) {
+            (Some(_), Some(last)) => Some(last.key.to_string()),
+            _ => None,
+        };
+        Response::Listing {
+            entries: page,
+            next_start_after,
+        }
+    }
+
     /// An error response, its message cut to [`MAX_ERROR_MESSAGE_BYTES`].
     pub fn error(kind: ErrorKind, message: impl std::fmt::Display) -> Self {
         let mut message = message.to_string();
@@ -1054,6 +1086,7 @@ impl Response {
                         key: e.key.as_str().as_bytes().to_vec(),
                         version: e.version.0,
                         len: e.len,
+                        deleted: e.deleted,
                     })
                     .collect(),
                 next_start_after: next_start_after.as_ref().map(|s| s.as_bytes().to_vec()),
@@ -1143,20 +1176,34 @@ impl Response {
                 if entries.len() > MAX_LIST_KEYS as usize {
                     return Err(WireError::InvalidMaxKeys(entries.len() as u32));
                 }
-                Response::Listing {
-                    entries: entries
-                        .into_iter()
-                        .map(|e| {
-                            Ok(ListEntry {
-                                key: ObjectKey::new(text(e.key, "object key")?)?,
-                                version: Version(e.version),
-                                len: e.len,
-                            })
+                let entries = entries
+                    .into_iter()
+                    .map(|e| {
+                        Ok(ListEntry {
+                            key: ObjectKey::new(text(e.key, "object key")?)?,
+                            version: Version(e.version),
+                            len: e.len,
+                            deleted: e.deleted,
                         })
-                        .collect::<Result<_, WireError>>()?,
-                    next_start_after: next_start_after
-                        .map(|s| text(s, "next_start_after"))
-                        .transpose()?,
+                    })
+                    .collect::<Result<Vec<_>, WireError>>()?;
+                let next_start_after = next_start_after
+                    .map(|s| text(s, "next_start_after"))
+                    .transpose()?;
+                // The client merges pages across members by key: they must be ordered.
+                for pair in entries.windows(2) {
+                    if pair[0].key >= pair[1].key {
+                        return Err(WireError::ListingOutOfOrder(pair[1].key.to_string()));
+                    }
+                }
+                if let (Some(next), Some(last)) = (&next_start_after, entries.last())
+                    && next.as_str() < last.key.as_str()
+                {
+                    return Err(WireError::ListingOutOfOrder(next.clone()));
+                }
+                Response::Listing {
+                    entries,
+                    next_start_after,
                 }
             }
             RawResponse::Status {

@@ -32,13 +32,20 @@ pub use message::{
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.
 pub const PREAMBLE_BYTES: usize = 10;
-/// Largest header accepted.
+/// Largest request header accepted.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Largest response header accepted: a listing page is the largest response, and the
+/// node that answers keeps it under [`MAX_LIST_PAGE_BYTES`].
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024;
+/// The encoded size a node keeps one listing page under: it stops adding keys before
+/// the next would pass it, and says where the listing resumes. A page is never cut to
+/// fit, so it always holds at least one key.
+pub const MAX_LIST_PAGE_BYTES: usize = 512 * 1024;
 /// Largest data frame (and so the largest chunk size a cluster may use).
 pub const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 /// Largest object: S3's limit, so every fdw object can be persisted.
@@ -58,6 +65,18 @@ pub const MAX_COMPOSE_RUNS: usize = 512;
 
 const _: () =
     assert!(crate::MAX_KEY_BYTES * 2 + crate::MAX_BUCKET_NAME_BYTES + 512 < MAX_HEADER_BYTES);
+// A full listing page, its resume key and the envelope fit in a response.
+const _: () = assert!(
+    MAX_LIST_PAGE_BYTES + list_entry_bytes(crate::MAX_KEY_BYTES) + 1024 < MAX_RESPONSE_HEADER_BYTES
+);
+
+/// An upper bound on the encoded size of one listing entry with a key of `key_bytes`:
+/// the key (padded to the archive's alignment), its relative pointer and length, the
+/// version, the length and the tombstone flag. `listing_pages_stay_under_their_budget`
+/// checks it against the encoder.
+pub const fn list_entry_bytes(key_bytes: usize) -> usize {
+    key_bytes + 48
+}
 // A compose: the object's names, the parts' prefix and the runs of numbers.
 const _: () = assert!(
     crate::MAX_KEY_BYTES * 2 + crate::MAX_BUCKET_NAME_BYTES + MAX_COMPOSE_RUNS * 4 + 512
@@ -77,13 +96,16 @@ pub enum WireError {
         /// The version the peer sent.
         got: u16,
     },
-    /// Header longer than [`MAX_HEADER_BYTES`].
-    #[error(
-        "header of {len} bytes is over the limit of {MAX_HEADER_BYTES} bytes (MAX_HEADER_BYTES)"
-    )]
+    /// Header longer than [`MAX_HEADER_BYTES`] (a request) or
+    /// [`MAX_RESPONSE_HEADER_BYTES`] (a response).
+    #[error("header of {len} bytes is over the limit of {limit} bytes ({name})")]
     HeaderTooLarge {
         /// Declared length.
         len: usize,
+        /// The limit it broke.
+        limit: usize,
+        /// The limit's name.
+        name: &'static str,
     },
     /// Fewer bytes than the message needs.
     #[error("message truncated: needed {needed} bytes, got {got}")]
@@ -118,6 +140,10 @@ pub enum WireError {
         /// Requested quorum.
         quorum: u8,
     },
+    /// A listing whose keys are not in strictly increasing order, or that resumes
+    /// before its last key: merging it would drop or repeat keys.
+    #[error("listing out of order at key {0:?}")]
+    ListingOutOfOrder(String),
     /// Object larger than [`MAX_OBJECT_BYTES`].
     #[error(
         "object of {len} bytes is over the limit of {MAX_OBJECT_BYTES} bytes (MAX_OBJECT_BYTES)"
@@ -185,8 +211,29 @@ fn frame_header(header: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Which side of a stream a message is: each has its own header limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A request: at most [`MAX_HEADER_BYTES`].
+    Request,
+    /// A response: at most [`MAX_RESPONSE_HEADER_BYTES`].
+    Response,
+}
+
+impl Direction {
+    fn limit(self) -> (usize, &'static str) {
+        match self {
+            Direction::Request => (MAX_HEADER_BYTES, "MAX_HEADER_BYTES"),
+            Direction::Response => (MAX_RESPONSE_HEADER_BYTES, "MAX_RESPONSE_HEADER_BYTES"),
+        }
+    }
+}
+
 /// Checks a preamble and returns the header length that follows it.
-pub fn decode_preamble(preamble: &[u8; PREAMBLE_BYTES]) -> Result<usize, WireError> {
+pub fn decode_preamble(
+    preamble: &[u8; PREAMBLE_BYTES],
+    direction: Direction,
+) -> Result<usize, WireError> {
     let magic: [u8; 4] = preamble[0..4].try_into().expect("4 bytes");
     if magic != MAGIC {
         return Err(WireError::BadMagic(magic));
@@ -196,14 +243,15 @@ pub fn decode_preamble(preamble: &[u8; PREAMBLE_BYTES]) -> Result<usize, WireErr
         return Err(WireError::UnsupportedVersion { got: version });
     }
     let len = u32::from_le_bytes(preamble[6..10].try_into().expect("4 bytes")) as usize;
-    if len > MAX_HEADER_BYTES {
-        return Err(WireError::HeaderTooLarge { len });
+    let (limit, name) = direction.limit();
+    if len > limit {
+        return Err(WireError::HeaderTooLarge { len, limit, name });
     }
     Ok(len)
 }
 
 /// Splits a whole message (preamble + header) into its header bytes.
-fn split_message(bytes: &[u8]) -> Result<&[u8], WireError> {
+fn split_message(bytes: &[u8], direction: Direction) -> Result<&[u8], WireError> {
     let preamble: &[u8; PREAMBLE_BYTES] = bytes
         .get(..PREAMBLE_BYTES)
         .and_then(|p| p.try_into().ok())
@@ -211,7 +259,7 @@ fn split_message(bytes: &[u8]) -> Result<&[u8], WireError> {
             needed: PREAMBLE_BYTES,
             got: bytes.len(),
         })?;
-    let len = decode_preamble(preamble)?;
+    let len = decode_preamble(preamble, direction)?;
     let needed = PREAMBLE_BYTES + len;
     if bytes.len() != needed {
         return Err(WireError::Truncated {
@@ -224,10 +272,10 @@ fn split_message(bytes: &[u8]) -> Result<&[u8], WireError> {
 
 /// Decodes and validates a request: preamble and header, nothing after.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
-    Request::decode_header(split_message(bytes)?)
+    Request::decode_header(split_message(bytes, Direction::Request)?)
 }
 
 /// Decodes and validates a response: preamble and header, nothing after.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
-    Response::decode_header(split_message(bytes)?)
+    Response::decode_header(split_message(bytes, Direction::Response)?)
 }

@@ -211,12 +211,21 @@ fn sample_responses() -> Vec<Response> {
             replicas: vec![1],
         }),
         Response::Listing {
-            entries: vec![ListEntry {
-                key: ObjectKey::new("x").unwrap(),
-                version: Version(1),
-                len: 0,
-            }],
-            next_start_after: Some("x".into()),
+            entries: vec![
+                ListEntry {
+                    key: ObjectKey::new("x").unwrap(),
+                    version: Version(1),
+                    len: 0,
+                    deleted: false,
+                },
+                ListEntry {
+                    key: ObjectKey::new("y").unwrap(),
+                    version: Version(2),
+                    len: 0,
+                    deleted: true,
+                },
+            ],
+            next_start_after: Some("y".into()),
         },
         Response::Status(NodeStatus {
             node: 2,
@@ -460,4 +469,106 @@ fn frame_crcs_combine_into_the_crc_of_the_whole() {
         let each: Vec<u32> = data[..len].chunks(4096).map(crc32fast::hash).collect();
         assert_eq!(crcs, each, "{len} bytes");
     }
+}
+
+fn entry(key: String, version: u64) -> ListEntry {
+    ListEntry {
+        key: ObjectKey::new(key).unwrap(),
+        version: Version(version),
+        len: version,
+        deleted: version.is_multiple_of(2),
+    }
+}
+
+#[test]
+fn listing_pages_stay_under_their_budget_and_say_where_they_resume() {
+    // Keys of every length up to the limit: the bound holds for each, and a page of
+    // the longest keys stops before its budget, resuming after its last key.
+    for key_bytes in [8, 9, 100, 1000, crate::MAX_KEY_BYTES] {
+        let keys: Vec<ListEntry> = (0..MAX_LIST_KEYS as u64 + 5)
+            .map(|i| entry(format!("{i:08}{}", "k".repeat(key_bytes - 8)), i))
+            .collect();
+        let page = Response::listing(keys.clone(), MAX_LIST_KEYS);
+        let Response::Listing {
+            entries,
+            next_start_after,
+        } = &page
+        else {
+            unreachable!()
+        };
+        let used: usize = entries
+            .iter()
+            .map(|e| list_entry_bytes(e.key.as_str().len()))
+            .sum();
+        let encoded = page.encode();
+        assert!(
+            encoded.len() <= used + 2 * crate::MAX_KEY_BYTES + 256,
+            "{key_bytes}-byte keys: {} encoded, {used} budgeted",
+            encoded.len()
+        );
+        assert!(used <= MAX_LIST_PAGE_BYTES);
+        assert!(encoded.len() <= MAX_RESPONSE_HEADER_BYTES);
+        assert!(entries.len() <= MAX_LIST_KEYS as usize);
+        assert_eq!(entries[..], keys[..entries.len()], "a prefix, in order");
+        assert_eq!(
+            next_start_after.as_deref(),
+            Some(entries.last().unwrap().key.as_str()),
+            "more keys remain, so the page says where it resumes"
+        );
+        assert_eq!(decode_response(&encoded).unwrap(), page);
+    }
+    // Everything fits: no resume point.
+    let few: Vec<ListEntry> = (0..3).map(|i| entry(format!("k{i}"), i)).collect();
+    assert_eq!(
+        Response::listing(few.clone(), 3),
+        Response::Listing {
+            entries: few,
+            next_start_after: None,
+        }
+    );
+}
+
+#[test]
+fn a_listing_out_of_order_is_refused() {
+    let listing = |keys: &[&str], next: Option<&str>| Response::Listing {
+        entries: keys.iter().map(|k| entry((*k).into(), 1)).collect(),
+        next_start_after: next.map(str::to_owned),
+    };
+    for (keys, next) in [
+        (&["b", "a"][..], None),
+        (&["a", "a"][..], None),
+        (&["a", "c"][..], Some("b")),
+    ] {
+        let err = decode_response(&listing(keys, next).encode()).unwrap_err();
+        assert!(matches!(err, WireError::ListingOutOfOrder(_)), "{err}");
+    }
+    decode_response(&listing(&["a", "c"], Some("c")).encode()).unwrap();
+}
+
+#[test]
+fn each_direction_has_its_own_header_limit() {
+    let mut preamble = [0u8; PREAMBLE_BYTES];
+    preamble[..4].copy_from_slice(&MAGIC);
+    preamble[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    let with_len = |len: usize| {
+        let mut p = preamble;
+        p[6..10].copy_from_slice(&(len as u32).to_le_bytes());
+        p
+    };
+    let big_response = MAX_HEADER_BYTES + 1;
+    let err = decode_preamble(&with_len(big_response), Direction::Request).unwrap_err();
+    assert!(err.to_string().contains("MAX_HEADER_BYTES"), "{err}");
+    assert_eq!(
+        decode_preamble(&with_len(big_response), Direction::Response),
+        Ok(big_response)
+    );
+    let err = decode_preamble(
+        &with_len(MAX_RESPONSE_HEADER_BYTES + 1),
+        Direction::Response,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("MAX_RESPONSE_HEADER_BYTES"),
+        "{err}"
+    );
 }
