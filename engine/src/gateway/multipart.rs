@@ -150,6 +150,7 @@ pub(super) async fn create(
     s3: &FdwS3,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<CreateMultipartUploadOutput> {
+    super::objects::refuse_encryption(&req.headers)?;
     let replication = s3.replication(&req.input.bucket, &req.headers)?;
     let input = req.input;
     s3.check_bucket(&input.bucket)?;
@@ -187,6 +188,7 @@ pub(super) async fn upload_part(
     s3: &FdwS3,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<UploadPartOutput> {
+    super::objects::refuse_encryption(&req.headers)?;
     let input = req.input;
     if !PART_NUMBERS.contains(&input.part_number) {
         return Err(S3Error::with_message(

@@ -177,6 +177,27 @@ impl FdwS3 {
     }
 }
 
+/// Server-side encryption fdw does not do: an `x-amz-server-side-encryption*` header
+/// (SSE-S3, SSE-KMS, SSE-C, on the request or its copy source) is refused, never
+/// accepted and ignored, which would store plain bytes the client believes encrypted
+/// and serve SSE-C objects to readers without the key.
+pub(super) fn refuse_encryption(headers: &http::HeaderMap) -> S3Result<()> {
+    const SSE: [&str; 2] = [
+        "x-amz-server-side-encryption",
+        "x-amz-copy-source-server-side-encryption",
+    ];
+    match headers
+        .keys()
+        .find(|name| SSE.iter().any(|sse| name.as_str().starts_with(sse)))
+    {
+        Some(name) => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!("fdw does not encrypt objects: {name} is not supported"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `If-Match` / `If-None-Match` against the object's ETag, as S3 evaluates them.
 fn check_conditions(
     info: &ObjectInfo,
@@ -215,6 +236,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        refuse_encryption(&req.headers)?;
         let replication = self.replication(&req.input.bucket, &req.headers)?;
         let input = req.input;
         self.check_bucket(&input.bucket)?;
@@ -235,6 +257,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        refuse_encryption(&req.headers)?;
         let input = req.input;
         self.check_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
@@ -272,6 +295,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        refuse_encryption(&req.headers)?;
         let input = req.input;
         self.check_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
@@ -371,6 +395,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        refuse_encryption(&req.headers)?;
         let replication = self.replication(&req.input.bucket, &req.headers)?;
         let input = req.input;
         let CopySource::Bucket {
