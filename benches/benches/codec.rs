@@ -24,6 +24,8 @@ fn codec(c: &mut Criterion) {
             version: Version(1_795_493_237_828_673),
             primary: 1,
         }),
+        metadata: Default::default(),
+        condition: None,
     });
     let encoded = request.encode();
     let mut copy = vec![0u8; encoded.len()];

@@ -143,6 +143,8 @@ impl ClientFanOut {
                 version: Version(version),
                 primary: 1,
             }),
+            metadata: Default::default(),
+            condition: None,
         })
         .encode();
         let replicas = self.placement.preference_list(&object.bucket, &object.key);

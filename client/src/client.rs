@@ -10,8 +10,9 @@ use bytes::Bytes;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
-    ByteRange, ComposeHeader, ErrorKind, ListEntry, NodeStatus, NumberedParts, ObjectInfo,
-    ObjectRef, PutHeader, Replication, Request, Response, combined_crc, frame_count, frame_crcs,
+    ByteRange, ComposeHeader, ErrorKind, ListEntry, Metadata, NodeStatus, NumberedParts,
+    ObjectInfo, ObjectRef, PutHeader, Replication, Request, Response, WriteCondition, combined_crc,
+    frame_count, frame_crcs,
 };
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -48,6 +49,29 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             tuning: TransportTuning::default(),
+        }
+    }
+}
+
+/// How one put is made: its copies and durability, and the headers (`Content-Type`,
+/// `x-amz-meta-*`) it is served with. A [`Replication`] alone is a put without metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Copies and durability.
+    pub replication: Replication,
+    /// Stored with the object, returned by `head` and `get`.
+    pub metadata: Metadata,
+    /// Stores only if the key's current version is as said; else `PreconditionFailed`
+    /// (or `Conflict` while another write of the key is in progress), storing nothing.
+    pub condition: Option<WriteCondition>,
+}
+
+impl From<Replication> for PutOptions {
+    fn from(replication: Replication) -> Self {
+        Self {
+            replication,
+            metadata: Metadata::empty(),
+            condition: None,
         }
     }
 }
@@ -300,9 +324,9 @@ impl Client {
         bucket: &str,
         key: &str,
         data: &[u8],
-        replication: Replication,
+        options: impl Into<PutOptions>,
     ) -> Result<PutReceipt, Error> {
-        self.put_held(bucket, key, Held::Borrowed(data), replication)
+        self.put_held(bucket, key, Held::Borrowed(data), options.into())
             .await
     }
 
@@ -313,9 +337,9 @@ impl Client {
         bucket: &str,
         key: &str,
         data: Bytes,
-        replication: Replication,
+        options: impl Into<PutOptions>,
     ) -> Result<PutReceipt, Error> {
-        self.put_held(bucket, key, Held::Shared(data), replication)
+        self.put_held(bucket, key, Held::Shared(data), options.into())
             .await
     }
 
@@ -324,7 +348,7 @@ impl Client {
         bucket: &str,
         key: &str,
         data: Held<'_>,
-        replication: Replication,
+        options: PutOptions,
     ) -> Result<PutReceipt, Error> {
         let frame = self.inner.frame_bytes as usize;
         let bytes = data.as_slice();
@@ -332,7 +356,7 @@ impl Client {
         let (crcs, crc) = frame_crcs(bytes, frame);
         let len = bytes.len() as u64;
         let mut source: FrameSource<'_, &[u8]> = FrameSource::Buffer { data, crcs };
-        self.put_frames(bucket, key, len, Some(crc), &mut source, replication)
+        self.put_frames(bucket, key, len, Some(crc), &mut source, options)
             .await
     }
 
@@ -344,14 +368,14 @@ impl Client {
         key: &str,
         len: u64,
         reader: R,
-        replication: Replication,
+        options: impl Into<PutOptions>,
     ) -> Result<PutReceipt, Error> {
         let mut source = FrameSource::Reader {
             reader,
             whole: crc32fast::Hasher::new(),
         };
         let receipt = self
-            .put_frames(bucket, key, len, None, &mut source, replication)
+            .put_frames(bucket, key, len, None, &mut source, options.into())
             .await?;
         if let FrameSource::Reader { whole, .. } = source
             && whole.finalize() != receipt.crc
@@ -371,9 +395,14 @@ impl Client {
         len: u64,
         crc: Option<u32>,
         source: &mut FrameSource<'_, R>,
-        replication: Replication,
+        options: PutOptions,
     ) -> Result<PutReceipt, Error> {
         let object = Self::object(bucket, key)?;
+        let PutOptions {
+            replication,
+            metadata,
+            condition,
+        } = options;
         let replication = Replication::new(
             replication.write_type,
             replication.replicas,
@@ -386,6 +415,8 @@ impl Client {
             frame_bytes: self.inner.frame_bytes,
             replication,
             forwarded: None,
+            metadata,
+            condition,
         };
         let request = Request::Put(header);
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
@@ -610,8 +641,13 @@ impl Client {
         key: &str,
         prefix: &str,
         parts: &[(u16, u64, u32)],
-        replication: Replication,
+        options: impl Into<PutOptions>,
     ) -> Result<PutReceipt, Error> {
+        let PutOptions {
+            replication,
+            metadata,
+            condition,
+        } = options.into();
         let object = Self::object(bucket, key)?;
         let numbers: Vec<u16> = parts.iter().map(|(number, ..)| *number).collect();
         let request = Request::Compose(ComposeHeader {
@@ -621,6 +657,8 @@ impl Client {
             crc: combined_crc(parts.iter().map(|(_, len, crc)| (*crc, *len))),
             replication,
             forwarded: None,
+            metadata,
+            condition,
         });
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
         let _ = send.finish();

@@ -17,9 +17,11 @@ mod client;
 mod error;
 mod listing;
 
-pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutReceipt};
+pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutOptions, PutReceipt};
 pub use error::{Error, ErrorKind};
 pub use fdw_net::placement::Member;
 pub use fdw_net::transport::{ClusterCa, NodeIdentity, TransportTuning};
-pub use fdw_net::wire::{ByteRange, ListEntry, NodeStatus, ObjectInfo, Replication};
+pub use fdw_net::wire::{
+    ByteRange, ListEntry, Metadata, NodeStatus, ObjectInfo, Replication, WriteCondition,
+};
 pub use fdw_net::{BucketName, NameError, ObjectKey, Version, WriteType};

@@ -62,6 +62,7 @@ async fn stalling_node(ca: &ClusterCa) -> Member {
                                     persisted: false,
                                     persist_failure: None,
                                     replicas: vec![0],
+                                    metadata: Default::default(),
                                 };
                                 transport::write_message(
                                     &mut send,

@@ -538,7 +538,7 @@ impl Config {
         let mut config = GatewayConfig::new(section.addr, section.keys.clone(), default);
         config.anonymous = section.anonymous;
         config.domains = section.domains.clone();
-        config.any_bucket = self.persist.default.is_some();
+        config.create_buckets = self.persist.default.is_some();
         config.max_connections = section.max_connections.unwrap_or(config.max_connections);
         config.header_timeout = section.header_timeout.unwrap_or(config.header_timeout);
         config.multipart_expiry = section.multipart_expiry.unwrap_or(config.multipart_expiry);
@@ -699,8 +699,8 @@ keys = [{ access_key = "PIPELINE", secret_key = "s3cr3t" }]
             "[buckets] exist"
         );
         assert!(
-            !gateway.any_bucket,
-            "no [persist] default: only listed buckets"
+            !gateway.create_buckets,
+            "no [persist] default: no buckets created"
         );
         assert_eq!(gateway.keys[0].access_key, "PIPELINE");
         assert!(

@@ -423,6 +423,8 @@ fn put_header(key: &str, len: u64) -> Request {
         frame_bytes: CHUNK as u32,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
         forwarded: None,
+        metadata: Default::default(),
+        condition: None,
     })
 }
 

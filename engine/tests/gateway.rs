@@ -54,6 +54,8 @@ async fn setup(configure: impl FnOnce(&mut GatewayConfig)) -> Setup {
             BucketName::new(BUCKET).unwrap(),
             "s3://lake/fdw".parse().unwrap(),
         );
+        // Where created buckets persist.
+        c.persist.default_location = Some("s3://lake/buckets".parse().unwrap());
         c.persist.part_bytes = 5 << 20;
     })
     .await
@@ -68,7 +70,6 @@ async fn setup(configure: impl FnOnce(&mut GatewayConfig)) -> Setup {
         }],
         default,
     );
-    config.any_bucket = false;
     config.buckets.insert(BUCKET.into(), default);
     config.buckets.insert(
         SCRATCH.into(),
@@ -410,17 +411,578 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
             .is_some_and(|r| r.status().as_u16() == 404)
     );
     s.s3.head_bucket().bucket(BUCKET).send().await.unwrap();
+    drop(s.cluster);
+}
+
+/// The bucket names `s3`'s key sees in ListBuckets.
+async fn bucket_names(s3: &S3Client) -> Vec<String> {
+    s3.list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_are_cluster_state_created_listed_and_deleted() {
+    let s = setup(|c| {
+        c.keys.push(AccessKey {
+            access_key: "ALTKEY".into(),
+            secret_key: "alt-secret".into(),
+        })
+    })
+    .await;
+    let alt = s3_client(s.gateway.addr(), "ALTKEY", "alt-secret");
+    let put = |bucket: &'static str, key: &'static str| {
+        s.s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"data"))
+            .send()
+    };
+
+    // A bucket nobody created does not exist, whatever is asked of it.
+    assert_eq!(code(&put("fresh", "a").await.unwrap_err()), "NoSuchBucket");
+    let err = s.s3.get_object().bucket("fresh").key("a").send().await;
+    assert_eq!(code(&err.unwrap_err()), "NoSuchBucket");
+    let err = s.s3.list_objects_v2().bucket("fresh").send().await;
+    assert_eq!(code(&err.unwrap_err()), "NoSuchBucket");
+    assert!(s.s3.head_bucket().bucket("fresh").send().await.is_err());
+    let err = s.s3.create_bucket().bucket("fdw.buckets").send().await;
+    assert_eq!(code(&err.unwrap_err()), "InvalidBucketName", "reserved");
+
+    // Created: again by its owner is fine, by another key it is taken.
     s.s3.create_bucket().bucket("fresh").send().await.unwrap();
-    let names: Vec<String> =
-        s.s3.list_buckets()
+    s.s3.create_bucket().bucket("fresh").send().await.unwrap();
+    let err = alt
+        .create_bucket()
+        .bucket("fresh")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "BucketAlreadyExists");
+    assert_eq!(bucket_names(&s.s3).await, ["fresh", SCRATCH, BUCKET]);
+    assert_eq!(bucket_names(&alt).await, [SCRATCH, BUCKET], "not alt's");
+    // Every gateway of the cluster knows it, not only the one that created it.
+    let other = anonymous_gateway(&s.cluster, |_| {}).await;
+    let head = |addr: SocketAddr, bucket: &str| {
+        let request = format!("HEAD /{bucket} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        async move { unsigned(addr, &request).await.0 }
+    };
+    assert!(head(other.addr(), "fresh").await.contains("200"));
+    assert!(head(other.addr(), "never-made").await.contains("404"));
+
+    // Not empty: refused. Its uploads in progress go with it once it is.
+    put("fresh", "a").await.unwrap();
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket("fresh")
+            .key("big")
             .send()
             .await
+            .unwrap();
+    s.s3.upload_part()
+        .bucket("fresh")
+        .key("big")
+        .upload_id(upload.upload_id().unwrap())
+        .part_number(1)
+        .body(ByteStream::from_static(b"part"))
+        .send()
+        .await
+        .unwrap();
+    let err =
+        s.s3.delete_bucket()
+            .bucket("fresh")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "BucketNotEmpty");
+    s.s3.delete_object()
+        .bucket("fresh")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
+    s.s3.delete_bucket().bucket("fresh").send().await.unwrap();
+    let staged = s.client.list("fresh", "", None, 100).await.unwrap();
+    assert!(staged.entries.is_empty(), "uploads removed: {staged:?}");
+    assert!(head(other.addr(), "fresh").await.contains("404"));
+    assert_eq!(code(&put("fresh", "a").await.unwrap_err()), "NoSuchBucket");
+    assert_eq!(bucket_names(&s.s3).await, [SCRATCH, BUCKET]);
+    let err =
+        s.s3.delete_bucket()
+            .bucket("fresh")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NoSuchBucket");
+    // Gone, the name is free for anyone.
+    alt.create_bucket().bucket("fresh").send().await.unwrap();
+    assert_eq!(bucket_names(&alt).await, ["fresh", SCRATCH, BUCKET]);
+    // Configured buckets stay.
+    let err =
+        s.s3.delete_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidRequest");
+    drop(other);
+    drop(s.cluster);
+}
+
+/// Uploads `body` as part 1 of upload `id` of `BUCKET/key`; the part as completion names it.
+async fn one_part(s3: &S3Client, key: &str, id: &str, body: &'static [u8]) -> CompletedPart {
+    let part = s3
+        .upload_part()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(body))
+        .send()
+        .await
+        .unwrap();
+    CompletedPart::builder()
+        .part_number(1)
+        .e_tag(part.e_tag().unwrap())
+        .build()
+}
+
+/// The headers an object is written with, each replica's copy of them.
+fn replica_metadata(cluster: &LocalCluster, bucket: &str, key: &str) -> Vec<Vec<(String, String)>> {
+    let (bucket, key) = (
+        BucketName::new(bucket).unwrap(),
+        ObjectKey::new(key).unwrap(),
+    );
+    (0..3)
+        .filter_map(|id| cluster.node(id)?.store().head(&bucket, &key).ok())
+        .map(|meta| {
+            meta.metadata
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_headers_are_kept_through_put_multipart_and_copy() {
+    let s = setup(|_| {}).await;
+    let put =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("m/put.csv")
+            .content_type("text/csv")
+            .cache_control("max-age=60")
+            .content_disposition("attachment; filename=\"put.csv\"")
+            .content_encoding("gzip")
+            .content_language("en")
+            .metadata("stage", "2")
+            .metadata("owner", "pipeline é")
+            .body(ByteStream::from_static(b"a,b\n"))
+            .send()
+            .await
+            .unwrap();
+    let head =
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key("m/put.csv")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(head.e_tag(), put.e_tag());
+    assert_eq!(head.content_type(), Some("text/csv"));
+    assert_eq!(head.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        head.content_disposition(),
+        Some("attachment; filename=\"put.csv\"")
+    );
+    assert_eq!(head.content_encoding(), Some("gzip"));
+    assert_eq!(head.content_language(), Some("en"));
+    let user = head.metadata().unwrap();
+    assert_eq!(user["stage"], "2");
+    // The SDK sent the non-ASCII value RFC 2047-encoded; S3 keeps it as sent.
+    assert_eq!(user["owner"], "=?UTF-8?B?cGlwZWxpbmUgw6k=?=");
+    // Every replica holds them, so a failover serves them too.
+    let copies = replica_metadata(&s.cluster, BUCKET, "m/put.csv");
+    assert_eq!(copies.len(), 2);
+    assert!(
+        copies.iter().all(|c| c == &copies[0] && c.len() == 7),
+        "{copies:?}"
+    );
+    let got =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("m/put.csv")
+            .response_content_type("application/octet-stream")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        got.content_type(),
+        Some("application/octet-stream"),
+        "asked"
+    );
+    assert_eq!(got.metadata().unwrap()["stage"], "2");
+    // None given: no user metadata (the SDK sends a type of its own; the default is
+    // checked in the gateway's unit tests).
+    s.s3.put_object()
+        .bucket(BUCKET)
+        .key("m/bare")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let bare =
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key("m/bare")
+            .send()
+            .await
+            .unwrap();
+    assert!(bare.metadata().is_none_or(|m| m.is_empty()));
+
+    // Multipart: the headers of CreateMultipartUpload.
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("m/multi.parquet")
+            .content_type("application/vnd.apache.parquet")
+            .metadata("rows", "12000")
+            .send()
+            .await
+            .unwrap();
+    let id = upload.upload_id().unwrap();
+    let part = one_part(&s.s3, "m/multi.parquet", id, b"PAR1").await;
+    complete(&s.s3, "m/multi.parquet", id, vec![part])
+        .await
+        .unwrap();
+    let head =
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key("m/multi.parquet")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(head.content_type(), Some("application/vnd.apache.parquet"));
+    assert_eq!(head.metadata().unwrap()["rows"], "12000");
+
+    // Copy keeps the source's headers, or replaces them when told.
+    s.s3.copy_object()
+        .bucket(SCRATCH)
+        .key("kept")
+        .copy_source(format!("{BUCKET}/m/put.csv"))
+        .send()
+        .await
+        .unwrap();
+    let kept =
+        s.s3.head_object()
+            .bucket(SCRATCH)
+            .key("kept")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(kept.content_type(), Some("text/csv"));
+    assert_eq!(kept.metadata().unwrap()["stage"], "2");
+    s.s3.copy_object()
+        .bucket(SCRATCH)
+        .key("replaced")
+        .copy_source(format!("{BUCKET}/m/put.csv"))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/plain")
+        .metadata("stage", "3")
+        .send()
+        .await
+        .unwrap();
+    let replaced =
+        s.s3.head_object()
+            .bucket(SCRATCH)
+            .key("replaced")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(replaced.content_type(), Some("text/plain"));
+    assert_eq!(replaced.metadata().unwrap().len(), 1);
+    assert_eq!(replaced.metadata().unwrap()["stage"], "3");
+    assert_eq!(replaced.cache_control(), None);
+
+    // More than the limit: refused, nothing stored.
+    let err =
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("m/too-much")
+            .metadata("big", "v".repeat(4000))
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "MetadataTooLarge");
+    assert!(s.client.head(BUCKET, "m/too-much").await.is_err());
+
+    // Content-MD5 is checked: a wrong one stores nothing.
+    let md5 = |body: &'static [u8], md5: &str| {
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key("m/md5")
+            .content_md5(md5)
+            .body(ByteStream::from_static(body))
+            .send()
+    };
+    let err = md5(b"hello world", "AAAAAAAAAAAAAAAAAAAAAA==")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "BadDigest");
+    assert!(s.client.head(BUCKET, "m/md5").await.is_err());
+    md5(b"hello world", "XrY7u+Ae7tCTyyK7j1rNww==")
+        .await
+        .unwrap();
+    assert_eq!(s.client.get(BUCKET, "m/md5").await.unwrap(), b"hello world");
+    drop(s.cluster);
+}
+
+/// Lock files and table commits (Delta Lake, Iceberg) rely on conditional writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_hold_or_store_nothing() {
+    let s = setup(|_| {}).await;
+    let put = |key: &'static str, body: &'static [u8]| {
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from_static(body))
+    };
+    let first = put("c/lock", b"one")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    let err = put("c/lock", b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed");
+    let tag = first.e_tag().unwrap().to_owned();
+    let err = put("c/lock", b"two")
+        .if_none_match(&tag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed");
+    let err = put("c/lock", b"two")
+        .if_match("\"0123456789abcdef\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed", "another version");
+    let err = put("c/lock", b"two")
+        .if_match("\"ABCORZ\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed", "no version at all");
+    assert_eq!(s.client.get(BUCKET, "c/lock").await.unwrap(), b"one");
+    let second = put("c/lock", b"two").if_match(&tag).send().await.unwrap();
+    assert_eq!(s.client.get(BUCKET, "c/lock").await.unwrap(), b"two");
+    let err = put("c/lock", b"three")
+        .if_match(&tag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&err),
+        "PreconditionFailed",
+        "the first version is gone"
+    );
+    put("c/lock", b"three").if_match("*").send().await.unwrap();
+    let tag = second.e_tag().unwrap().to_owned();
+    put("c/lock", b"two")
+        .if_none_match(&tag)
+        .send()
+        .await
+        .unwrap();
+    // A missing key: If-Match is NoSuchKey, If-None-Match an ETag of nothing passes.
+    let err = put("c/none", b"x").if_match("*").send().await.unwrap_err();
+    assert_eq!(code(&err), "NoSuchKey");
+    let err = put("c/none", b"x").if_match(&tag).send().await.unwrap_err();
+    assert_eq!(code(&err), "NoSuchKey");
+    put("c/none", b"x")
+        .if_none_match(&tag)
+        .send()
+        .await
+        .unwrap();
+
+    // Racing creators: exactly one wins, and the key holds the winner's bytes.
+    let racers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let s3 = s.s3.clone();
+            tokio::spawn(async move {
+                let body = vec![i; 100_000];
+                let answer = s3
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key("c/race")
+                    .if_none_match("*")
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await;
+                (i, answer.map_err(|e| code(&e)))
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (i, answer) = racer.await.unwrap();
+        match answer {
+            Ok(_) => winners.push(i),
+            Err(code) => assert!(
+                code == "PreconditionFailed" || code == "ConditionalRequestConflict",
+                "{code}"
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(
+        s.client.get(BUCKET, "c/race").await.unwrap(),
+        vec![winners[0]; 100_000]
+    );
+
+    // CompleteMultipartUpload: refused when the key exists, the upload kept to retry.
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("c/lock")
+            .send()
+            .await
+            .unwrap();
+    let id = upload.upload_id().unwrap();
+    let parts = CompletedMultipartUpload::builder()
+        .parts(one_part(&s.s3, "c/lock", id, b"multi").await)
+        .build();
+    let err =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("c/lock")
+            .upload_id(id)
+            .if_none_match("*")
+            .multipart_upload(parts.clone())
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed");
+    assert_eq!(s.client.get(BUCKET, "c/lock").await.unwrap(), b"two");
+    s.s3.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key("c/lock")
+        .upload_id(id)
+        .multipart_upload(parts)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.client.get(BUCKET, "c/lock").await.unwrap(), b"multi");
+    // A conditional delete is refused, not done unconditionally.
+    let err =
+        s.s3.delete_object()
+            .bucket(BUCKET)
+            .key("c/lock")
+            .if_match(&tag)
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "NotImplemented");
+    assert!(s.client.head(BUCKET, "c/lock").await.is_ok());
+    drop(s.cluster);
+}
+
+/// Cleaners list versions and delete by version id, whatever the bucket's versioning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_versions_list_and_delete_as_an_unversioned_bucket() {
+    let s = setup(|_| {}).await;
+    let keys = ["v/a", "v/b", "v/c/1", "v/c/2", "v/d"];
+    for key in keys {
+        s.s3.put_object()
+            .bucket(SCRATCH)
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (mut listed, mut prefixes) = (Vec::new(), Vec::new());
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page =
+            s.s3.list_object_versions()
+                .bucket(SCRATCH)
+                .prefix("v/")
+                .delimiter("/")
+                .max_keys(2)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .unwrap();
+        assert!(page.versions().len() + page.common_prefixes().len() <= 2);
+        for version in page.versions() {
+            assert_eq!(version.version_id(), Some("null"));
+            assert_eq!(version.is_latest(), Some(true));
+            assert_eq!(version.size(), Some(1));
+            listed.push(version.key().unwrap().to_owned());
+        }
+        prefixes.extend(
+            page.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_owned()),
+        );
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+        assert!(key_marker.is_some());
+    }
+    assert_eq!(listed, ["v/a", "v/b", "v/d"]);
+    assert_eq!(prefixes, ["v/c/"]);
+
+    // Version "null" is the one version; any other id is refused, not ignored.
+    let object = |key: &str, version: &str| {
+        ObjectIdentifier::builder()
+            .key(key)
+            .version_id(version)
+            .build()
             .unwrap()
-            .buckets()
-            .iter()
-            .filter_map(|b| b.name().map(str::to_owned))
-            .collect();
-    assert_eq!(names, ["fresh", SCRATCH, BUCKET]);
+    };
+    let deleted =
+        s.s3.delete_objects()
+            .bucket(SCRATCH)
+            .delete(
+                Delete::builder()
+                    .objects(object("v/a", "null"))
+                    .objects(object("v/b", "3HL4kqtJlcpXroDTDmJ"))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(deleted.deleted().len(), 1);
+    assert_eq!(deleted.errors().len(), 1);
+    assert_eq!(deleted.errors()[0].key(), Some("v/b"));
+    assert_eq!(deleted.errors()[0].code(), Some("InvalidArgument"));
+    assert!(s.client.head(SCRATCH, "v/a").await.is_err());
+    s.client.head(SCRATCH, "v/b").await.unwrap();
+    let err =
+        s.s3.get_object()
+            .bucket(SCRATCH)
+            .key("v/b")
+            .version_id("other")
+            .send()
+            .await
+            .unwrap_err();
+    assert_eq!(code(&err), "InvalidArgument");
     drop(s.cluster);
 }
 
@@ -1014,6 +1576,8 @@ async fn anonymous_gateway(
         Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
     );
     config.anonymous = true;
+    // The cluster's buckets, as every gateway of it is configured.
+    config.buckets.insert(BUCKET.into(), config.default);
     configure(&mut config);
     Gateway::start(config, cluster.client("anonymous").await.unwrap())
         .await

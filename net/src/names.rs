@@ -35,7 +35,7 @@ pub enum NameError {
     },
     /// The bucket name has a character S3 does not allow, or starts or ends badly.
     #[error(
-        "bucket name {name:?} must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        "bucket name {name:?} must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, with no '..', '.-' or '-.', and not an IP address"
     )]
     BucketNameCharacters {
         /// The refused name.
@@ -61,7 +61,10 @@ impl BucketName {
         let bytes = name.as_bytes();
         let well_formed = bytes.iter().all(|&c| allowed(c))
             && bytes.first().is_some_and(|&c| edge(c))
-            && bytes.last().is_some_and(|&c| edge(c));
+            && bytes.last().is_some_and(|&c| edge(c))
+            // Labels of a DNS name: none empty, none starting or ending with '-'.
+            && !["..", ".-", "-."].iter().any(|bad| name.contains(bad))
+            && name.parse::<std::net::Ipv4Addr>().is_err();
         if !well_formed {
             return Err(NameError::BucketNameCharacters { name });
         }
@@ -161,7 +164,14 @@ mod tests {
 
     #[test]
     fn bucket_names_follow_s3_rules() {
-        for good in ["abc", "my-bucket.v2", "0data", &"a".repeat(63)] {
+        for good in [
+            "abc",
+            "my-bucket.v2",
+            "0data",
+            "1.2.3",
+            "fdw.buckets",
+            &"a".repeat(63),
+        ] {
             assert!(BucketName::new(good).is_ok(), "{good}");
         }
         for bad in [
@@ -171,6 +181,10 @@ mod tests {
             "end-",
             "under_score",
             "sp ace",
+            "foo..bar",
+            "foo.-bar",
+            "foo-.bar",
+            "192.168.5.123",
             &"a".repeat(64),
         ] {
             assert!(BucketName::new(bad).is_err(), "{bad}");

@@ -22,6 +22,15 @@ def data(n, seed):
     return random.Random(seed).randbytes(n)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def bucket(gateway):
+    """The bucket these tests write, created as a user would (`aws s3 mb`)."""
+    s3 = gateway.client()
+    s3.create_bucket(Bucket=BUCKET)
+    assert BUCKET in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    return BUCKET
+
+
 def error_code(excinfo):
     return excinfo.value.response["Error"]["Code"]
 

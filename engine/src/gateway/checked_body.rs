@@ -2,8 +2,8 @@
 //!
 //! A put is committed when its last frame reaches the primary. So the body's last chunk
 //! is held back until the body has ended and proved whole: its length as declared, and
-//! every checksum the client sent (`x-amz-checksum-*`, in a header or in the trailer of
-//! an `aws-chunked` body) matching the bytes. A body that fails ends the stream with an
+//! every checksum the client sent (`Content-MD5`, `x-amz-checksum-*` in a header or in the
+//! trailer of an `aws-chunked` body) matching the bytes. A body that fails ends the stream with an
 //! error instead of its last chunk, the put is abandoned uncommitted, and the client
 //! gets the S3 error that says why (`BadDigest`, `IncompleteBody`).
 
@@ -12,9 +12,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
 use futures_util::Stream;
 use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::{Checksum, ChecksumAlgorithm, StreamingBlob};
 use s3s::{S3Error, S3ErrorCode, TrailingHeaders};
 
@@ -24,6 +27,8 @@ pub(super) struct Declared {
     pub len: Option<u64>,
     /// The checksums in its headers.
     pub checksums: Checksum,
+    /// `Content-MD5`: the body's MD5, base64.
+    pub md5: Option<String>,
     /// The algorithm of a checksum it sends in the trailer.
     pub algorithm: Option<ChecksumAlgorithm>,
     /// The trailer, readable once the body has ended.
@@ -46,6 +51,7 @@ macro_rules! declared {
                 checksum_crc64nvme: $input.checksum_crc64nvme,
                 ..s3s::dto::Checksum::default()
             },
+            md5: $input.content_md5,
             algorithm: $input.checksum_algorithm,
             trailers: $trailers,
         }
@@ -87,6 +93,7 @@ pub(super) struct CheckedBody {
     inner: StreamingBlob,
     declared: Declared,
     hasher: Option<ChecksumHasher>,
+    md5: Option<Md5>,
     held: Option<Bytes>,
     seen: u64,
     ended: bool,
@@ -121,6 +128,7 @@ impl CheckedBody {
         }
         Self {
             inner,
+            md5: declared.md5.as_ref().map(|_| Md5::default()),
             declared,
             hasher: Some(hasher),
             held: None,
@@ -149,6 +157,22 @@ impl CheckedBody {
                     self.seen
                 ),
             ));
+        }
+        if let (Some(expected), Some(md5)) = (&self.declared.md5, self.md5.take()) {
+            let actual = BASE64_STANDARD.encode(md5.finalize());
+            if *expected != actual {
+                // As S3: a value that is no MD5 at all is InvalidDigest.
+                let code = match BASE64_STANDARD.decode(expected) {
+                    Ok(bytes) if bytes.len() == 16 => S3ErrorCode::BadDigest,
+                    _ => S3ErrorCode::InvalidDigest,
+                };
+                return Err(S3Error::with_message(
+                    code,
+                    format!(
+                        "the Content-MD5 you specified ({expected}) did not match the body's ({actual})"
+                    ),
+                ));
+            }
         }
         let mut expected = std::mem::take(&mut self.declared.checksums);
         if let Some(trailers) = self.declared.trailers.as_ref().and_then(|t| t.take()) {
@@ -225,6 +249,9 @@ impl Stream for CheckedBody {
                     if let Some(hasher) = &mut this.hasher {
                         hasher.update(&chunk);
                     }
+                    if let Some(md5) = &mut this.md5 {
+                        md5.update(&chunk);
+                    }
                     if chunk.is_empty() {
                         continue;
                     }
@@ -268,6 +295,7 @@ mod tests {
                 checksum_crc32: crc32.map(str::to_owned),
                 ..Checksum::default()
             },
+            md5: None,
             algorithm: None,
             trailers: None,
         }
@@ -312,6 +340,23 @@ mod tests {
             refusal.take().expect("refused").code(),
             &S3ErrorCode::BadDigest
         );
+    }
+
+    #[tokio::test]
+    async fn content_md5_is_checked() {
+        // The MD5 of "hello world", base64.
+        let good = "XrY7u+Ae7tCTyyK7j1rNww==";
+        for (md5, refused) in [
+            (good, None),
+            ("AAAAAAAAAAAAAAAAAAAAAA==", Some(S3ErrorCode::BadDigest)),
+            ("not-an-md5", Some(S3ErrorCode::InvalidDigest)),
+        ] {
+            let mut declared = declared(11, None);
+            declared.md5 = Some(md5.to_owned());
+            let (out, refusal) = run(&[b"hello ", b"world"], declared).await;
+            assert_eq!(out.last().expect("an item").is_err(), refused.is_some());
+            assert_eq!(refusal.take().map(|r| r.code().clone()), refused, "{md5}");
+        }
     }
 
     #[tokio::test]

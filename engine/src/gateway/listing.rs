@@ -20,7 +20,7 @@ const MAX_KEYS: i32 = 1000;
 
 /// Where a page resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Resume {
+pub(super) enum Resume {
     /// After this key.
     Key(String),
     /// After every key under this common prefix.
@@ -46,6 +46,13 @@ impl Resume {
         }
     }
 
+    /// The key or common prefix a V1 marker names.
+    fn marker(&self) -> &str {
+        match self {
+            Resume::Key(k) | Resume::Prefix(k) => k,
+        }
+    }
+
     /// What to ask the cluster to list after: past every key under a prefix, whose
     /// next character can be at most U+10FFFF.
     fn start_after(&self) -> String {
@@ -56,16 +63,28 @@ impl Resume {
     }
 }
 
+/// The owner listings show for a bucket's objects: the bucket's (fdw keeps no owner per
+/// object, and only a bucket's owner writes to it unless it is configured).
+async fn owner(s3: &FdwS3, bucket: &str) -> S3Result<Owner> {
+    let record = s3.bucket_record(bucket).await?;
+    Ok(Owner {
+        display_name: Some(record.owner.clone()),
+        id: Some(record.owner),
+    })
+}
+
 /// One page of a listing.
 #[derive(Default)]
-struct Page {
-    contents: Vec<ListEntry>,
-    prefixes: Vec<String>,
+pub(super) struct Page {
+    pub(super) contents: Vec<ListEntry>,
+    pub(super) prefixes: Vec<String>,
     /// Where the next page starts, when there is one.
     next: Option<Resume>,
 }
 
-async fn page(
+/// Up to `max_keys` keys and common prefixes of `bucket` under `prefix` after `resume`,
+/// leaving out the gateway's staging keys.
+pub(super) async fn page(
     s3: &FdwS3,
     bucket: &str,
     prefix: &str,
@@ -164,10 +183,11 @@ impl Encoding {
     }
 }
 
-fn objects(entries: Vec<ListEntry>, encoding: &Encoding) -> Vec<Object> {
+fn objects(entries: Vec<ListEntry>, encoding: &Encoding, owner: Option<&Owner>) -> Vec<Object> {
     entries
         .into_iter()
         .map(|entry| Object {
+            owner: owner.cloned(),
             key: Some(encoding.apply(entry.key.as_str())),
             size: Some(entry.len as i64),
             e_tag: Some(etag(entry.version)),
@@ -178,6 +198,13 @@ fn objects(entries: Vec<ListEntry>, encoding: &Encoding) -> Vec<Object> {
             ..Object::default()
         })
         .collect()
+}
+
+/// The delimiter as a listing echoes it: an empty one is no delimiter, and not echoed.
+fn echo_delimiter(delimiter: Option<&str>, encoding: &Encoding) -> Option<String> {
+    delimiter
+        .filter(|d| !d.is_empty())
+        .map(|d| encoding.apply(d))
 }
 
 pub(super) fn common_prefixes(prefixes: Vec<String>, encoding: &Encoding) -> Vec<CommonPrefix> {
@@ -194,7 +221,12 @@ pub(super) async fn list_v2(
     input: ListObjectsV2Input,
 ) -> S3Result<ListObjectsV2Output> {
     let prefix = input.prefix.clone().unwrap_or_default();
-    let resume = match (&input.continuation_token, &input.start_after) {
+    // An empty token is no token (as S3 treats it), and is echoed as sent.
+    let token = input
+        .continuation_token
+        .as_deref()
+        .filter(|t| !t.is_empty());
+    let resume = match (token, &input.start_after) {
         (Some(token), _) => Some(Resume::from_token(token)?),
         (None, Some(after)) => Some(Resume::Key(after.clone())),
         (None, None) => None,
@@ -211,17 +243,21 @@ pub(super) async fn list_v2(
     .await?;
     let encoding = Encoding::new(input.encoding_type.as_ref());
     let key_count = (found.contents.len() + found.prefixes.len()) as i32;
+    let owner = match input.fetch_owner {
+        Some(true) => Some(owner(s3, &input.bucket).await?),
+        _ => None,
+    };
     Ok(ListObjectsV2Output {
         name: Some(input.bucket),
         prefix: Some(encoding.apply(&prefix)),
-        delimiter: input.delimiter.as_deref().map(|d| encoding.apply(d)),
+        delimiter: echo_delimiter(input.delimiter.as_deref(), &encoding),
         start_after: input.start_after.as_deref().map(|s| encoding.apply(s)),
         max_keys: Some(max as i32),
         key_count: Some(key_count),
         continuation_token: input.continuation_token,
         is_truncated: Some(found.next.is_some()),
         next_continuation_token: found.next.as_ref().map(Resume::token),
-        contents: Some(objects(found.contents, &encoding)),
+        contents: Some(objects(found.contents, &encoding, owner.as_ref())),
         common_prefixes: Some(common_prefixes(found.prefixes, &encoding)),
         encoding_type: encoding.echo(),
         ..ListObjectsV2Output::default()
@@ -231,15 +267,7 @@ pub(super) async fn list_v2(
 pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<ListObjectsOutput> {
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = page_size(input.max_keys, "max-keys")?;
-    // A marker is a key: resuming after a common prefix, the key of the prefix itself
-    // sorts before everything under it, so skip past it as V2 does.
-    let resume = input
-        .marker
-        .as_ref()
-        .map(|marker| match input.delimiter.as_deref() {
-            Some(d) if !d.is_empty() && marker.ends_with(d) => Resume::Prefix(marker.clone()),
-            _ => Resume::Key(marker.clone()),
-        });
+    let resume = marker_resume(input.marker.as_ref(), input.delimiter.as_deref());
     let found = page(
         s3,
         &input.bucket,
@@ -250,22 +278,121 @@ pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<Lis
     )
     .await?;
     let encoding = Encoding::new(input.encoding_type.as_ref());
-    let next_marker = found.next.as_ref().map(|next| match next {
-        Resume::Key(k) | Resume::Prefix(k) => encoding.apply(k),
-    });
+    let next_marker = found
+        .next
+        .as_ref()
+        .map(|next| encoding.apply(next.marker()));
+    // V1 shows every object's owner, as S3 does.
+    let owner = owner(s3, &input.bucket).await?;
     Ok(ListObjectsOutput {
+        // Not encoded in V1: S3's clients (botocore) do not decode it there.
+        prefix: Some(prefix),
         name: Some(input.bucket),
-        prefix: Some(encoding.apply(&prefix)),
-        delimiter: input.delimiter.as_deref().map(|d| encoding.apply(d)),
-        marker: input.marker.as_deref().map(|m| encoding.apply(m)),
+        delimiter: echo_delimiter(input.delimiter.as_deref(), &encoding),
+        marker: Some(encoding.apply(input.marker.as_deref().unwrap_or_default())),
         max_keys: Some(max as i32),
         is_truncated: Some(found.next.is_some()),
         next_marker,
-        contents: Some(objects(found.contents, &encoding)),
+        contents: Some(objects(found.contents, &encoding, Some(&owner))),
         common_prefixes: Some(common_prefixes(found.prefixes, &encoding)),
         encoding_type: encoding.echo(),
         ..ListObjectsOutput::default()
     })
+}
+
+/// Where a V1 marker (or a versions listing's key marker) resumes. A marker is a key:
+/// resuming after a common prefix, the key of the prefix itself sorts before everything
+/// under it, so skip past it as V2 does.
+fn marker_resume(marker: Option<&String>, delimiter: Option<&str>) -> Option<Resume> {
+    marker.map(|marker| match delimiter {
+        Some(d) if !d.is_empty() && marker.ends_with(d) => Resume::Prefix(marker.clone()),
+        _ => Resume::Key(marker.clone()),
+    })
+}
+
+/// The version id of every object: fdw keeps one version of a key, as an S3 bucket with
+/// versioning never enabled does, whose objects S3 lists with this id.
+pub(super) const NULL_VERSION: &str = "null";
+
+/// ListObjectVersions: each key's one version, `null`, the latest. Tools that clean a
+/// bucket (the AWS CLI, the Ceph suite) list versions whatever the bucket's versioning.
+pub(super) async fn list_versions(
+    s3: &FdwS3,
+    input: ListObjectVersionsInput,
+) -> S3Result<ListObjectVersionsOutput> {
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let max = page_size(input.max_keys, "max-keys")?;
+    if let Some(marker) = &input.version_id_marker {
+        if input.key_marker.is_none() {
+            let message = "A version-id marker cannot be specified without a key marker.";
+            return Err(S3Error::with_message(S3ErrorCode::InvalidArgument, message));
+        }
+        check_version_id(marker)?;
+    }
+    let resume = marker_resume(input.key_marker.as_ref(), input.delimiter.as_deref());
+    let found = page(
+        s3,
+        &input.bucket,
+        &prefix,
+        input.delimiter.as_deref(),
+        resume,
+        max,
+    )
+    .await?;
+    let encoding = Encoding::new(input.encoding_type.as_ref());
+    let owner = owner(s3, &input.bucket).await?;
+    let versions = objects(found.contents, &encoding, Some(&owner))
+        .into_iter()
+        .map(|object| ObjectVersion {
+            owner: object.owner,
+            key: object.key,
+            size: object.size,
+            e_tag: object.e_tag,
+            last_modified: object.last_modified,
+            is_latest: Some(true),
+            version_id: Some(NULL_VERSION.to_owned()),
+            storage_class: Some(ObjectVersionStorageClass::from_static(
+                ObjectVersionStorageClass::STANDARD,
+            )),
+            ..ObjectVersion::default()
+        })
+        .collect();
+    Ok(ListObjectVersionsOutput {
+        name: Some(input.bucket),
+        prefix: Some(encoding.apply(&prefix)),
+        delimiter: echo_delimiter(input.delimiter.as_deref(), &encoding),
+        key_marker: input.key_marker.as_deref().map(|m| encoding.apply(m)),
+        version_id_marker: input.version_id_marker,
+        max_keys: Some(max as i32),
+        is_truncated: Some(found.next.is_some()),
+        next_version_id_marker: match &found.next {
+            Some(Resume::Key(_)) => Some(NULL_VERSION.to_owned()),
+            _ => None,
+        },
+        next_key_marker: found
+            .next
+            .as_ref()
+            .map(|next| encoding.apply(next.marker())),
+        versions: Some(versions),
+        common_prefixes: Some(common_prefixes(found.prefixes, &encoding)),
+        encoding_type: encoding.echo(),
+        ..ListObjectVersionsOutput::default()
+    })
+}
+
+/// Refuses a version id other than [`NULL_VERSION`]: acting on the one version fdw keeps
+/// when another was named would be a silent wrong answer.
+pub(super) fn check_version_id(version_id: &str) -> S3Result<()> {
+    if version_id == NULL_VERSION {
+        Ok(())
+    } else {
+        Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!(
+                "Invalid version id specified: fdw keeps one version of a key,                  {NULL_VERSION:?}, not {version_id:?}"
+            ),
+        ))
+    }
 }
 
 #[cfg(test)]

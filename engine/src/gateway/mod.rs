@@ -8,8 +8,10 @@
 //! gateway holds no state that matters: any node's gateway serves any request, and a
 //! gateway that dies loses nothing acknowledged.
 //!
+//! - [`buckets`]: buckets created, listed and deleted, as records in the cluster;
 //! - [`objects`]: put, get, head, copy and delete of objects;
 //! - [`listing`]: ListObjectsV2 and ListObjects, with prefixes, delimiters and pages;
+//! - [`metadata`]: the headers an object is written and served with;
 //! - [`multipart`]: multipart uploads, their parts held in the cluster's memory;
 //! - [`checked_body`]: request bodies checked against their length and CRC32 before the
 //!   last byte reaches the cluster;
@@ -17,9 +19,11 @@
 //! - [`names`]: ETags, times and errors as S3 clients expect them.
 
 mod access;
+mod buckets;
 mod checked_body;
 mod frames;
 mod listing;
+mod metadata;
 mod multipart;
 mod names;
 mod objects;
@@ -52,11 +56,12 @@ pub struct GatewayConfig {
     pub domains: Vec<String>,
     /// How writes are replicated and persisted unless the bucket or request says.
     pub default: Replication,
-    /// Per-bucket replication of writes; these buckets exist.
+    /// Per-bucket replication of writes; these buckets always exist.
     pub buckets: BTreeMap<String, Replication>,
-    /// Whether every valid bucket name exists (its objects persist under a default
-    /// location); otherwise only the listed buckets and those created here exist.
-    pub any_bucket: bool,
+    /// Whether CreateBucket makes new buckets: only where the cluster persists buckets
+    /// it was not configured with (a default under-store location); else a created
+    /// bucket's objects could never reach the under-store.
+    pub create_buckets: bool,
     /// Connections served at once; more wait in the kernel's accept queue. Bounds the
     /// descriptors and tasks a flood of clients can take from the worker.
     pub max_connections: usize,
@@ -78,7 +83,7 @@ impl GatewayConfig {
             domains: Vec::new(),
             default,
             buckets: BTreeMap::new(),
-            any_bucket: true,
+            create_buckets: true,
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             multipart_expiry: Duration::from_secs(24 * 3600),
@@ -122,24 +127,12 @@ pub enum GatewayError {
 struct Shared {
     client: Client,
     config: GatewayConfig,
-    /// Buckets created through this gateway, with when.
-    created: Mutex<BTreeMap<String, SystemTime>>,
     /// Buckets this gateway has seen multipart uploads in: where it expires them.
     uploads_in: Mutex<BTreeSet<String>>,
     started: SystemTime,
 }
 
 impl Shared {
-    fn bucket_exists(&self, bucket: &str) -> bool {
-        self.config.any_bucket
-            || self.config.buckets.contains_key(bucket)
-            || self.created().contains_key(bucket)
-    }
-
-    fn created(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SystemTime>> {
-        self.created.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn note_uploads_in(&self, bucket: &str) {
         let mut buckets = self.uploads_in.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains(bucket) {
@@ -156,18 +149,6 @@ impl Shared {
             .clone();
         buckets.extend(self.config.buckets.keys().cloned());
         buckets
-    }
-
-    /// The buckets ListBuckets shows: the configured ones and those created here.
-    fn known_buckets(&self) -> Vec<(String, SystemTime)> {
-        let mut names: BTreeSet<(String, SystemTime)> = self
-            .config
-            .buckets
-            .keys()
-            .map(|name| (name.clone(), self.started))
-            .collect();
-        names.extend(self.created().iter().map(|(n, t)| (n.clone(), *t)));
-        names.into_iter().collect()
     }
 }
 
@@ -194,7 +175,6 @@ impl Gateway {
             shared: Arc::new(Shared {
                 client,
                 started: names::now(),
-                created: Mutex::default(),
                 uploads_in: Mutex::default(),
                 config: config.clone(),
             }),

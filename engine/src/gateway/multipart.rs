@@ -24,9 +24,10 @@
 
 use std::hash::BuildHasher;
 
+use fdw_client::{ErrorKind, PutOptions};
 use fdw_net::WriteType;
 use fdw_net::placement::{STAGED_PREFIX, staged_name};
-use fdw_net::wire::{NumberedParts, Replication};
+use fdw_net::wire::{NumberedParts, Replication, WriteCondition};
 use fdw_persist::crc32_header;
 use futures_util::{StreamExt, TryStreamExt};
 use s3s::dto::*;
@@ -69,6 +70,9 @@ struct Upload {
     write_type: String,
     replicas: u8,
     quorum: u8,
+    /// The headers the completed object is served with, from CreateMultipartUpload.
+    #[serde(default)]
+    metadata: Vec<(String, String)>,
 }
 
 impl Upload {
@@ -79,6 +83,16 @@ impl Upload {
             .map_err(|_| s3_error!(InternalError, "upload record names an unknown write type"))?;
         Replication::new(write_type, self.replicas, self.quorum)
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+    }
+
+    /// How the completed object is written: its replication and headers.
+    fn options(&self, condition: Option<WriteCondition>) -> S3Result<PutOptions> {
+        Ok(PutOptions {
+            condition,
+            replication: self.replication()?,
+            metadata: fdw_net::wire::Metadata::new(self.metadata.clone())
+                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?,
+        })
     }
 
     /// How its parts are held.
@@ -152,8 +166,9 @@ pub(super) async fn create(
 ) -> S3Result<CreateMultipartUploadOutput> {
     super::objects::refuse_encryption(&req.headers)?;
     let replication = s3.replication(&req.input.bucket, &req.headers)?;
+    let metadata = super::metadata::from_headers(&req.headers)?;
     let input = req.input;
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     FdwS3::check_key(&input.key)?;
     let upload_id = new_upload_id(&input.bucket, &input.key)?;
     let upload = Upload {
@@ -161,6 +176,10 @@ pub(super) async fn create(
         write_type: replication.write_type.as_str().to_owned(),
         replicas: replication.replicas,
         quorum: replication.quorum,
+        metadata: metadata
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
     };
     let record = serde_json::to_vec(&upload)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
@@ -196,13 +215,19 @@ pub(super) async fn upload_part(
             format!("part number {} is outside 1 to 10000", input.part_number),
         ));
     }
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     s3.shared.note_uploads_in(&input.bucket);
     let declared = declared!(input, &req.headers, req.trailing_headers);
     let key = part_key(&input.upload_id, input.part_number);
     let receipt = s3
-        .store_body(&input.bucket, &key, input.body, declared, upload.staging()?)
+        .store_body(
+            &input.bucket,
+            &key,
+            input.body,
+            declared,
+            upload.staging()?.into(),
+        )
         .await?;
     Ok(UploadPartOutput {
         e_tag: Some(etag(receipt.version)),
@@ -212,7 +237,7 @@ pub(super) async fn upload_part(
 }
 
 pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<ListPartsOutput> {
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     let max_parts = page_size(input.max_parts, "max-parts")?;
     let marker = match input.part_number_marker {
@@ -275,9 +300,17 @@ pub(super) async fn complete(
     s3: &FdwS3,
     input: CompleteMultipartUploadInput,
 ) -> S3Result<CompleteMultipartUploadOutput> {
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     let (bucket, key, upload_id) = (&input.bucket, &input.key, &input.upload_id);
     let upload = find(s3, bucket, key, upload_id).await?;
+    let condition = super::objects::write_condition(
+        s3,
+        bucket,
+        key,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+    )
+    .await?;
     let named = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -331,17 +364,25 @@ pub(super) async fn complete(
         }
         parts.push((number, info));
     }
-    let replication = upload.replication()?;
     let completion = Completion {
         s3,
         bucket,
         key,
         upload_id,
         parts,
-        replication,
+        options: upload.options(condition)?,
     };
     let receipt = match completion.in_place().await {
         Ok(receipt) => receipt,
+        // The key's state refused it: so would a copy. The upload stays, to retry.
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::PreconditionFailed | ErrorKind::Conflict | ErrorKind::NotFound
+            ) && condition.is_some() =>
+        {
+            return Err(s3_error(&err));
+        }
         Err(err) => {
             tracing::info!(%bucket, %key, %upload_id, %err, "parts not composed in place; streaming them instead");
             completion.streamed().await?
@@ -366,7 +407,7 @@ struct Completion<'a> {
     upload_id: &'a str,
     /// The parts named, with what was found under each.
     parts: Vec<(i32, fdw_net::wire::ObjectInfo)>,
-    replication: Replication,
+    options: PutOptions,
 }
 
 impl Completion<'_> {
@@ -381,7 +422,13 @@ impl Completion<'_> {
         let prefix = parts_prefix(self.upload_id);
         let client = &self.s3.shared.client;
         client
-            .compose(self.bucket, self.key, &prefix, &described, self.replication)
+            .compose(
+                self.bucket,
+                self.key,
+                &prefix,
+                &described,
+                self.options.clone(),
+            )
             .await
     }
 
@@ -417,7 +464,7 @@ impl Completion<'_> {
             .boxed();
         let reader = tokio_util::io::StreamReader::new(staged);
         client
-            .put_stream(bucket, self.key, total, reader, self.replication)
+            .put_stream(bucket, self.key, total, reader, self.options.clone())
             .await
             .map_err(|e| s3_error(&e))
     }
@@ -427,7 +474,7 @@ pub(super) async fn abort(
     s3: &FdwS3,
     input: AbortMultipartUploadInput,
 ) -> S3Result<AbortMultipartUploadOutput> {
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     remove(s3, &input.bucket, &input.upload_id, upload.staging()?).await;
     Ok(AbortMultipartUploadOutput::default())
@@ -537,7 +584,7 @@ pub(super) async fn list_uploads(
     s3: &FdwS3,
     input: ListMultipartUploadsInput,
 ) -> S3Result<ListMultipartUploadsOutput> {
-    s3.check_bucket(&input.bucket)?;
+    s3.check_bucket(&input.bucket).await?;
     let max_uploads = page_size(input.max_uploads, "max-uploads")?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let marker = input.key_marker.clone().unwrap_or_default();
@@ -652,8 +699,12 @@ mod tests {
         let s3 = FdwS3 {
             shared: Arc::new(Shared {
                 client,
-                config: GatewayConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new(), default),
-                created: Mutex::default(),
+                config: {
+                    let mut config =
+                        GatewayConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new(), default);
+                    config.buckets.insert("bucket".into(), default);
+                    config
+                },
                 uploads_in: Mutex::default(),
                 started: UNIX_EPOCH,
             }),
@@ -686,6 +737,7 @@ mod tests {
             write_type: "MUST_CACHE".into(),
             replicas: 2,
             quorum: 2,
+            metadata: Vec::new(),
         })
         .unwrap();
         for id in [&young, &old, &later, &older] {
@@ -795,6 +847,7 @@ mod tests {
             write_type: "ASYNC_THROUGH".into(),
             replicas: 2,
             quorum: 2,
+            metadata: Vec::new(),
         };
         let mut bytes: Vec<u8> = (0..MIN_PART_BYTES + 3 * 65_536 + 17)
             .map(|i| (i * 7 + i / 65_536) as u8)
@@ -844,7 +897,7 @@ mod tests {
             key,
             upload_id,
             parts,
-            replication,
+            options: replication.into(),
         };
         let receipt = completion("placed", &placed, parts(&s3, &placed).await)
             .in_place()

@@ -14,9 +14,23 @@ pub(super) fn etag(version: Version) -> ETag {
     ETag::Strong(format!("{:016x}", version.0))
 }
 
+/// The version an ETag of [`etag`] names, if it is one.
+pub(super) fn version_of(tag: &ETag) -> Option<Version> {
+    let hex = tag.value();
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+        .map(Version)
+}
+
 /// When a version was committed: versions are microseconds since the epoch.
 pub(super) fn committed_at(version: Version) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_micros(version.0))
+}
+
+/// [`committed_at`] to the whole second, as HTTP dates (`If-Modified-Since`) have it.
+pub(super) fn committed_at_second(version: Version) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_secs(version.0 / 1_000_000))
 }
 
 pub(super) fn now() -> SystemTime {
@@ -33,6 +47,8 @@ pub(super) fn s3_error(err: &Error) -> S3Error {
         ErrorKind::Unavailable => S3ErrorCode::ServiceUnavailable,
         ErrorKind::ClusterFull => S3ErrorCode::SlowDown,
         ErrorKind::RangeNotSatisfiable => S3ErrorCode::InvalidRange,
+        ErrorKind::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        ErrorKind::Conflict => S3ErrorCode::ConditionalRequestConflict,
         ErrorKind::DataCorruption | ErrorKind::Internal | ErrorKind::Lost => {
             S3ErrorCode::InternalError
         }
@@ -50,5 +66,9 @@ mod tests {
         assert_eq!(tag.as_strong(), Some("0006123456789abc"));
         assert_ne!(tag.value().len(), 32);
         assert_ne!(etag(Version(1)), etag(Version(2)));
+        assert_eq!(version_of(&tag), Some(Version(0x0006_1234_5678_9abc)));
+        for junk in ["ABCORZ", "", "0006123456789abcd", "+006123456789abc"] {
+            assert_eq!(version_of(&ETag::Strong(junk.into())), None, "{junk}");
+        }
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fdw_client::{ObjectStream, PutReceipt};
+use fdw_client::{ObjectStream, PutOptions, PutReceipt};
 use fdw_net::WriteType;
-use fdw_net::wire::{ByteRange, ObjectInfo, Replication};
+use fdw_net::wire::{ByteRange, ObjectInfo, Replication, WriteCondition};
 use fdw_persist::crc32_header;
 use futures_util::StreamExt;
 use s3s::dto::*;
@@ -14,7 +14,9 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::Shared;
 use super::checked_body::{CheckedBody, Declared, Refusal, declared};
 use super::frames::{frames, response_body};
-use super::names::{committed_at, etag, s3_error};
+use super::listing::check_version_id;
+use super::metadata::{self, Served, serve_metadata};
+use super::names::{committed_at, committed_at_second, etag, s3_error, version_of};
 
 /// Headers that override a bucket's write settings for one request.
 pub const WRITE_TYPE_HEADER: &str = "x-fdw-write-type";
@@ -33,18 +35,6 @@ pub(super) struct FdwS3 {
 }
 
 impl FdwS3 {
-    /// Refuses a bucket that does not exist here.
-    pub(super) fn check_bucket(&self, bucket: &str) -> S3Result<()> {
-        if self.shared.bucket_exists(bucket) {
-            Ok(())
-        } else {
-            Err(S3Error::with_message(
-                S3ErrorCode::NoSuchBucket,
-                format!("bucket {bucket} is not configured on this fdw cluster"),
-            ))
-        }
-    }
-
     /// How a write to `bucket` is replicated: the bucket's settings, or the defaults,
     /// with the request's `x-fdw-*` headers over them.
     pub(super) fn replication(
@@ -105,7 +95,7 @@ impl FdwS3 {
         key: &str,
         body: Option<StreamingBlob>,
         declared: Declared,
-        replication: Replication,
+        options: PutOptions,
     ) -> S3Result<PutReceipt> {
         let client = &self.shared.client;
         let refusal = Refusal::default();
@@ -130,15 +120,11 @@ impl FdwS3 {
                 if let Some(refused) = refusal.take() {
                     return Err(refused);
                 }
-                client
-                    .put_bytes(bucket, key, Bytes::new(), replication)
-                    .await
+                client.put_bytes(bucket, key, Bytes::new(), options).await
             }
             Some(len) => {
                 let reader = tokio_util::io::StreamReader::new(checked);
-                client
-                    .put_stream(bucket, key, len, reader, replication)
-                    .await
+                client.put_stream(bucket, key, len, reader, options).await
             }
         };
         stored.map_err(|err| refusal.take().unwrap_or_else(|| s3_error(&err)))
@@ -169,11 +155,10 @@ impl FdwS3 {
             },
             Range::Suffix { length } => ByteRange::Last(length),
         });
-        self.shared
-            .client
-            .read_stream(bucket, key, wanted)
-            .await
-            .map_err(|e| s3_error(&e))
+        match self.shared.client.read_stream(bucket, key, wanted).await {
+            Ok(stream) => Ok(stream),
+            Err(err) => Err(self.read_error(bucket, &err).await),
+        }
     }
 }
 
@@ -198,32 +183,83 @@ pub(super) fn refuse_encryption(headers: &http::HeaderMap) -> S3Result<()> {
     }
 }
 
-/// `If-Match` / `If-None-Match` against the object's ETag, as S3 evaluates them.
-fn check_conditions(
-    info: &ObjectInfo,
+/// A read's preconditions: `If-Match` and `If-None-Match` against the ETag,
+/// `If-Unmodified-Since` and `If-Modified-Since` against the commit time.
+struct Conditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_unmodified_since: Option<&'a Timestamp>,
+    if_modified_since: Option<&'a Timestamp>,
+}
+
+impl Conditions<'_> {
+    /// As S3 (RFC 7232) evaluates them: a date is looked at only when its ETag
+    /// counterpart is absent. `304 Not Modified` carries the ETag it matched.
+    fn check(&self, info: &ObjectInfo) -> S3Result<()> {
+        let tag = etag(info.version);
+        // HTTP dates have whole seconds.
+        let modified = committed_at_second(info.version);
+        let precondition_failed = match self.if_match {
+            Some(ETagCondition::Any) => false,
+            Some(ETagCondition::ETag(expected)) => !tag.strong_cmp(expected),
+            None => self.if_unmodified_since.is_some_and(|at| modified > *at),
+        };
+        if precondition_failed {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+        let not_modified = match self.if_none_match {
+            Some(ETagCondition::Any) => true,
+            Some(ETagCondition::ETag(expected)) => tag.weak_cmp(expected),
+            None => self.if_modified_since.is_some_and(|at| modified <= *at),
+        };
+        if not_modified {
+            let mut err = S3Error::with_message(S3ErrorCode::NotModified, "Not Modified");
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(&format!("\"{}\"", tag.value())) {
+                headers.insert(http::header::ETAG, value);
+            }
+            err.set_headers(headers);
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// A write's `If-Match` / `If-None-Match` as the condition the key's primary checks
+/// atomically with the write. An `If-Match` ETag that names no fdw version can match
+/// nothing: answered here, as S3 would (`NoSuchKey` for a missing key, else 412).
+pub(super) async fn write_condition(
+    s3: &FdwS3,
+    bucket: &str,
+    key: &str,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
-    let tag = etag(info.version);
-    if let Some(condition) = if_match {
-        let holds = match condition {
-            ETagCondition::Any => true,
-            ETagCondition::ETag(expected) => tag.strong_cmp(expected),
-        };
-        if !holds {
-            return Err(s3_error!(PreconditionFailed, "If-Match did not match"));
+) -> S3Result<Option<WriteCondition>> {
+    Ok(match (if_match, if_none_match) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(s3_error!(
+                NotImplemented,
+                "If-Match and If-None-Match on one write"
+            ));
         }
-    }
-    if let Some(condition) = if_none_match {
-        let matched = match condition {
-            ETagCondition::Any => true,
-            ETagCondition::ETag(expected) => tag.weak_cmp(expected),
-        };
-        if matched {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
-        }
-    }
-    Ok(())
+        (Some(ETagCondition::Any), None) => Some(WriteCondition::Present),
+        (None, Some(ETagCondition::Any)) => Some(WriteCondition::Absent),
+        (Some(ETagCondition::ETag(tag)), None) => match version_of(tag) {
+            Some(version) => Some(WriteCondition::Version(version)),
+            None => {
+                return Err(match s3.shared.client.head(bucket, key).await {
+                    Ok(_) => s3_error!(PreconditionFailed, "If-Match names no version of the key"),
+                    Err(err) => s3_error(&err),
+                });
+            }
+        },
+        // An ETag that names no version is never the key's.
+        (None, Some(ETagCondition::ETag(tag))) => version_of(tag).map(WriteCondition::NotVersion),
+    })
 }
 
 fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
@@ -239,11 +275,24 @@ impl S3 for FdwS3 {
         refuse_encryption(&req.headers)?;
         let replication = self.replication(&req.input.bucket, &req.headers)?;
         let input = req.input;
-        self.check_bucket(&input.bucket)?;
+        self.check_bucket(&input.bucket).await?;
         Self::check_key(&input.key)?;
         let declared = declared!(input, &req.headers, req.trailing_headers);
+        let condition = write_condition(
+            self,
+            &input.bucket,
+            &input.key,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+        )
+        .await?;
+        let options = PutOptions {
+            replication,
+            metadata: metadata::from_headers(&req.headers)?,
+            condition,
+        };
         let receipt = self
-            .store_body(&input.bucket, &input.key, input.body, declared, replication)
+            .store_body(&input.bucket, &input.key, input.body, declared, options)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(receipt.version)),
@@ -259,19 +308,28 @@ impl S3 for FdwS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         refuse_encryption(&req.headers)?;
         let input = req.input;
-        self.check_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
+        input
+            .version_id
+            .as_deref()
+            .map_or(Ok(()), check_version_id)?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
         }
         let whole = input.range.is_none();
         let stream = self.read(&input.bucket, &input.key, input.range).await?;
         let info = stream.info().clone();
-        check_conditions(&info, input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+        }
+        .check(&info)?;
         // Not below 0 even for an empty answer, which no range asked for but a peer
         // could send.
         let last = (info.offset + info.len).saturating_sub(1);
-        let output = GetObjectOutput {
+        let mut output = GetObjectOutput {
             content_length: Some(info.len as i64),
             content_range: (!whole)
                 .then(|| format!("bytes {}-{last}/{}", info.offset, info.object_len)),
@@ -284,10 +342,35 @@ impl S3 for FdwS3 {
                 .then(|| crc32_header(info.crc)),
             checksum_type: (whole && wants_checksum(input.checksum_mode.as_ref()))
                 .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            content_type: Some("binary/octet-stream".into()),
             body: Some(response_body(stream)),
             ..GetObjectOutput::default()
         };
+        serve_metadata!(output, Served::new(&info.metadata));
+        // A GET may ask for other headers than those stored (`response-*`).
+        let overridden = [
+            (&mut output.content_type, input.response_content_type),
+            (&mut output.cache_control, input.response_cache_control),
+            (
+                &mut output.content_disposition,
+                input.response_content_disposition,
+            ),
+            (
+                &mut output.content_encoding,
+                input.response_content_encoding,
+            ),
+            (
+                &mut output.content_language,
+                input.response_content_language,
+            ),
+        ];
+        for (field, asked) in overridden {
+            if asked.is_some() {
+                *field = asked;
+            }
+        }
+        if input.response_expires.is_some() {
+            output.expires = input.response_expires;
+        }
         Ok(S3Response::new(output))
     }
 
@@ -297,26 +380,34 @@ impl S3 for FdwS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         refuse_encryption(&req.headers)?;
         let input = req.input;
-        self.check_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
-        let info = self
-            .shared
-            .client
-            .head(&input.bucket, &input.key)
-            .await
-            .map_err(|e| s3_error(&e))?;
-        check_conditions(&info, input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        input
+            .version_id
+            .as_deref()
+            .map_or(Ok(()), check_version_id)?;
+        let info = match self.shared.client.head(&input.bucket, &input.key).await {
+            Ok(info) => info,
+            Err(err) => return Err(self.read_error(&input.bucket, &err).await),
+        };
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+        }
+        .check(&info)?;
         let checksum = wants_checksum(input.checksum_mode.as_ref());
-        Ok(S3Response::new(HeadObjectOutput {
+        let mut output = HeadObjectOutput {
             content_length: Some(info.len as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.version)),
             last_modified: Some(committed_at(info.version)),
             checksum_crc32: checksum.then(|| crc32_header(info.crc)),
             checksum_type: checksum.then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            content_type: Some("binary/octet-stream".into()),
             ..HeadObjectOutput::default()
-        }))
+        };
+        serve_metadata!(output, Served::new(&info.metadata));
+        Ok(S3Response::new(output))
     }
 
     async fn delete_object(
@@ -325,8 +416,20 @@ impl S3 for FdwS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let replication = self.replication(&req.input.bucket, &req.headers)?;
         let input = req.input;
-        self.check_bucket(&input.bucket)?;
+        self.check_bucket(&input.bucket).await?;
         Self::check_key(&input.key)?;
+        input
+            .version_id
+            .as_deref()
+            .map_or(Ok(()), check_version_id)?;
+        if input.if_match.is_some()
+            || input.if_match_last_modified_time.is_some()
+            || input.if_match_size.is_some()
+        {
+            // Refused rather than ignored: a delete that should not have happened
+            // cannot be undone.
+            return Err(s3_error!(NotImplemented, "conditional DeleteObject"));
+        }
         self.shared
             .client
             .delete_with(&input.bucket, &input.key, replication)
@@ -341,7 +444,7 @@ impl S3 for FdwS3 {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let replication = self.replication(&req.input.bucket, &req.headers)?;
         let input = req.input;
-        self.check_bucket(&input.bucket)?;
+        self.check_bucket(&input.bucket).await?;
         if input.delete.objects.len() > 1000 {
             return Err(s3_error!(
                 MalformedXML,
@@ -353,7 +456,13 @@ impl S3 for FdwS3 {
         let results: Vec<(String, Result<(), S3Error>)> =
             futures_util::stream::iter(input.delete.objects)
                 .map(|object| async move {
-                    let done = match Self::check_key(&object.key) {
+                    let named = Self::check_key(&object.key).and_then(|()| {
+                        object
+                            .version_id
+                            .as_deref()
+                            .map_or(Ok(()), check_version_id)
+                    });
+                    let done = match named {
                         Ok(()) => self
                             .shared
                             .client
@@ -406,25 +515,43 @@ impl S3 for FdwS3 {
         else {
             return Err(s3_error!(NotImplemented, "copying from an access point"));
         };
-        if version_id.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "fdw keeps only the newest version of a key"
-            ));
-        }
-        self.check_bucket(from_bucket)?;
-        self.check_bucket(&input.bucket)?;
+        version_id.as_deref().map_or(Ok(()), check_version_id)?;
+        self.check_bucket(&input.bucket).await?;
         Self::check_key(from_key)?;
         Self::check_key(&input.key)?;
+        // As S3: the source's headers, unless the request replaces them.
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && **from_bucket == *input.bucket && **from_key == *input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to \
+                 itself without changing the object's metadata."
+            ));
+        }
         let stream = self.read(from_bucket, from_key, None).await?;
         let info = stream.info().clone();
-        let source_tag = etag(info.version);
-        if let Some(expected) = &input.copy_source_if_match
-            && !matches!(expected, ETagCondition::Any)
-            && !matches!(expected, ETagCondition::ETag(tag) if source_tag.strong_cmp(tag))
-        {
-            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
+        // The source's conditions; one that fails is 412, never 304, for a copy.
+        Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
         }
+        .check(&info)
+        .map_err(|err| match err.code() {
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "a copy-source condition did not hold")
+            }
+            _ => err,
+        })?;
+        let metadata = if replace {
+            metadata::from_headers(&req.headers)?
+        } else {
+            info.metadata.clone()
+        };
         let receipt = self
             .shared
             .client
@@ -433,7 +560,11 @@ impl S3 for FdwS3 {
                 &input.key,
                 info.len,
                 tokio_util::io::StreamReader::new(frames(stream)),
-                replication,
+                PutOptions {
+                    replication,
+                    metadata,
+                    condition: None,
+                },
             )
             .await
             .map_err(|e| s3_error(&e))?;
@@ -453,7 +584,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.check_bucket(&req.input.bucket)?;
+        self.check_bucket(&req.input.bucket).await?;
         super::listing::list_v2(self, req.input)
             .await
             .map(S3Response::new)
@@ -463,7 +594,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.check_bucket(&req.input.bucket)?;
+        self.check_bucket(&req.input.bucket).await?;
         super::listing::list_v1(self, req.input)
             .await
             .map(S3Response::new)
@@ -471,21 +602,25 @@ impl S3 for FdwS3 {
 
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self
-            .shared
-            .known_buckets()
-            .into_iter()
-            .map(|(name, created)| Bucket {
-                name: Some(name),
-                creation_date: Some(Timestamp::from(created)),
-                ..Bucket::default()
-            })
-            .collect();
+        let owner = super::buckets::requester(&req);
+        let input = req.input;
+        let all = super::buckets::list(self, &owner).await?;
+        let (buckets, continuation_token) = super::buckets::page(
+            all,
+            input.prefix.as_deref(),
+            input.continuation_token.as_deref(),
+            input.max_buckets,
+        )?;
         Ok(S3Response::new(ListBucketsOutput {
+            owner: Some(Owner {
+                display_name: Some(owner.clone()),
+                id: Some(owner),
+            }),
             buckets: Some(buckets),
-            ..ListBucketsOutput::default()
+            continuation_token,
+            prefix: input.prefix,
         }))
     }
 
@@ -493,22 +628,32 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let name = req.input.bucket;
-        fdw_net::BucketName::new(name.as_str())
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.to_string()))?;
-        // As S3 in us-east-1: creating a bucket you own again succeeds.
-        self.shared
-            .created()
-            .entry(name)
-            .or_insert_with(super::names::now);
-        Ok(S3Response::new(CreateBucketOutput::default()))
+        super::buckets::create(self, req).await.map(S3Response::new)
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        super::buckets::delete(self, req.input).await?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.check_bucket(&req.input.bucket).await?;
+        super::listing::list_versions(self, req.input)
+            .await
+            .map(S3Response::new)
     }
 
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.check_bucket(&req.input.bucket)?;
+        self.check_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -516,8 +661,10 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.check_bucket(&req.input.bucket)?;
-        Ok(S3Response::new(GetBucketLocationOutput::default()))
+        let record = self.bucket_record(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: record.location.map(BucketLocationConstraint::from),
+        }))
     }
 
     async fn create_multipart_upload(

@@ -48,12 +48,17 @@ pub(super) async fn compose(
 /// The primary's side.
 async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response {
     let (object, replication) = (&request.object, request.replication);
-    let (version, mut quorum) = begin(node, object, replication);
+    let (version, mut quorum, _writing) =
+        match begin(node, object, replication, request.condition).await {
+            Ok(begun) => begun,
+            Err(refused) => return refused,
+        };
     let forward = Request::Compose(ComposeHeader {
         forwarded: Some(Forwarded {
             version,
             primary: node.me.id,
         }),
+        condition: None,
         ..request.clone()
     });
     let mut forwards =
@@ -98,6 +103,7 @@ async fn concatenate(
     };
     writer.set_role(role);
     writer.set_replicas(request.replication.replicas);
+    writer.set_metadata(request.metadata.clone());
     for key in request.parts.keys() {
         let failed = |kind: ErrorKind, why: String| {
             Response::error(kind, format!("{id}: part {key}: {why}; compose abandoned"))

@@ -8,6 +8,7 @@
 //! included — hold the complete object (invariant 1).
 
 mod compose;
+mod keys_in_flight;
 mod membership;
 mod persist;
 mod quorum;
@@ -152,6 +153,7 @@ struct NodeShared {
     membership: membership::Membership,
     recovery: recovery::Recovery,
     witnesses: witness::Witnesses,
+    keys_in_flight: keys_in_flight::KeysInFlight,
     /// Changes with every start of the process: peers tell a restart by it.
     incarnation: u64,
     /// Set at shutdown: new requests are refused, those in flight may finish.
@@ -266,6 +268,7 @@ impl Node {
             membership,
             recovery: recovery::Recovery::new(config.recovery),
             witnesses: witness::Witnesses::default(),
+            keys_in_flight: keys_in_flight::KeysInFlight::default(),
             incarnation: incarnation(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

@@ -36,6 +36,7 @@ fn info(node: &NodeShared, meta: &ObjectMeta, range: Option<(Range<u64>, u32)>) 
         persisted: meta.state == ObjectState::Persisted,
         persist_failure: node.persister.failure(&meta.id),
         replicas: vec![node.me.id],
+        metadata: (*meta.metadata).clone(),
     }
 }
 

@@ -122,6 +122,8 @@ pub(super) async fn discover(
         state: crate::store::ObjectState::Persisted,
         write_type: fdw_net::WriteType::AsyncThrough,
         replicas: 1,
+        // Not kept by the under-store yet (ARCHITECTURE, open paths).
+        metadata: Default::default(),
     };
     if node.store.learn(&meta) {
         tracing::info!(id = %meta.id, "learned from the under-store");

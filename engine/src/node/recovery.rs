@@ -356,6 +356,8 @@ async fn copy_to(node: &NodeShared, member: &Member, object: &Unpersisted) -> Re
             frame_bytes: node.store.pool().chunk_size() as u32,
             replication,
             forwarded,
+            metadata: (*reader.meta().metadata).clone(),
+            condition: None,
         }),
     };
     let connection = node.peers.connection(member).await?;

@@ -7,10 +7,12 @@ use fdw_net::Version;
 use fdw_net::placement::Member;
 use fdw_net::transport::{self, TransportError};
 use fdw_net::wire::{
-    ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response, frame_count,
+    ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response, WriteCondition,
+    combined_crc, frame_count,
 };
 use tokio::sync::mpsc;
 
+use super::keys_in_flight::{Refused, Writing};
 use super::quorum::{Outcome, Quorum};
 use super::witness::WITNESSES;
 use super::{NodeShared, object_id, store_error};
@@ -220,15 +222,54 @@ pub(super) async fn put(
 }
 
 /// A primary's start of a write to `object`: the version it assigns (above every
-/// version the key has here) and the quorum it will count.
-pub(super) fn begin(
-    node: &NodeShared,
+/// version the key has here), the quorum it will count, and the write's place among
+/// the key's writes in progress, held until it is answered. A conditional write is
+/// checked here, before anything is stored or forwarded ([`keys_in_flight`]); for a
+/// key this node does not know, the under-store is asked first, so a key persisted
+/// before a restart still exists.
+pub(super) async fn begin<'a>(
+    node: &'a NodeShared,
     object: &ObjectRef,
     replication: Replication,
-) -> (Version, Quorum) {
-    let newest = node.store.newest_version(&object.bucket, &object.key);
+    condition: Option<WriteCondition>,
+) -> Result<(Version, Quorum, Writing<'a>), Response> {
+    let (bucket, key) = (&object.bucket, &object.key);
+    if condition.is_some()
+        && let Err(err) = super::read_through::discover(node, bucket, key).await
+    {
+        return Err(err.into_response());
+    }
+    let live = || {
+        node.store
+            .head(bucket, key)
+            .ok()
+            .map(|meta| meta.id.version)
+    };
+    let writing = node
+        .keys_in_flight
+        .start(bucket, key, condition, live)
+        .map_err(|refused| match refused {
+            Refused::Conflict => Response::error(
+                ErrorKind::Conflict,
+                format!("{bucket}/{key}: another write of the key is in progress; try again"),
+            ),
+            Refused::Failed(None) if condition.is_some_and(WriteCondition::needs_the_key) => {
+                Response::error(
+                    ErrorKind::NotFound,
+                    format!("{bucket}/{key}: no such key, as the condition {condition:?} needs"),
+                )
+            }
+            Refused::Failed(live) => Response::error(
+                ErrorKind::PreconditionFailed,
+                format!(
+                    "{bucket}/{key}: the condition {condition:?} does not hold (live version: {})",
+                    live.map_or_else(|| "none".to_owned(), |v| v.to_string())
+                ),
+            ),
+        })?;
+    let newest = node.store.newest_version(bucket, key);
     let quorum = Quorum::new(replication.replicas.into(), replication.quorum.into());
-    (node.versions.next(newest), quorum)
+    Ok((node.versions.next(newest), quorum, writing))
 }
 
 /// The primary's side of a put.
@@ -238,12 +279,17 @@ async fn coordinate_put(
     recv: &mut quinn::RecvStream,
 ) -> Response {
     let replication = header.replication;
-    let (version, mut quorum) = begin(node, &header.object, replication);
+    let (version, mut quorum, _writing) =
+        match begin(node, &header.object, replication, header.condition).await {
+            Ok(begun) => begun,
+            Err(refused) => return refused,
+        };
     let forward = Request::Put(PutHeader {
         forwarded: Some(Forwarded {
             version,
             primary: node.me.id,
         }),
+        condition: None,
         ..header.clone()
     });
     let mut forwards = open_forwards(
@@ -336,15 +382,20 @@ async fn receive(
     mut quorum: Option<&mut Quorum>,
 ) -> Response {
     let id = object_id(&header.object.bucket, &header.object.key, version);
+    // Superseded on arrival (a newer version is here): the frames are still read,
+    // checked and passed on, so the sender's stream ends as it should and its receipt
+    // carries the CRC of the bytes it sent; nothing is stored.
     let mut writer = match node.store.writer(id.clone(), header.replication.write_type) {
-        Ok(writer) => writer,
-        Err(StoreError::StaleVersion { .. }) => {
-            return superseded(version, header.crc.unwrap_or(0));
+        Ok(mut writer) => {
+            writer.set_role(role);
+            writer.set_replicas(header.replication.replicas);
+            writer.set_metadata(header.metadata.clone());
+            Some(writer)
         }
+        Err(StoreError::StaleVersion { .. }) => None,
         Err(err) => return store_error(err),
     };
-    writer.set_role(role);
-    writer.set_replicas(header.replication.replicas);
+    let mut passed = Vec::new();
     // A peer error ends the write: stalling is `Unavailable` (try again), anything
     // else the peer sent wrong is `InvalidInput`.
     let peer_error = |index: u64, err: TransportError| {
@@ -365,23 +416,40 @@ async fn receive(
             Err(err) => return peer_error(index, err),
         };
         let len = frame.len as usize;
-        let buf = match writer.buffer(len).await {
-            Ok(buf) => buf,
-            Err(err) => return store_error(err),
-        };
         pieces.clear();
-        let read = transport::read_frame_bytes(recv, len, &mut pieces);
-        if let Err(err) = transport::within(limit, read).await {
-            return peer_error(index, err);
-        }
-        let mut at = 0;
-        for piece in &pieces {
-            buf[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-        }
-        writer.advance(len);
-        if let Err(err) = writer.seal_frame(frame.crc) {
-            return store_error(err);
+        match &mut writer {
+            Some(writer) => {
+                let buf = match writer.buffer(len).await {
+                    Ok(buf) => buf,
+                    Err(err) => return store_error(err),
+                };
+                let read = transport::read_frame_bytes(recv, len, &mut pieces);
+                if let Err(err) = transport::within(limit, read).await {
+                    return peer_error(index, err);
+                }
+                let mut at = 0;
+                for piece in &pieces {
+                    buf[at..at + piece.len()].copy_from_slice(piece);
+                    at += piece.len();
+                }
+                writer.advance(len);
+                if let Err(err) = writer.seal_frame(frame.crc) {
+                    return store_error(err);
+                }
+            }
+            None => {
+                let read = transport::read_frame_bytes(recv, len, &mut pieces);
+                if let Err(err) = transport::within(limit, read).await {
+                    return peer_error(index, err);
+                }
+                let mut crc = crc32fast::Hasher::new();
+                pieces.iter().for_each(|piece| crc.update(piece));
+                if crc.finalize() != frame.crc {
+                    let message = format!("{id}: frame {index} does not match its CRC");
+                    return Response::error(ErrorKind::DataCorruption, message);
+                }
+                passed.push((frame.crc, len as u64));
+            }
         }
         let mut failed = Vec::new();
         for (i, forward) in forwards.iter_mut().enumerate() {
@@ -398,6 +466,9 @@ async fn receive(
             }
         }
     }
+    let Some(mut writer) = writer else {
+        return superseded(version, combined_crc(passed));
+    };
     let received = writer.crc();
     let committed = match header.crc {
         Some(expected) => writer.commit_expecting(expected),
@@ -447,7 +518,11 @@ pub(super) async fn delete(
             Err(err) => store_error(err),
         },
         None => {
-            let (version, mut quorum) = begin(node, &object, replication);
+            let (version, mut quorum, _writing) =
+                match begin(node, &object, replication, None).await {
+                    Ok(begun) => begun,
+                    Err(refused) => return refused,
+                };
             let forward = Request::Delete {
                 object: object.clone(),
                 replication,

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fdw_net::wire::Metadata;
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use lru::LruCache;
 use tokio::time::Instant;
@@ -60,6 +61,8 @@ struct Entry {
     seq: u64,
     /// Pool memory this entry accounts for.
     memory_bytes: u64,
+    /// The headers it is served with; kept when its bytes are evicted.
+    metadata: Arc<Metadata>,
 }
 
 impl Entry {
@@ -81,6 +84,7 @@ impl Entry {
             state: self.state,
             write_type: self.write_type,
             replicas: self.replicas,
+            metadata: Arc::clone(&self.metadata),
         }
     }
 
@@ -237,6 +241,7 @@ impl Index {
         id: ObjectId,
         (write_type, role, replicas): (WriteType, Role, u8),
         data: Option<Arc<ObjectData>>,
+        metadata: Arc<Metadata>,
         memory_bytes: u64,
         accounting: &Accounting,
     ) -> Result<(ObjectMeta, Vec<Arc<ObjectData>>), StoreError> {
@@ -252,6 +257,7 @@ impl Index {
             replicas,
             seq,
             memory_bytes,
+            metadata,
         };
         if write_type.persists() {
             self.orders.enqueue(
@@ -600,6 +606,7 @@ impl Index {
             replicas: meta.replicas,
             seq,
             memory_bytes: 0,
+            metadata: Arc::clone(&meta.metadata),
         };
         let versions = BTreeMap::from([(id.version, entry)]);
         self.buckets.entry(id.bucket.clone()).or_default().insert(

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
+use fdw_net::wire::Metadata;
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -122,6 +123,8 @@ pub struct ObjectMeta {
     pub write_type: WriteType,
     /// How many members hold it (R).
     pub replicas: u8,
+    /// The headers it is served with.
+    pub metadata: Arc<Metadata>,
 }
 
 /// A version not yet persisted, as recovery sees it.
@@ -640,13 +643,15 @@ impl ObjectStore {
         write_type: WriteType,
         role: Role,
         replicas: u8,
-        data: Option<Arc<ObjectData>>,
+        written: Option<(Arc<ObjectData>, Arc<Metadata>)>,
         pinned_bytes: u64,
     ) -> Result<ObjectMeta, StoreError> {
+        let (data, metadata) = written.unzip();
         let result = self.index().commit(
             id,
             (write_type, role, replicas),
             data,
+            metadata.unwrap_or_default(),
             pinned_bytes,
             &self.shared.accounting,
         );

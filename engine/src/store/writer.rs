@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use fdw_net::WriteType;
+use fdw_net::wire::Metadata;
 
 use super::filling::Filling;
 use super::{ObjectId, ObjectMeta, ObjectStore, Role, StoreError};
@@ -19,6 +20,7 @@ pub struct ObjectWriter {
     fill: Filling,
     /// Bytes of memory pinned for this writer; handed to the index on commit.
     pinned_bytes: u64,
+    metadata: Arc<Metadata>,
 }
 
 impl ObjectWriter {
@@ -31,7 +33,13 @@ impl ObjectWriter {
             replicas: 1,
             fill: Filling::default(),
             pinned_bytes: 0,
+            metadata: Arc::default(),
         }
+    }
+
+    /// The headers the object is served with (none by default).
+    pub fn set_metadata(&mut self, metadata: Metadata) {
+        self.metadata = Arc::new(metadata);
     }
 
     /// Whether this node or another persists the object (this node by default).
@@ -178,7 +186,7 @@ impl ObjectWriter {
             self.write_type,
             self.role,
             self.replicas,
-            Some(Arc::new(data)),
+            Some((Arc::new(data), std::mem::take(&mut self.metadata))),
             pinned,
         )
     }

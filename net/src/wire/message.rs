@@ -8,8 +8,8 @@ use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 
 use super::{
     MAX_COMPOSE_RUNS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_LIST_PAGE_BYTES,
-    MAX_OBJECT_BYTES, MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, WireError, frame_header,
-    list_entry_bytes,
+    MAX_OBJECT_BYTES, MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, Metadata, WireError,
+    frame_header, list_entry_bytes,
 };
 use crate::{BucketName, ObjectKey, Version, WriteType};
 
@@ -77,6 +77,63 @@ pub struct PutHeader {
     pub replication: Replication,
     /// Set when a primary forwards to a replica.
     pub forwarded: Option<Forwarded>,
+    /// The headers it is served with.
+    pub metadata: Metadata,
+    /// Checked by the primary before it stores anything; replicas are not sent it.
+    pub condition: Option<WriteCondition>,
+}
+
+/// What a conditional write needs of the key's current version, checked by the key's
+/// primary when the write begins, with no other write of the key in progress there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// The key has no live version (S3's `If-None-Match: *`).
+    Absent,
+    /// The key has a live version (S3's `If-Match: *`).
+    Present,
+    /// The key's live version is this one (S3's `If-Match: <ETag>`).
+    Version(Version),
+    /// The key has no live version, or another one (S3's `If-None-Match: <ETag>`).
+    NotVersion(Version),
+}
+
+impl WriteCondition {
+    /// Whether it holds of a key whose live version is `live`.
+    pub fn holds(self, live: Option<Version>) -> bool {
+        match self {
+            WriteCondition::Absent => live.is_none(),
+            WriteCondition::Present => live.is_some(),
+            WriteCondition::Version(v) => live == Some(v),
+            WriteCondition::NotVersion(v) => live != Some(v),
+        }
+    }
+
+    /// Whether it needs the key to exist: failing it on a missing key is `NotFound`.
+    pub fn needs_the_key(self) -> bool {
+        matches!(self, WriteCondition::Present | WriteCondition::Version(_))
+    }
+
+    fn raw(condition: Option<Self>) -> Option<(u8, u64)> {
+        condition.map(|c| match c {
+            WriteCondition::Absent => (0, 0),
+            WriteCondition::Version(v) => (1, v.0),
+            WriteCondition::Present => (2, 0),
+            WriteCondition::NotVersion(v) => (3, v.0),
+        })
+    }
+
+    fn typed(raw: Option<(u8, u64)>) -> Result<Option<Self>, WireError> {
+        raw.map(|(code, version)| match code {
+            0 => Ok(WriteCondition::Absent),
+            1 => Ok(WriteCondition::Version(Version(version))),
+            2 => Ok(WriteCondition::Present),
+            3 => Ok(WriteCondition::NotVersion(Version(version))),
+            other => Err(WireError::Malformed(format!(
+                "unknown write condition {other}"
+            ))),
+        })
+        .transpose()
+    }
 }
 
 /// What a primary adds when it forwards a write to a replica.
@@ -189,6 +246,10 @@ pub struct ComposeHeader {
     pub replication: Replication,
     /// Set when a primary forwards.
     pub forwarded: Option<Forwarded>,
+    /// The headers the object is served with.
+    pub metadata: Metadata,
+    /// Checked by the primary before it composes; replicas are not sent it.
+    pub condition: Option<WriteCondition>,
 }
 
 /// Bytes of an object to read, in the forms HTTP ranges take. The node holding the
@@ -325,10 +386,15 @@ pub enum ErrorKind {
     Lost,
     /// The byte range asked for names no byte of the object (HTTP's 416).
     RangeNotSatisfiable,
+    /// A conditional write's condition did not hold (HTTP's 412): nothing was stored.
+    PreconditionFailed,
+    /// A conditional write met another write of the key in progress (HTTP's 409):
+    /// nothing was stored; try again.
+    Conflict,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 11] = [
         ErrorKind::Unavailable,
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
@@ -338,6 +404,8 @@ impl ErrorKind {
         ErrorKind::Deleted,
         ErrorKind::Lost,
         ErrorKind::RangeNotSatisfiable,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::Conflict,
     ];
 
     fn code(self) -> u8 {
@@ -381,6 +449,8 @@ pub struct ObjectInfo {
     pub persist_failure: Option<String>,
     /// Nodes holding it.
     pub replicas: Vec<u16>,
+    /// The headers it was written with.
+    pub metadata: Metadata,
 }
 
 /// One key of a listing.
@@ -558,6 +628,8 @@ enum RawRequest {
         frame_bytes: u32,
         replication: RawReplication,
         forwarded: Option<(u64, u16)>,
+        metadata: Vec<(Vec<u8>, Vec<u8>)>,
+        condition: Option<(u8, u64)>,
     },
     Get {
         bucket: Vec<u8>,
@@ -603,6 +675,8 @@ enum RawRequest {
         crc: u32,
         replication: RawReplication,
         forwarded: Option<(u64, u16)>,
+        metadata: Vec<(Vec<u8>, Vec<u8>)>,
+        condition: Option<(u8, u64)>,
     },
 }
 
@@ -634,6 +708,7 @@ struct RawObjectInfo {
     persisted: bool,
     persist_failure: Option<Vec<u8>>,
     replicas: Vec<u16>,
+    metadata: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -787,6 +862,8 @@ impl Request {
                     frame_bytes: put.frame_bytes,
                     replication: raw_replication(&put.replication),
                     forwarded: Forwarded::raw(put.forwarded),
+                    metadata: put.metadata.raw(),
+                    condition: WriteCondition::raw(put.condition),
                 }
             }
             Request::Get {
@@ -875,6 +952,8 @@ impl Request {
                     crc: compose.crc,
                     replication: raw_replication(&compose.replication),
                     forwarded: Forwarded::raw(compose.forwarded),
+                    metadata: compose.metadata.raw(),
+                    condition: WriteCondition::raw(compose.condition),
                 }
             }
         };
@@ -891,6 +970,8 @@ impl Request {
                 frame_bytes,
                 replication: r,
                 forwarded,
+                metadata,
+                condition,
             } => {
                 check_object_len(len)?;
                 check_frame_bytes(frame_bytes)?;
@@ -901,6 +982,8 @@ impl Request {
                     frame_bytes,
                     replication: replication(r)?,
                     forwarded: Forwarded::typed(forwarded),
+                    metadata: Metadata::from_raw(metadata)?,
+                    condition: WriteCondition::typed(condition)?,
                 })
             }
             RawRequest::Get {
@@ -991,6 +1074,8 @@ impl Request {
                 crc,
                 replication: r,
                 forwarded,
+                metadata,
+                condition,
             } => {
                 check_object_len(len)?;
                 let runs = runs.into_iter().map(|(start, end)| start..=end).collect();
@@ -1001,6 +1086,8 @@ impl Request {
                     crc,
                     replication: replication(r)?,
                     forwarded: Forwarded::typed(forwarded),
+                    metadata: Metadata::from_raw(metadata)?,
+                    condition: WriteCondition::typed(condition)?,
                 })
             }
         })
@@ -1074,6 +1161,7 @@ impl Response {
                     persisted: info.persisted,
                     persist_failure: info.persist_failure.as_ref().map(|m| m.as_bytes().to_vec()),
                     replicas: info.replicas.clone(),
+                    metadata: info.metadata.raw(),
                 })
             }
             Response::Listing {
@@ -1167,6 +1255,7 @@ impl Response {
                         .persist_failure
                         .map(|m| String::from_utf8_lossy(&m).into_owned()),
                     replicas: info.replicas,
+                    metadata: Metadata::from_raw(info.metadata)?,
                 })
             }
             RawResponse::Listing {
@@ -1289,6 +1378,8 @@ pub(super) mod tests_support {
                 quorum,
             },
             forwarded: None,
+            metadata: Vec::new(),
+            condition: None,
         };
         rkyv::to_bytes::<rancor::Error>(&raw).unwrap().to_vec()
     }

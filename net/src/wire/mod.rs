@@ -19,6 +19,7 @@
 
 mod frame;
 mod message;
+mod metadata;
 #[cfg(test)]
 mod tests;
 
@@ -26,13 +27,14 @@ pub use frame::{FRAME_HEADER_BYTES, FrameHeader, combined_crc, frame_count, fram
 pub use message::{
     ByteRange, ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus,
     NumberedParts, ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request,
-    Response,
+    Response, WriteCondition,
 };
+pub use metadata::{MAX_METADATA_BYTES, Metadata};
 
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.
@@ -140,6 +142,9 @@ pub enum WireError {
         /// Requested quorum.
         quorum: u8,
     },
+    /// An object's metadata broke a rule (names, size: [`MAX_METADATA_BYTES`]).
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
     /// A listing whose keys are not in strictly increasing order, or that resumes
     /// before its last key: merging it would drop or repeat keys.
     #[error("listing out of order at key {0:?}")]

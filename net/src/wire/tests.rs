@@ -20,7 +20,23 @@ fn put(key: &str) -> Request {
         frame_bytes: 65536,
         replication: Replication::new(WriteType::AsyncThrough, 2, 2).unwrap(),
         forwarded: None,
+        metadata: Metadata::new(vec![
+            (
+                "content-type".into(),
+                "application/vnd.apache.parquet".into(),
+            ),
+            ("x-amz-meta-stage".into(), "2".into()),
+        ])
+        .unwrap(),
+        condition: Some(WriteCondition::Version(Version(7))),
     })
+}
+
+/// Metadata of exactly [`MAX_METADATA_BYTES`].
+fn largest_metadata() -> Metadata {
+    let name = "x-amz-meta-big".to_owned();
+    let value = "v".repeat(crate::wire::MAX_METADATA_BYTES - name.len());
+    Metadata::new(vec![(name, value)]).unwrap()
 }
 
 fn with_header_bytes(header: &[u8]) -> Vec<u8> {
@@ -94,6 +110,8 @@ fn compose(prefix: &str, numbers: &[u16]) -> Request {
             version: Version(10),
             primary: 1,
         }),
+        metadata: Metadata::empty(),
+        condition: Some(WriteCondition::Absent),
     })
 }
 
@@ -106,7 +124,7 @@ fn numbered_parts_are_runs_of_five_digit_keys() {
         keys,
         ["p/00001", "p/00002", "p/00003", "p/00007", "p/10000"]
     );
-    // The largest compose the limits allow fits one header.
+    // The largest compose the limits allow, with the most metadata, fits one header.
     let every_other: Vec<u16> = (0..MAX_COMPOSE_RUNS as u16).map(|i| 2 * i + 1).collect();
     let longest = "k".repeat(crate::MAX_KEY_BYTES - 5);
     let request = Request::Compose(ComposeHeader {
@@ -116,6 +134,8 @@ fn numbered_parts_are_runs_of_five_digit_keys() {
         crc: 1,
         replication: Replication::new(WriteType::AsyncThrough, 3, 2).unwrap(),
         forwarded: None,
+        metadata: largest_metadata(),
+        condition: Some(WriteCondition::Version(Version(u64::MAX))),
     });
     assert_eq!(decode_request(&request.encode()).unwrap(), request);
 }
@@ -156,6 +176,8 @@ fn parts_that_break_a_rule_are_refused_by_sender_and_decoder_alike() {
             crc: 0,
             replication: Replication::new(WriteType::AsyncThrough, 1, 1).unwrap(),
             forwarded: None,
+            metadata: Metadata::empty(),
+            condition: None,
         });
         assert!(
             matches!(
@@ -209,6 +231,7 @@ fn sample_responses() -> Vec<Response> {
             persisted: false,
             persist_failure: Some("PutObject: SlowDown".into()),
             replicas: vec![1],
+            metadata: largest_metadata(),
         }),
         Response::Listing {
             entries: vec![

@@ -309,18 +309,17 @@ pub async fn run(plan: PipelinePlan, command: String) -> anyhow::Result<Pipeline
     let identity = cluster.client_identity("pipeline")?;
     let gateway_client = Client::connect(client_config.clone(), &identity).await?;
     let status_client = Client::connect(client_config, &identity).await?;
-    let gateway = Gateway::start(
-        GatewayConfig::new(
-            ([127, 0, 0, 1], 0).into(),
-            vec![AccessKey {
-                access_key: GATEWAY_KEY.into(),
-                secret_key: GATEWAY_SECRET.into(),
-            }],
-            replication,
-        ),
-        gateway_client,
-    )
-    .await?;
+    let mut gateway_config = GatewayConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        vec![AccessKey {
+            access_key: GATEWAY_KEY.into(),
+            secret_key: GATEWAY_SECRET.into(),
+        }],
+        replication,
+    );
+    // The bucket the cluster persists: it exists without a CreateBucket.
+    gateway_config.buckets.insert(BUCKET.into(), replication);
+    let gateway = Gateway::start(gateway_config, gateway_client).await?;
     let through_fdw = Target::S3 {
         url: format!("http://{}", gateway.addr()),
         access_key: GATEWAY_KEY.into(),

@@ -83,6 +83,10 @@ enum Command {
         /// Its secret.
         #[arg(long, env = "FDW_SECRET_KEY", default_value = "fdw-secret-key")]
         secret_key: String,
+        /// More identities, each `ACCESS:SECRET` (repeatable): buckets belong to the key
+        /// that created them.
+        #[arg(long = "key", value_parser = parse_key)]
+        keys: Vec<fdw_engine::gateway::AccessKey>,
         /// Serve unsigned requests too.
         #[arg(long)]
         anonymous: bool,
@@ -97,6 +101,19 @@ enum Command {
         #[arg(long)]
         lock: bool,
     },
+}
+
+/// `--key ACCESS:SECRET`.
+fn parse_key(text: &str) -> Result<fdw_engine::gateway::AccessKey, String> {
+    match text.split_once(':') {
+        Some((access, secret)) if !access.is_empty() && !secret.is_empty() => {
+            Ok(fdw_engine::gateway::AccessKey {
+                access_key: access.to_owned(),
+                secret_key: secret.to_owned(),
+            })
+        }
+        _ => Err("expected ACCESS:SECRET, both non-empty".into()),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             write_type,
             access_key,
             secret_key,
+            keys,
             anonymous,
         }) => {
             let mut replication = serve_local::default_replication(args.replicas, args.quorum);
@@ -134,10 +152,12 @@ fn main() -> anyhow::Result<()> {
                 replication,
                 gateway,
                 under_store,
-                keys: vec![fdw_engine::gateway::AccessKey {
+                keys: std::iter::once(fdw_engine::gateway::AccessKey {
                     access_key,
                     secret_key,
-                }],
+                })
+                .chain(keys)
+                .collect(),
                 anonymous,
             }))
         }
