@@ -19,7 +19,7 @@ fi
 cargo build --locked --quiet -p fdw-engine --bin fdw-engine
 work=$(mktemp -d)
 log=$work/serve.log
-target/debug/fdw-engine --pool-size 1GiB serve --gateway 127.0.0.1:0 \
+"${CARGO_TARGET_DIR:-target}/debug/fdw-engine" --pool-size 1GiB serve --gateway 127.0.0.1:0 \
   --under-store "file://$work/under-store" --key fdwalt:fdw-alt-secret >"$work/stdout" 2>"$log" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null; rm -rf "$work"' EXIT

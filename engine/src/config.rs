@@ -35,7 +35,7 @@
 //! stage-1 = "file:///var/lib/fdw/stage-1"
 //!
 //! [persist]
-//! default = "s3://lake/fdw"      # buckets not listed above; none: not persisted
+//! default = "s3://lake/fdw"      # buckets not listed above (CreateBucket needs it); none: not persisted
 //! initial_delay = "0s"           # wait after commit before uploading
 //! concurrency = 8                # uploads in flight
 //! max_bytes_in_flight = "512MiB"
