@@ -450,6 +450,72 @@ fn expect_error(response: Response, kind: ErrorKind, needle: &str) {
     }
 }
 
+/// A forwarded put of `key` at `version`, as a primary sends it to a replica.
+fn forwarded(key: &str, len: u64, version: u64) -> Vec<u8> {
+    let Request::Put(mut header) = put_header(key, len) else {
+        unreachable!()
+    };
+    header.forwarded = Some(fdw_net::wire::Forwarded {
+        version: Version(version),
+        primary: 1,
+    });
+    Request::Put(header).encode()
+}
+
+/// A put that a newer version overtook is read to its end and checked (invariant 3),
+/// answered with the CRC of its bytes, and stores nothing: answered early, it left the
+/// primary's forward unread, and the write failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_superseded_on_arrival_is_read_checked_and_not_stored() {
+    let (cluster, client) = cluster(64 << 20, Duration::from_secs(5)).await;
+    let conn = raw_connection(&cluster).await;
+    let newer = FrameHeader::for_data(b"new").encode();
+    let newest = forwarded("race", 3, 1 << 60);
+    let stored = raw_request(&conn, &[&newest, &newer, b"new"], true).await;
+    assert!(matches!(stored, Response::Stored { .. }));
+    let data = bytes(CHUNK + 10, 7);
+    let (first, last) = data.split_at(CHUNK);
+    let old = forwarded("race", data.len() as u64, 5);
+    let frames = [
+        FrameHeader::for_data(first).encode(),
+        FrameHeader::for_data(last).encode(),
+    ];
+    match raw_request(&conn, &[&old, &frames[0], first, &frames[1], last], true).await {
+        Response::Stored {
+            version,
+            crc,
+            replicas,
+        } => {
+            assert_eq!(version, Version(5));
+            assert_eq!(crc, crc32fast::hash(&data), "the CRC of the bytes sent");
+            assert!(replicas.is_empty(), "no copy kept");
+        }
+        other => panic!("expected a superseded receipt, got {other:?}"),
+    }
+    // A damaged frame of a superseded put is still refused.
+    let bad = FrameHeader {
+        len: 10,
+        crc: crc32fast::hash(last) ^ 1,
+    }
+    .encode();
+    expect_error(
+        raw_request(&conn, &[&old, &frames[0], first, &bad, last], true).await,
+        ErrorKind::DataCorruption,
+        "frame 1",
+    );
+    let node = cluster.node(0).unwrap();
+    let head = node
+        .store()
+        .head(
+            &BucketName::new(BUCKET).unwrap(),
+            &ObjectKey::new("race").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(head.id.version, Version(1 << 60), "the newer version stays");
+    drop(client);
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_with_a_bad_crc_is_refused_and_the_worker_survives() {
     let (cluster, client) = cluster(64 << 20, Duration::from_secs(5)).await;

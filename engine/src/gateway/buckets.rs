@@ -62,7 +62,7 @@ impl FdwS3 {
         if self.shared.config.buckets.contains_key(bucket) {
             return Ok(());
         }
-        if fdw_net::BucketName::new(bucket).is_err() || bucket == REGISTRY {
+        if !creatable_name(bucket) {
             return Err(no_such_bucket(bucket));
         }
         match self.shared.client.head(REGISTRY, bucket).await {
@@ -80,7 +80,10 @@ impl FdwS3 {
                 location: None,
             });
         }
-        self.check_bucket(bucket).await?;
+        if !creatable_name(bucket) {
+            return Err(no_such_bucket(bucket));
+        }
+        // One read: a record that is not there is a bucket that is not there.
         match self.shared.client.get(REGISTRY, bucket).await {
             Ok(body) => Record::decode(&body, bucket),
             Err(err) if gone(err.kind()) => Err(no_such_bucket(bucket)),
@@ -109,6 +112,11 @@ impl FdwS3 {
         Replication::new(default.write_type, replicas, replicas / 2 + 1)
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
     }
+}
+
+/// Whether `bucket` could be a created bucket's name: valid, and not the registry's.
+fn creatable_name(bucket: &str) -> bool {
+    fdw_net::BucketName::new(bucket).is_ok() && bucket != REGISTRY
 }
 
 fn gone(kind: ErrorKind) -> bool {
@@ -210,27 +218,45 @@ pub(super) async fn delete(s3: &FdwS3, input: DeleteBucketInput) -> S3Result<()>
     Ok(())
 }
 
-/// ListBuckets: the configured buckets and those the requester created.
-pub(super) async fn list(s3: &FdwS3, owner: &str) -> S3Result<Vec<Bucket>> {
+/// One page of ListBuckets: the configured buckets and those `owner` created, under
+/// `prefix` after the continuation token `after`, at most `max`, and the next page's
+/// token. Only the records in the page's range are read (16 at once) to learn their
+/// owners, and reading stops once the page is full, so a page costs its own size, not
+/// the number of buckets the cluster has.
+pub(super) async fn list(
+    s3: &FdwS3,
+    owner: &str,
+    prefix: Option<&str>,
+    after: Option<&str>,
+    max: Option<i32>,
+) -> S3Result<(Vec<Bucket>, Option<String>)> {
     let client = &s3.shared.client;
+    let in_range =
+        |name: &str| name.starts_with(prefix.unwrap_or_default()) && after.is_none_or(|a| name > a);
     let mut buckets: Vec<Bucket> = s3
         .shared
         .config
         .buckets
         .keys()
+        .filter(|name| in_range(name))
         .map(|name| Bucket {
             name: Some(name.clone()),
             creation_date: Some(s3.shared.started.into()),
             ..Bucket::default()
         })
         .collect();
-    if !s3.shared.config.create_buckets {
-        return Ok(buckets);
-    }
-    let mut after: Option<String> = None;
-    loop {
+    // A page holds at most this many created buckets, however the configured ones fall.
+    let wanted = page_size(max)? + 1;
+    let mut created = 0;
+    let mut cursor = after.map(str::to_owned);
+    while s3.shared.config.create_buckets && created < wanted {
         let batch = client
-            .list(REGISTRY, "", after.as_deref(), BATCH)
+            .list(
+                REGISTRY,
+                prefix.unwrap_or_default(),
+                cursor.as_deref(),
+                BATCH,
+            )
             .await
             .map_err(|e| s3_error(&e))?;
         // The owner is in the body; a record deleted since it was listed is skipped.
@@ -244,48 +270,53 @@ pub(super) async fn list(s3: &FdwS3, owner: &str) -> S3Result<Vec<Bucket>> {
             .await;
         for (entry, found) in owners {
             match found {
-                Ok(body) if Record::decode(&body, entry.key.as_str())?.owner == owner => buckets
-                    .push(Bucket {
+                Ok(body) if Record::decode(&body, entry.key.as_str())?.owner == owner => {
+                    created += 1;
+                    buckets.push(Bucket {
                         name: Some(entry.key.as_str().to_owned()),
                         creation_date: Some(committed_at(entry.version)),
                         ..Bucket::default()
-                    }),
+                    });
+                }
                 Ok(_) => {}
                 Err(err) if gone(err.kind()) => {}
                 Err(err) => return Err(s3_error(&err)),
             }
         }
         match batch.next_start_after {
-            Some(next) => after = Some(next),
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }
     buckets.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(buckets)
+    page(buckets, prefix, after, max)
 }
 
 /// Most buckets one ListBuckets page shows, as in S3.
 const MAX_BUCKETS: i32 = 10_000;
 
+/// `max-buckets` as asked: 1 to [`MAX_BUCKETS`], that many if not asked.
+fn page_size(max: Option<i32>) -> S3Result<usize> {
+    match max {
+        None => Ok(MAX_BUCKETS as usize),
+        Some(n) if (1..=MAX_BUCKETS).contains(&n) => Ok(n as usize),
+        Some(n) => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("max-buckets {n} is not 1 to {MAX_BUCKETS}"),
+        )),
+    }
+}
+
 /// One page of ListBuckets from `all` (sorted by name): those under `prefix` after the
 /// continuation token (the last name of the page before), at most `max`; and the token
 /// of the next page, if there is one.
-pub(super) fn page(
+fn page(
     all: Vec<Bucket>,
     prefix: Option<&str>,
     after: Option<&str>,
     max: Option<i32>,
 ) -> S3Result<(Vec<Bucket>, Option<String>)> {
-    let max = match max {
-        None => MAX_BUCKETS,
-        Some(n) if (1..=MAX_BUCKETS).contains(&n) => n,
-        Some(n) => {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidArgument,
-                format!("max-buckets {n} is not 1 to {MAX_BUCKETS}"),
-            ));
-        }
-    } as usize;
+    let max = page_size(max)?;
     let mut shown: Vec<Bucket> = all
         .into_iter()
         .filter(|b| {

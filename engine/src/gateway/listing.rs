@@ -268,6 +268,8 @@ pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<Lis
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = page_size(input.max_keys, "max-keys")?;
     let resume = marker_resume(input.marker.as_ref(), input.delimiter.as_deref());
+    // V1 shows every object's owner, as S3 does; `NoSuchBucket` before any listing.
+    let owner = owner(s3, &input.bucket).await?;
     let found = page(
         s3,
         &input.bucket,
@@ -282,8 +284,6 @@ pub(super) async fn list_v1(s3: &FdwS3, input: ListObjectsInput) -> S3Result<Lis
         .next
         .as_ref()
         .map(|next| encoding.apply(next.marker()));
-    // V1 shows every object's owner, as S3 does.
-    let owner = owner(s3, &input.bucket).await?;
     Ok(ListObjectsOutput {
         // Not encoded in V1: S3's clients (botocore) do not decode it there.
         prefix: Some(prefix),
@@ -330,6 +330,7 @@ pub(super) async fn list_versions(
         check_version_id(marker)?;
     }
     let resume = marker_resume(input.key_marker.as_ref(), input.delimiter.as_deref());
+    let owner = owner(s3, &input.bucket).await?;
     let found = page(
         s3,
         &input.bucket,
@@ -340,7 +341,6 @@ pub(super) async fn list_versions(
     )
     .await?;
     let encoding = Encoding::new(input.encoding_type.as_ref());
-    let owner = owner(s3, &input.bucket).await?;
     let versions = objects(found.contents, &encoding, Some(&owner))
         .into_iter()
         .map(|object| ObjectVersion {
@@ -389,7 +389,8 @@ pub(super) fn check_version_id(version_id: &str) -> S3Result<()> {
         Err(S3Error::with_message(
             S3ErrorCode::InvalidArgument,
             format!(
-                "Invalid version id specified: fdw keeps one version of a key,                  {NULL_VERSION:?}, not {version_id:?}"
+                "Invalid version id specified: fdw keeps one version of a key, \
+                 {NULL_VERSION:?}, not {version_id:?}"
             ),
         ))
     }

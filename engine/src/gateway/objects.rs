@@ -594,7 +594,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.check_bucket(&req.input.bucket).await?;
+        // The bucket's owner, which V1 shows, is looked up first: that is the check.
         super::listing::list_v1(self, req.input)
             .await
             .map(S3Response::new)
@@ -606,13 +606,14 @@ impl S3 for FdwS3 {
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let owner = super::buckets::requester(&req);
         let input = req.input;
-        let all = super::buckets::list(self, &owner).await?;
-        let (buckets, continuation_token) = super::buckets::page(
-            all,
+        let (buckets, continuation_token) = super::buckets::list(
+            self,
+            &owner,
             input.prefix.as_deref(),
             input.continuation_token.as_deref(),
             input.max_buckets,
-        )?;
+        )
+        .await?;
         Ok(S3Response::new(ListBucketsOutput {
             owner: Some(Owner {
                 display_name: Some(owner.clone()),
@@ -643,7 +644,7 @@ impl S3 for FdwS3 {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        self.check_bucket(&req.input.bucket).await?;
+        // As for V1: the owner's lookup checks the bucket.
         super::listing::list_versions(self, req.input)
             .await
             .map(S3Response::new)

@@ -416,32 +416,28 @@ async fn receive(
             Err(err) => return peer_error(index, err),
         };
         let len = frame.len as usize;
+        // Memory first, then the bytes: a full pool holds the sender back.
+        let buf = match writer.as_mut().map(|w| w.buffer(len)) {
+            Some(buffer) => match buffer.await {
+                Ok(buf) => Some(buf),
+                Err(err) => return store_error(err),
+            },
+            None => None,
+        };
         pieces.clear();
-        match &mut writer {
-            Some(writer) => {
-                let buf = match writer.buffer(len).await {
-                    Ok(buf) => buf,
-                    Err(err) => return store_error(err),
-                };
-                let read = transport::read_frame_bytes(recv, len, &mut pieces);
-                if let Err(err) = transport::within(limit, read).await {
-                    return peer_error(index, err);
-                }
+        let read = transport::read_frame_bytes(recv, len, &mut pieces);
+        if let Err(err) = transport::within(limit, read).await {
+            return peer_error(index, err);
+        }
+        match buf {
+            Some(buf) => {
                 let mut at = 0;
                 for piece in &pieces {
                     buf[at..at + piece.len()].copy_from_slice(piece);
                     at += piece.len();
                 }
-                writer.advance(len);
-                if let Err(err) = writer.seal_frame(frame.crc) {
-                    return store_error(err);
-                }
             }
             None => {
-                let read = transport::read_frame_bytes(recv, len, &mut pieces);
-                if let Err(err) = transport::within(limit, read).await {
-                    return peer_error(index, err);
-                }
                 let mut crc = crc32fast::Hasher::new();
                 pieces.iter().for_each(|piece| crc.update(piece));
                 if crc.finalize() != frame.crc {
@@ -449,6 +445,12 @@ async fn receive(
                     return Response::error(ErrorKind::DataCorruption, message);
                 }
                 passed.push((frame.crc, len as u64));
+            }
+        }
+        if let Some(writer) = writer.as_mut() {
+            writer.advance(len);
+            if let Err(err) = writer.seal_frame(frame.crc) {
+                return store_error(err);
             }
         }
         let mut failed = Vec::new();
