@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fdw_net::placement::{Member, Placement};
 use fdw_net::transport::{self, NodeIdentity, Peers, TransportError, TransportTuning};
 use fdw_net::wire::{
-    ByteRange, ComposeHeader, ErrorKind, ListEntry, Metadata, NodeStatus, NumberedParts,
+    ByteRange, ComposeHeader, Digest, ErrorKind, ListEntry, Metadata, NodeStatus, NumberedParts,
     ObjectInfo, ObjectRef, PutHeader, Replication, Request, Response, WriteCondition, combined_crc,
     frame_count, frame_crcs,
 };
@@ -18,6 +18,7 @@ use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::Error;
+use crate::hashing::FrameHasher;
 use crate::listing::{MemberPage, merge};
 
 /// How the client reaches the cluster and what it asks for by default.
@@ -64,6 +65,10 @@ pub struct PutOptions {
     /// Stores only if the key's current version is as said; else `PreconditionFailed`
     /// (or `Conflict` while another write of the key is in progress), storing nothing.
     pub condition: Option<WriteCondition>,
+    /// The digest to store instead of the MD5 of the bytes, which are then not hashed:
+    /// a copy keeps its source's, a multipart upload streamed together S3's multipart
+    /// form. A compose ignores it: each replica computes the parts' own.
+    pub digest: Option<Digest>,
 }
 
 impl From<Replication> for PutOptions {
@@ -72,6 +77,7 @@ impl From<Replication> for PutOptions {
             replication,
             metadata: Metadata::empty(),
             condition: None,
+            digest: None,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct PutReceipt {
     pub version: Version,
     /// CRC32 of the object as stored.
     pub crc: u32,
+    /// The object's MD5 as stored (its S3 ETag); `None` for a delete.
+    pub digest: Option<Digest>,
     /// Nodes that held it when the write was acknowledged (at least W).
     pub replicas: Vec<u16>,
 }
@@ -402,6 +410,7 @@ impl Client {
             replication,
             metadata,
             condition,
+            digest: given,
         } = options;
         let replication = Replication::new(
             replication.write_type,
@@ -420,20 +429,50 @@ impl Client {
         };
         let request = Request::Put(header);
         let (member, mut send, mut recv) = self.open_primary(&object, &request).await?;
-        for index in 0..frame_count(len, self.inner.frame_bytes) {
+        let frames = frame_count(len, self.inner.frame_bytes);
+        let mut md5 = FrameHasher::new(given, frames);
+        for index in 0..frames {
             let (bytes, crc) = source.frame(index, len, self.inner.frame_bytes).await?;
             let sent = transport::write_frame_bytes(&mut send, crc, std::slice::from_ref(&bytes));
             if let Err(err) = sent.await {
-                // The primary may have refused early (full, bad input): its answer says
-                // why better than the broken stream does.
-                return match self.response(member, &mut recv).await {
-                    Ok(Response::Error { kind, message }) => Err(refused(kind, message)),
-                    _ => Err(transport_error(member, err)),
-                };
+                return Err(self.refusal_or(member, &mut recv, err).await);
             }
+            md5.update(&bytes).await;
+        }
+        let digest = md5.finish().await?;
+        if let Err(err) = transport::write_trailer(&mut send, &digest).await {
+            return Err(self.refusal_or(member, &mut recv, err).await);
         }
         let _ = send.finish();
-        self.receipt(member, &mut recv, "put").await
+        let receipt = self.receipt(member, &mut recv, "put").await?;
+        // Superseded on arrival, a put is stored nowhere and no digest is said.
+        if receipt.digest.is_some_and(|stored| stored != digest) {
+            return Err(Error::new(
+                ErrorKind::DataCorruption,
+                format!(
+                    "{bucket}/{key}: stored MD5 {:?} differs from the bytes sent ({digest})",
+                    receipt.digest
+                ),
+            ));
+        }
+        Ok(PutReceipt {
+            digest: Some(digest),
+            ..receipt
+        })
+    }
+
+    /// Why a write's stream broke: the primary may have refused early (full, bad input),
+    /// and its answer says why better than the broken stream does.
+    async fn refusal_or(
+        &self,
+        member: &Member,
+        recv: &mut quinn::RecvStream,
+        err: TransportError,
+    ) -> Error {
+        match self.response(member, recv).await {
+            Ok(Response::Error { kind, message }) => refused(kind, message),
+            _ => transport_error(member, err),
+        }
     }
 
     /// The primary's answer to a write: its receipt, or why it failed.
@@ -447,10 +486,12 @@ impl Client {
             Response::Stored {
                 version,
                 crc,
+                digest,
                 replicas,
             } => Ok(PutReceipt {
                 version,
                 crc,
+                digest,
                 replicas,
             }),
             Response::Error { kind, message } => Err(refused(kind, message)),
@@ -647,6 +688,7 @@ impl Client {
             replication,
             metadata,
             condition,
+            digest: _,
         } = options.into();
         let object = Self::object(bucket, key)?;
         let numbers: Vec<u16> = parts.iter().map(|(number, ..)| *number).collect();

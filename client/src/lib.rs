@@ -15,6 +15,7 @@
 
 mod client;
 mod error;
+mod hashing;
 mod listing;
 
 pub use client::{Client, ClientConfig, ListPage, ObjectStream, PutOptions, PutReceipt};

@@ -66,6 +66,7 @@ mod tests {
             key: ObjectKey::new(key).expect("valid key"),
             version: Version(version),
             len: 1,
+            digest: Default::default(),
             deleted,
         }
     }

@@ -63,6 +63,7 @@ async fn stalling_node(ca: &ClusterCa) -> Member {
                                     persist_failure: None,
                                     replicas: vec![0],
                                     metadata: Default::default(),
+                                    digest: Default::default(),
                                 };
                                 transport::write_message(
                                     &mut send,

@@ -11,7 +11,7 @@ use fdw_client::{ByteRange, Client, ErrorKind, Replication, WriteType};
 use fdw_engine::LocalCluster;
 use fdw_engine::store::{ObjectId, Role};
 use fdw_net::transport::{self, TransportTuning};
-use fdw_net::wire::{FrameHeader, NumberedParts, PutHeader, Request, Response};
+use fdw_net::wire::{Digest, FrameHeader, NumberedParts, PutHeader, Request, Response};
 use fdw_net::{BucketName, ObjectKey, Version};
 
 const BUCKET: &str = "stage-1";
@@ -428,6 +428,11 @@ fn put_header(key: &str, len: u64) -> Request {
     })
 }
 
+/// The trailer a put of `data` ends with.
+fn trailer(data: &[u8]) -> [u8; fdw_net::wire::TRAILER_BYTES] {
+    Digest::of_bytes(data).encode_trailer()
+}
+
 /// Sends `bytes` on a new stream of `conn`, finishes it, and reads the response.
 async fn raw_request(conn: &quinn::Connection, bytes: &[&[u8]], finish: bool) -> Response {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -471,7 +476,7 @@ async fn a_put_superseded_on_arrival_is_read_checked_and_not_stored() {
     let conn = raw_connection(&cluster).await;
     let newer = FrameHeader::for_data(b"new").encode();
     let newest = forwarded("race", 3, 1 << 60);
-    let stored = raw_request(&conn, &[&newest, &newer, b"new"], true).await;
+    let stored = raw_request(&conn, &[&newest, &newer, b"new", &trailer(b"new")], true).await;
     assert!(matches!(stored, Response::Stored { .. }));
     let data = bytes(CHUNK + 10, 7);
     let (first, last) = data.split_at(CHUNK);
@@ -480,15 +485,23 @@ async fn a_put_superseded_on_arrival_is_read_checked_and_not_stored() {
         FrameHeader::for_data(first).encode(),
         FrameHeader::for_data(last).encode(),
     ];
-    match raw_request(&conn, &[&old, &frames[0], first, &frames[1], last], true).await {
+    let end = trailer(&data);
+    match raw_request(
+        &conn,
+        &[&old, &frames[0], first, &frames[1], last, &end],
+        true,
+    )
+    .await
+    {
         Response::Stored {
             version,
             crc,
+            digest,
             replicas,
         } => {
             assert_eq!(version, Version(5));
             assert_eq!(crc, crc32fast::hash(&data), "the CRC of the bytes sent");
-            assert!(replicas.is_empty(), "no copy kept");
+            assert!(replicas.is_empty() && digest.is_none(), "no copy kept");
         }
         other => panic!("expected a superseded receipt, got {other:?}"),
     }
@@ -546,10 +559,11 @@ async fn a_frame_with_a_bad_crc_is_refused_and_the_worker_survives() {
     // The same connection, and the worker, go on serving.
     let header = put_header("fine", 3).encode();
     let frame = FrameHeader::for_data(b"abc").encode();
-    assert!(matches!(
-        raw_request(&conn, &[&header, &frame, b"abc"], true).await,
-        Response::Stored { .. }
-    ));
+    let stored = raw_request(&conn, &[&header, &frame, b"abc", &trailer(b"abc")], true).await;
+    assert!(
+        matches!(stored, Response::Stored { digest: Some(d), .. } if d == Digest::of_bytes(b"abc")),
+        "{stored:?}"
+    );
     assert_eq!(client.get(BUCKET, "fine").await.unwrap(), b"abc");
     cluster.shutdown().await;
 }
@@ -596,6 +610,26 @@ async fn bad_input_gets_clear_errors_and_nothing_partial_is_visible() {
         raw_request(&conn, &[&header, &frame, &data], true).await,
         ErrorKind::InvalidInput,
         "frame 1",
+    );
+
+    // Every frame, then a damaged trailer, or none.
+    let Request::Put(mut whole) = put_header("partial", 3) else {
+        unreachable!()
+    };
+    whole.crc = Some(crc32fast::hash(b"abc"));
+    let whole = Request::Put(whole).encode();
+    let abc = FrameHeader::for_data(b"abc").encode();
+    let mut damaged = trailer(b"abc");
+    damaged[3] ^= 1;
+    expect_error(
+        raw_request(&conn, &[&whole, &abc, b"abc", &damaged], true).await,
+        ErrorKind::InvalidInput,
+        "put trailer: its CRC does not match",
+    );
+    expect_error(
+        raw_request(&conn, &[&whole, &abc, b"abc"], true).await,
+        ErrorKind::InvalidInput,
+        "the trailer",
     );
 
     // Stalled: one frame of three, then silence (the stream stays open).

@@ -190,6 +190,12 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
             .unwrap();
     assert_eq!(got.checksum_crc32(), Some(crc.as_str()));
     assert_eq!(got.e_tag(), put.e_tag());
+    let md5 = fdw_net::wire::Digest::of_bytes(&data).etag();
+    assert_eq!(
+        put.e_tag(),
+        Some(format!("\"{md5}\"").as_str()),
+        "S3's ETag: the MD5"
+    );
     assert_eq!(got.content_length(), Some(data.len() as i64));
     let modified = got.last_modified().unwrap().secs();
     #[allow(clippy::disallowed_methods)] // comparing with a wall-clock timestamp
@@ -348,10 +354,10 @@ async fn objects_round_trip_checked_persisted_and_replicated_as_configured() {
             .send()
             .await
             .unwrap();
-    assert_ne!(
+    assert_eq!(
         copied.copy_object_result().unwrap().e_tag(),
         put.e_tag(),
-        "a copy is a new version"
+        "a copy has the same bytes, so the same MD5 ETag"
     );
     assert_eq!(s.client.get(SCRATCH, "copy").await.unwrap(), data);
 
@@ -1127,9 +1133,9 @@ async fn listings_page_and_fold_prefixes_as_s3_does() {
     assert_eq!(code(&err), "InvalidArgument");
 }
 
-/// Two PUTs of one key at once both succeed and the later-ordered version wins, as in
-/// S3: a large put begun first is ordered first, so the small one begun after it
-/// commits a newer version, and the large one is superseded on arrival. Its receipt
+/// Two PUTs of one key at once both succeed and one version wins whole, as in S3: a
+/// large put begun first is ordered first, so the small one begun after it commits a
+/// newer version, and the large one is superseded on arrival. Its receipt
 /// must still carry the CRC of its bytes (it once said 0, and the gateway answered 500).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_of_one_key_both_succeed_and_the_later_wins() {
@@ -1150,7 +1156,20 @@ async fn concurrent_puts_of_one_key_both_succeed_and_the_later_wins() {
         };
         let (first, second) = tokio::join!(first, second);
         let (first, second) = (first.unwrap(), second.unwrap());
-        let newer = std::cmp::max(first.e_tag().unwrap(), second.e_tag().unwrap());
+        // ETags are MD5s, which say nothing of order: the key holds one of the two,
+        // whole, under its own ETag.
+        let got_tag =
+            s.s3.head_object()
+                .bucket(SCRATCH)
+                .key("contended")
+                .send()
+                .await
+                .unwrap()
+                .e_tag()
+                .unwrap()
+                .to_owned();
+        let newer = got_tag.as_str();
+        assert!(newer == first.e_tag().unwrap() || newer == second.e_tag().unwrap());
         let want = if newer == first.e_tag().unwrap() {
             &large
         } else {
@@ -1367,6 +1386,8 @@ async fn multipart_uploads_complete_into_one_checked_object() {
             part.checksum_crc32(),
             Some(crc32_header(crc32fast::hash(data)).as_str())
         );
+        let md5 = fdw_net::wire::Digest::of_bytes(data).etag();
+        assert_eq!(part.e_tag(), Some(format!("\"{md5}\"").as_str()));
         completed.push(
             CompletedPart::builder()
                 .part_number(number as i32)
@@ -1460,6 +1481,11 @@ async fn multipart_uploads_complete_into_one_checked_object() {
             .await
             .unwrap();
     assert_eq!(got.e_tag(), done.e_tag());
+    // S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
+    let md5s = parts.iter().map(|p| fdw_net::wire::Digest::of_bytes(p));
+    let want = fdw_net::wire::Digest::of_parts(md5s).etag();
+    assert!(want.ends_with("-3"));
+    assert_eq!(done.e_tag(), Some(format!("\"{want}\"").as_str()));
     assert_eq!(body(got).await, whole);
     // One object persisted, the staging parts gone from every listing and from memory.
     let info = s.client.head(BUCKET, "big/object.parquet").await.unwrap();

@@ -252,6 +252,9 @@ async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
         (large.len() as u64, crc32fast::hash(&large))
     );
     assert!(info.persisted);
+    // Its ETag (the MD5 fdw recorded with it, a multipart upload's form in S3 though
+    // not in fdw) is the one it was written with.
+    assert_eq!(info.digest, fdw_net::wire::Digest::of_bytes(&large));
     let err = client.get(BUCKET, "never-written").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 

@@ -44,6 +44,8 @@ const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 const VERSION_XATTR: &str = "user.fdw.version";
 /// The extended attribute that holds a file's CRC32, as the writer computed it.
 const CRC_XATTR: &str = "user.fdw.crc32";
+/// fdw's ETag of the object, as text.
+const ETAG_XATTR: &str = "user.fdw.etag";
 /// The lock file, in the work directory.
 const LOCK_FILE: &str = "lock";
 
@@ -109,7 +111,20 @@ fn number_xattr(path: &Path, name: &str) -> io::Result<Option<u64>> {
 }
 
 fn set_number_xattr(path: &Path, name: &str, value: u64) -> io::Result<()> {
-    let text = value.to_string();
+    set_text_xattr(path, name, &value.to_string())
+}
+
+/// Text of at most 64 bytes (an ETag) kept in an extended attribute; `None` if absent.
+fn text_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
+    let mut value = [0u8; 64];
+    match rustix::fs::getxattr(path, name, &mut value[..]) {
+        Ok(n) => Ok(std::str::from_utf8(&value[..n]).ok().map(str::to_owned)),
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn set_text_xattr(path: &Path, name: &str, text: &str) -> io::Result<()> {
     rustix::fs::setxattr(path, name, text.as_bytes(), rustix::fs::XattrFlags::empty())
         .map_err(io::Error::from)
 }
@@ -138,6 +153,7 @@ fn stored_at(path: &Path, key: &str) -> io::Result<Option<StoredObject>> {
         len: meta.len(),
         crc,
         version,
+        etag: text_xattr(path, ETAG_XATTR)?,
         tag: Some(tag),
     }))
 }
@@ -367,6 +383,10 @@ fn write_file(
             Some(version) => set_number_xattr(tmp, VERSION_XATTR, version),
             None => Ok(()),
         });
+    let labelled = labelled.and_then(|()| match &fence.etag {
+        Some(etag) => set_text_xattr(tmp, ETAG_XATTR, etag),
+        None => Ok(()),
+    });
     let written = labelled.and_then(|()| write_all(ring, fd, pieces));
     let synced = written.and_then(|()| fsync_and_close(ring, fd));
     if let Err(err) = synced {
@@ -476,11 +496,14 @@ impl UnderStore for LocalDir {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let key_owned = key.to_owned();
-        let version = fence.version;
+        let (version, etag) = (fence.version, fence.etag.clone());
         blocking("CreateMultipartUpload", key, move || {
             std::fs::create_dir_all(&dir)?;
             if let Some(version) = version {
                 std::fs::write(dir.join("version"), version.to_string())?;
+            }
+            if let Some(etag) = etag {
+                std::fs::write(dir.join("etag"), etag)?;
             }
             std::fs::write(dir.join("key"), key_owned)
         })
@@ -531,22 +554,25 @@ impl UnderStore for LocalDir {
             .map(|p| dir.join(format!("{:05}", p.number)))
             .collect();
         // Read the parts back and check them as a whole before anything is in place.
-        let (pieces, actual, version) = blocking("CompleteMultipartUpload", key, move || {
-            let version = match std::fs::read_to_string(dir.join("version")) {
-                Ok(v) => v.parse().ok(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
-            };
-            let mut pieces = Vec::with_capacity(files.len());
-            let mut hasher = crc32fast::Hasher::new();
-            for file in files {
-                let bytes = std::fs::read(file)?;
-                hasher.update(&bytes);
-                pieces.push(Bytes::from(bytes));
-            }
-            Ok((pieces, hasher.finalize(), version))
-        })
-        .await?;
+        let (pieces, actual, (version, etag)) =
+            blocking("CompleteMultipartUpload", key, move || {
+                let recorded = |name: &str| match std::fs::read_to_string(dir.join(name)) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let version = recorded("version")?.and_then(|v| v.parse().ok());
+                let etag = recorded("etag")?;
+                let mut pieces = Vec::with_capacity(files.len());
+                let mut hasher = crc32fast::Hasher::new();
+                for file in files {
+                    let bytes = std::fs::read(file)?;
+                    hasher.update(&bytes);
+                    pieces.push(Bytes::from(bytes));
+                }
+                Ok((pieces, hasher.finalize(), (version, etag)))
+            })
+            .await?;
         let payload = Payload::new(pieces, actual);
         if actual != crc || payload.len() != len {
             return Err(UnderStoreError::new(
@@ -561,6 +587,7 @@ impl UnderStore for LocalDir {
         }
         let fence = Fence {
             version,
+            etag,
             expect: fence.expect.clone(),
         };
         self.write_durably("CompleteMultipartUpload", key, path, payload, &fence)

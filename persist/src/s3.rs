@@ -20,8 +20,8 @@ use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
 
 use crate::under_store::{
-    CompletedPart, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore, UnderStoreError,
-    VERSION_METADATA, crc32_header, parse_crc32_header,
+    CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore,
+    UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
 };
 
 /// How to reach an S3 service.
@@ -199,10 +199,18 @@ fn conditions(expect: Option<&Expect>) -> (Option<String>, Option<String>) {
     }
 }
 
+/// What a write records as S3 metadata: fdw's version and ETag.
 fn version_metadata(fence: &Fence) -> Option<std::collections::HashMap<String, String>> {
-    fence
-        .version
-        .map(|v| [(VERSION_METADATA.to_owned(), v.to_string())].into())
+    let recorded: std::collections::HashMap<String, String> = [
+        fence
+            .version
+            .map(|v| (VERSION_METADATA.to_owned(), v.to_string())),
+        fence.etag.clone().map(|e| (ETAG_METADATA.to_owned(), e)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!recorded.is_empty()).then_some(recorded)
 }
 
 fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -393,6 +401,7 @@ impl UnderStore for S3Store {
                     .metadata()
                     .and_then(|m| m.get(VERSION_METADATA))
                     .and_then(|v| v.parse().ok()),
+                etag: head.metadata().and_then(|m| m.get(ETAG_METADATA)).cloned(),
                 tag: head.e_tag().map(str::to_owned),
             })),
             Err(err) => match failure("HeadObject", &full, err) {

@@ -178,6 +178,8 @@ pub struct StoredObject {
     pub crc: Option<u32>,
     /// The fdw version it was written as, if fdw wrote it (`head` only).
     pub version: Option<u64>,
+    /// fdw's ETag of it, if fdw recorded one (`head` only).
+    pub etag: Option<String>,
     /// A tag that changes whenever the object is replaced: what [`Expect::Tag`] names
     /// (`head` only).
     pub tag: Option<String>,
@@ -211,12 +213,16 @@ pub struct Fence {
     /// fdw's version of the object, recorded with it: S3 metadata `fdw-version`, or an
     /// extended attribute of a local file.
     pub version: Option<u64>,
+    /// fdw's ETag of the object, recorded beside the version (`fdw-etag`).
+    pub etag: Option<String>,
     /// What must be under the key for the write to happen; `None`: anything.
     pub expect: Option<Expect>,
 }
 
 /// The S3 metadata name (`x-amz-meta-fdw-version`) of the recorded version.
 pub const VERSION_METADATA: &str = "fdw-version";
+/// The S3 metadata name (`x-amz-meta-fdw-etag`) of the recorded fdw ETag.
+pub const ETAG_METADATA: &str = "fdw-etag";
 
 /// An under-store: where persisted objects live. Keys are relative to the store's
 /// location (its S3 prefix or directory).

@@ -89,6 +89,9 @@ pub struct ObjectBytes {
     pub chunk_bytes: u64,
     /// CRC32 of the whole object.
     pub crc: u32,
+    /// fdw's ETag of it, recorded with it so that a node that learns it back serves it
+    /// under the same ETag.
+    pub etag: Option<String>,
 }
 
 impl ObjectBytes {
@@ -102,6 +105,7 @@ impl ObjectBytes {
             .collect();
         let chunk_crcs: Vec<u32> = chunks.iter().map(|c| crc32fast::hash(c)).collect();
         Self {
+            etag: None,
             crc: combine(&chunks, &chunk_crcs),
             chunk_crcs,
             chunks,
@@ -253,6 +257,7 @@ pub async fn persist_version(
     {
         let fence = Fence {
             version: Some(version),
+            etag: object.etag.clone(),
             expect: Some(Expect::Absent),
         };
         match upload(store, key, object, &fence, part_bytes, policy).await {
@@ -273,6 +278,7 @@ pub async fn persist_version(
             Some(object) => {
                 let fence = Fence {
                     version: Some(version),
+                    etag: object.etag.clone(),
                     expect: Some(expect),
                 };
                 upload(store, key, object, &fence, part_bytes, policy).await

@@ -18,7 +18,15 @@ const PART: u64 = 5 << 20;
 
 fn object(version: u64, len: usize) -> ObjectBytes {
     let bytes: Vec<u8> = (0..len).map(|i| (i as u64 ^ version) as u8).collect();
-    ObjectBytes::from_bytes(Bytes::from(bytes), 64 << 10)
+    ObjectBytes {
+        etag: Some(etag(version)),
+        ..ObjectBytes::from_bytes(Bytes::from(bytes), 64 << 10)
+    }
+}
+
+/// The fdw ETag the object of `version` is written with.
+fn etag(version: u64) -> String {
+    format!("{version:032x}-2")
 }
 
 fn policy() -> RetryPolicy {
@@ -59,6 +67,7 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
         Some(object(5, 1000).crc),
         "the CRC is recorded too"
     );
+    assert_eq!(head.etag, Some(etag(5)), "and fdw's ETag");
     assert!(head.tag.is_some());
 
     // Older, or the same again (a take-over that repeats an upload): nothing written.
@@ -71,7 +80,12 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     let delete = |version| persist_version(store, "k", None, version, PART, &retry);
     assert_eq!(delete(3).await.unwrap(), Persisted::Preempted { stored: 5 });
     assert!(store.head("k").await.unwrap().is_some());
-    assert!(matches!(write(7, 2000).await, Persisted::Written(_)));
+    // A multipart upload records the ETag too.
+    assert!(matches!(
+        write(7, PART as usize + 10).await,
+        Persisted::Written(_)
+    ));
+    assert_eq!(store.head("k").await.unwrap().unwrap().etag, Some(etag(7)));
     assert!(matches!(delete(8).await.unwrap(), Persisted::Written(_)));
     assert_eq!(store.head("k").await.unwrap(), None);
     assert!(matches!(delete(9).await.unwrap(), Persisted::Written(_)));
@@ -80,6 +94,7 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     assert!(matches!(write(10, 100).await, Persisted::Written(_)));
     let stale = Fence {
         version: Some(11),
+        etag: None,
         expect: Some(Expect::Absent),
     };
     let payload = Payload::from_bytes(Bytes::from_static(b"stale"));

@@ -190,7 +190,7 @@ fn objects(entries: Vec<ListEntry>, encoding: &Encoding, owner: Option<&Owner>) 
             owner: owner.cloned(),
             key: Some(encoding.apply(entry.key.as_str())),
             size: Some(entry.len as i64),
-            e_tag: Some(etag(entry.version)),
+            e_tag: Some(etag(entry.digest)),
             last_modified: Some(committed_at(entry.version)),
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,

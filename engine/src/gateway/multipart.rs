@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 use fdw_client::{ErrorKind, PutOptions};
 use fdw_net::WriteType;
 use fdw_net::placement::{STAGED_PREFIX, staged_name};
-use fdw_net::wire::{NumberedParts, Replication, WriteCondition};
+use fdw_net::wire::{Digest, NumberedParts, Replication, WriteCondition};
 use fdw_persist::crc32_header;
 use futures_util::{StreamExt, TryStreamExt};
 use s3s::dto::*;
@@ -92,6 +92,7 @@ impl Upload {
             replication: self.replication()?,
             metadata: fdw_net::wire::Metadata::new(self.metadata.clone())
                 .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?,
+            digest: None,
         })
     }
 
@@ -230,7 +231,7 @@ pub(super) async fn upload_part(
         )
         .await?;
     Ok(UploadPartOutput {
-        e_tag: Some(etag(receipt.version)),
+        e_tag: receipt.digest.map(etag),
         checksum_crc32: Some(crc32_header(receipt.crc)),
         ..UploadPartOutput::default()
     })
@@ -275,7 +276,7 @@ pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<Li
             Some(Part {
                 part_number: Some(number),
                 size: Some(entry.len as i64),
-                e_tag: Some(etag(entry.version)),
+                e_tag: Some(etag(entry.digest)),
                 last_modified: Some(committed_at(entry.version)),
                 ..Part::default()
             })
@@ -302,7 +303,10 @@ pub(super) async fn complete(
 ) -> S3Result<CompleteMultipartUploadOutput> {
     s3.check_bucket(&input.bucket).await?;
     let (bucket, key, upload_id) = (&input.bucket, &input.key, &input.upload_id);
-    let upload = find(s3, bucket, key, upload_id).await?;
+    let upload = match find(s3, bucket, key, upload_id).await {
+        Ok(upload) => upload,
+        Err(err) => return completed_before(s3, &input).await.ok_or(err),
+    };
     let condition = super::objects::write_condition(
         s3,
         bucket,
@@ -344,7 +348,7 @@ pub(super) async fn complete(
             Err(err) => return Err(s3_error(&err)),
         };
         if let Some(tag) = &asked.e_tag
-            && !etag(info.version).strong_cmp(tag)
+            && !etag(info.digest).strong_cmp(tag)
         {
             return Err(invalid("its ETag is not the uploaded part's"));
         }
@@ -389,14 +393,47 @@ pub(super) async fn complete(
         }
     };
     remove(s3, bucket, upload_id, upload.staging()?).await;
-    Ok(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
-        key: Some(input.key.clone()),
-        e_tag: Some(etag(receipt.version)),
-        checksum_crc32: Some(crc32_header(receipt.crc)),
+    Ok(completed(bucket, key, receipt.digest, receipt.crc))
+}
+
+/// A CompleteMultipartUpload repeated after it succeeded, answered as S3 answers it,
+/// with the object it made: the key's live object is what these parts compose (its
+/// digest is theirs, and they are as many).
+async fn completed_before(
+    s3: &FdwS3,
+    input: &CompleteMultipartUploadInput,
+) -> Option<CompleteMultipartUploadOutput> {
+    let named = input.multipart_upload.as_ref()?.parts.as_ref()?;
+    let digests: Option<Vec<Digest>> = named
+        .iter()
+        .map(|part| part.e_tag.as_ref().and_then(super::names::digest_of))
+        .collect();
+    let composed = Digest::of_parts(digests?);
+    let info = s3
+        .shared
+        .client
+        .head(&input.bucket, &input.key)
+        .await
+        .ok()?;
+    (info.digest == composed)
+        .then(|| completed(&input.bucket, &input.key, Some(info.digest), info.crc))
+}
+
+/// The answer to a completion that made an object with this digest and CRC.
+fn completed(
+    bucket: &str,
+    key: &str,
+    digest: Option<Digest>,
+    crc: u32,
+) -> CompleteMultipartUploadOutput {
+    CompleteMultipartUploadOutput {
+        bucket: Some(bucket.to_owned()),
+        key: Some(key.to_owned()),
+        e_tag: digest.map(etag),
+        checksum_crc32: Some(crc32_header(crc)),
         checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..CompleteMultipartUploadOutput::default()
-    })
+    }
 }
 
 /// An upload whose parts were checked, being completed into `key`.
@@ -463,8 +500,13 @@ impl Completion<'_> {
             .try_flatten()
             .boxed();
         let reader = tokio_util::io::StreamReader::new(staged);
+        // S3's multipart ETag, as a compose in place gives it.
+        let options = PutOptions {
+            digest: Some(Digest::of_parts(parts.iter().map(|(_, info)| info.digest))),
+            ..self.options.clone()
+        };
         client
-            .put_stream(bucket, self.key, total, reader, self.options.clone())
+            .put_stream(bucket, self.key, total, reader, options)
             .await
             .map_err(|e| s3_error(&e))
     }
@@ -922,6 +964,23 @@ mod tests {
             Some(crc32_header(crc32fast::hash(&bytes)))
         );
         assert_eq!(client.get("bucket", "elsewhere").await.unwrap(), bytes);
+        // Either way, S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
+        let multipart = Digest::of_parts([Digest::of_bytes(first), Digest::of_bytes(last)]);
+        assert_eq!(receipt.digest, Some(multipart), "composed in place");
+        assert_eq!(done.e_tag, Some(etag(multipart)), "streamed");
+        // Repeated with the parts' ETags, the completion answers as it did, as in S3;
+        // naming no ETags, it cannot be told from another upload's.
+        let mut again = complete_input("elsewhere", &elsewhere, &[1, 3]);
+        let named = again.multipart_upload.as_mut().unwrap().parts.as_mut();
+        for (part, data) in named.unwrap().iter_mut().zip([first, last]) {
+            part.e_tag = Some(etag(Digest::of_bytes(data)));
+        }
+        let repeated = complete(&s3, again).await.unwrap();
+        assert_eq!(repeated.e_tag, done.e_tag);
+        let err = complete(&s3, complete_input("elsewhere", &elsewhere, &[1, 3]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), &S3ErrorCode::NoSuchUpload);
         // Completion removes the staging keys.
         let left = client
             .list("bucket", STAGED_PREFIX, None, 100)

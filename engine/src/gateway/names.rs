@@ -4,23 +4,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fdw_client::{Error, ErrorKind};
 use fdw_net::Version;
+use fdw_net::wire::Digest;
 use s3s::dto::{ETag, Timestamp};
 use s3s::{S3Error, S3ErrorCode};
 
-/// The ETag of a version: its number in hex. It names one version of one key, so
-/// `If-Match` and caches work; it is not an MD5, and has no MD5's length, so no client
-/// takes it for one and checks it against the bytes.
-pub(super) fn etag(version: Version) -> ETag {
-    ETag::Strong(format!("{:016x}", version.0))
+/// The ETag of an object: S3's, from its digest (the MD5 of its bytes, or of its
+/// parts' MD5s with their count), so tools that check ETags against the bytes (s3cmd,
+/// rclone, `aws s3 sync`) find them equal.
+pub(super) fn etag(digest: Digest) -> ETag {
+    ETag::Strong(digest.etag())
 }
 
-/// The version an ETag of [`etag`] names, if it is one.
-pub(super) fn version_of(tag: &ETag) -> Option<Version> {
-    let hex = tag.value();
-    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
-        .map(Version)
+/// The digest an ETag names, if it is one of [`etag`]'s form.
+pub(super) fn digest_of(tag: &ETag) -> Option<Digest> {
+    Digest::from_etag(tag.value())
 }
 
 /// When a version was committed: versions are microseconds since the epoch.
@@ -61,14 +58,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn etags_name_versions_and_are_no_md5() {
-        let tag = etag(Version(0x0006_1234_5678_9abc));
-        assert_eq!(tag.as_strong(), Some("0006123456789abc"));
-        assert_ne!(tag.value().len(), 32);
-        assert_ne!(etag(Version(1)), etag(Version(2)));
-        assert_eq!(version_of(&tag), Some(Version(0x0006_1234_5678_9abc)));
-        for junk in ["ABCORZ", "", "0006123456789abcd", "+006123456789abc"] {
-            assert_eq!(version_of(&ETag::Strong(junk.into())), None, "{junk}");
+    fn etags_are_md5s_and_parse_back() {
+        let tag = etag(Digest::of_bytes(b"bar"));
+        assert_eq!(tag.as_strong(), Some("37b51d194a7513e45b56f6524f2d51f2"));
+        assert_eq!(digest_of(&tag), Some(Digest::of_bytes(b"bar")));
+        let parts = Digest::of_parts([Digest::of_bytes(b"bar"); 2]);
+        assert!(etag(parts).value().ends_with("-2"));
+        assert_eq!(digest_of(&etag(parts)), Some(parts));
+        for junk in ["ABCORZ", "", "0006123456789abc"] {
+            assert_eq!(digest_of(&ETag::Strong(junk.into())), None, "{junk}");
         }
     }
 }

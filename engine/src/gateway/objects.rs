@@ -16,7 +16,7 @@ use super::checked_body::{CheckedBody, Declared, Refusal, declared};
 use super::frames::{frames, response_body};
 use super::listing::check_version_id;
 use super::metadata::{self, Served, serve_metadata};
-use super::names::{committed_at, committed_at_second, etag, s3_error, version_of};
+use super::names::{committed_at, committed_at_second, digest_of, etag, s3_error};
 
 /// Headers that override a bucket's write settings for one request.
 pub const WRITE_TYPE_HEADER: &str = "x-fdw-write-type";
@@ -196,7 +196,7 @@ impl Conditions<'_> {
     /// As S3 (RFC 7232) evaluates them: a date is looked at only when its ETag
     /// counterpart is absent. `304 Not Modified` carries the ETag it matched.
     fn check(&self, info: &ObjectInfo) -> S3Result<()> {
-        let tag = etag(info.version);
+        let tag = etag(info.digest);
         // HTTP dates have whole seconds.
         let modified = committed_at_second(info.version);
         let precondition_failed = match self.if_match {
@@ -229,8 +229,8 @@ impl Conditions<'_> {
 }
 
 /// A write's `If-Match` / `If-None-Match` as the condition the key's primary checks
-/// atomically with the write. An `If-Match` ETag that names no fdw version can match
-/// nothing: answered here, as S3 would (`NoSuchKey` for a missing key, else 412).
+/// atomically with the write. An `If-Match` ETag that is no digest can match nothing:
+/// answered here, as S3 would (`NoSuchKey` for a missing key, else 412).
 pub(super) async fn write_condition(
     s3: &FdwS3,
     bucket: &str,
@@ -248,17 +248,17 @@ pub(super) async fn write_condition(
         }
         (Some(ETagCondition::Any), None) => Some(WriteCondition::Present),
         (None, Some(ETagCondition::Any)) => Some(WriteCondition::Absent),
-        (Some(ETagCondition::ETag(tag)), None) => match version_of(tag) {
-            Some(version) => Some(WriteCondition::Version(version)),
+        (Some(ETagCondition::ETag(tag)), None) => match digest_of(tag) {
+            Some(digest) => Some(WriteCondition::Matches(digest)),
             None => {
                 return Err(match s3.shared.client.head(bucket, key).await {
-                    Ok(_) => s3_error!(PreconditionFailed, "If-Match names no version of the key"),
+                    Ok(_) => s3_error!(PreconditionFailed, "If-Match names no ETag of the key"),
                     Err(err) => s3_error(&err),
                 });
             }
         },
-        // An ETag that names no version is never the key's.
-        (None, Some(ETagCondition::ETag(tag))) => version_of(tag).map(WriteCondition::NotVersion),
+        // An ETag that is no digest is never the key's.
+        (None, Some(ETagCondition::ETag(tag))) => digest_of(tag).map(WriteCondition::NotMatches),
     })
 }
 
@@ -290,12 +290,13 @@ impl S3 for FdwS3 {
             replication,
             metadata: metadata::from_headers(&req.headers)?,
             condition,
+            digest: None,
         };
         let receipt = self
             .store_body(&input.bucket, &input.key, input.body, declared, options)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(receipt.version)),
+            e_tag: receipt.digest.map(etag),
             checksum_crc32: Some(crc32_header(receipt.crc)),
             checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             ..PutObjectOutput::default()
@@ -334,7 +335,7 @@ impl S3 for FdwS3 {
             content_range: (!whole)
                 .then(|| format!("bytes {}-{last}/{}", info.offset, info.object_len)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(info.version)),
+            e_tag: Some(etag(info.digest)),
             last_modified: Some(committed_at(info.version)),
             // The CRC is of the whole object: S3 sends it only for whole reads, and
             // only when asked.
@@ -400,7 +401,7 @@ impl S3 for FdwS3 {
         let mut output = HeadObjectOutput {
             content_length: Some(info.len as i64),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(info.version)),
+            e_tag: Some(etag(info.digest)),
             last_modified: Some(committed_at(info.version)),
             checksum_crc32: checksum.then(|| crc32_header(info.crc)),
             checksum_type: checksum.then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
@@ -564,13 +565,15 @@ impl S3 for FdwS3 {
                     replication,
                     metadata,
                     condition: None,
+                    // The same bytes: the source's ETag, without hashing them again.
+                    digest: Some(info.digest),
                 },
             )
             .await
             .map_err(|e| s3_error(&e))?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(receipt.version)),
+                e_tag: receipt.digest.map(etag),
                 last_modified: Some(committed_at(receipt.version)),
                 checksum_crc32: Some(crc32_header(receipt.crc)),
                 checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),

@@ -7,12 +7,13 @@
 //! primary's own copy fails, it resets the streams and nothing is committed anywhere, as
 //! with a put whose primary fails. Each copy is checked against the length and the CRC
 //! the caller combined from the parts it checked, so a part replaced meanwhile, or
-//! missing on a replica, fails that copy instead of storing other bytes.
+//! missing on a replica, fails that copy instead of storing other bytes. Each copy's
+//! digest (its ETag) is S3's for a multipart upload: the MD5 of the parts' MD5s.
 
 use std::sync::Arc;
 
 use fdw_net::transport;
-use fdw_net::wire::{ComposeHeader, ErrorKind, Forwarded, Request, Response};
+use fdw_net::wire::{ComposeHeader, Digest, ErrorKind, Forwarded, Request, Response};
 
 use super::quorum::Outcome;
 use super::write::{acknowledge, await_quorum, begin, open_forwards};
@@ -29,7 +30,7 @@ pub(super) async fn compose(
             let role = Role::Replica { primary };
             let writer = match concatenate(node, &request, version, role).await {
                 Ok(Some(writer)) => writer,
-                Ok(None) => return stored(node, version, request.crc),
+                Ok(None) => return stored(node, version, request.crc, None),
                 Err(failure) => return failure,
             };
             // The primary's word: a finished stream commits, a reset abandons.
@@ -68,7 +69,7 @@ async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response 
     }
     let local = match concatenate(node, &request, version, Role::Primary).await {
         Ok(Some(writer)) => commit(node, writer, &request, version),
-        Ok(None) => stored(node, version, request.crc),
+        Ok(None) => stored(node, version, request.crc, None),
         Err(failure) => failure,
     };
     if !matches!(local, Response::Stored { .. }) {
@@ -80,7 +81,8 @@ async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response 
     node.persister.wake();
     quorum.ack(node.me.id);
     await_quorum(node, forwards, &mut quorum).await;
-    acknowledge(node, object, replication, version, request.crc, &quorum).await
+    let written = (request.crc, stored_digest(&local));
+    acknowledge(node, object, replication, version, written, &quorum).await
 }
 
 /// This node's copy of the parts, concatenated into an uncommitted writer; `None` if a
@@ -104,6 +106,7 @@ async fn concatenate(
     writer.set_role(role);
     writer.set_replicas(request.replication.replicas);
     writer.set_metadata(request.metadata.clone());
+    let mut digests = Vec::new();
     for key in request.parts.keys() {
         let failed = |kind: ErrorKind, why: String| {
             Response::error(kind, format!("{id}: part {key}: {why}; compose abandoned"))
@@ -120,6 +123,7 @@ async fn concatenate(
             );
             return Err(failed(ErrorKind::InvalidInput, why));
         }
+        digests.push(part.meta().digest);
         for chunk in part.verified_chunks() {
             let (bytes, _) = chunk.map_err(|e| failed(error_kind(&e), e.to_string()))?;
             writer
@@ -136,6 +140,7 @@ async fn concatenate(
         );
         return Err(Response::error(ErrorKind::InvalidInput, message));
     }
+    writer.set_digest(Digest::of_parts(digests));
     Ok(Some(writer))
 }
 
@@ -146,16 +151,32 @@ fn commit(
     request: &ComposeHeader,
     version: fdw_net::Version,
 ) -> Response {
+    let digest = writer.digest();
     match writer.commit_expecting(request.crc) {
-        Ok(_) | Err(StoreError::StaleVersion { .. }) => stored(node, version, request.crc),
+        Ok(_) | Err(StoreError::StaleVersion { .. }) => {
+            stored(node, version, request.crc, Some(digest))
+        }
         Err(err) => store_error(err),
     }
 }
 
-fn stored(node: &NodeShared, version: fdw_net::Version, crc: u32) -> Response {
+fn stored(
+    node: &NodeShared,
+    version: fdw_net::Version,
+    crc: u32,
+    digest: Option<Digest>,
+) -> Response {
     Response::Stored {
         version,
         crc,
+        digest,
         replicas: vec![node.me.id],
+    }
+}
+
+fn stored_digest(response: &Response) -> Option<Digest> {
+    match response {
+        Response::Stored { digest, .. } => *digest,
+        _ => None,
     }
 }

@@ -7,16 +7,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use fdw_net::wire::WriteCondition;
-use fdw_net::{BucketName, ObjectKey, Version};
+use fdw_net::wire::{Digest, WriteCondition};
+use fdw_net::{BucketName, ObjectKey};
 
 /// Why a conditional write may not begin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Refused {
     /// Another write of the key is in progress (S3's `409 ConditionalRequestConflict`).
     Conflict,
-    /// The condition does not hold: the key's live version, if any.
-    Failed(Option<Version>),
+    /// The condition does not hold: the digest of the key's live version, if any.
+    Failed(Option<Digest>),
 }
 
 #[derive(Default)]
@@ -48,14 +48,14 @@ impl KeysInFlight {
     }
 
     /// Begins a write of `bucket/key`. With a `condition`, only if no other write of the
-    /// key is in progress and the condition holds of `live` (the key's live version
-    /// here, read under the lock).
+    /// key is in progress and the condition holds of `live` (the digest of the key's
+    /// live version here, read under the lock).
     pub(super) fn start(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
         condition: Option<WriteCondition>,
-        live: impl FnOnce() -> Option<Version>,
+        live: impl FnOnce() -> Option<Digest>,
     ) -> Result<Writing<'_>, Refused> {
         let name = (bucket.clone(), key.clone());
         let mut keys = self.lock();
@@ -88,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn a_conditional_write_begins_alone_and_checks_the_live_version() {
+    fn a_conditional_write_begins_alone_and_checks_the_live_digest() {
         let keys = KeysInFlight::default();
         let (b, k) = name("k");
         let absent = Some(WriteCondition::Absent);
@@ -106,17 +106,17 @@ mod tests {
         );
         drop(plain);
         // Alone again: the condition decides.
-        let v = Some(Version(5));
+        let v = Some(Digest::of_bytes(b"five"));
         assert_eq!(
             keys.start(&b, &k, absent, || v).err(),
             Some(Refused::Failed(v))
         );
-        let wrong = Some(WriteCondition::Version(Version(4)));
+        let wrong = Some(WriteCondition::Matches(Digest::of_bytes(b"four")));
         assert_eq!(
             keys.start(&b, &k, wrong, || v).err(),
             Some(Refused::Failed(v))
         );
-        let right = Some(WriteCondition::Version(Version(5)));
+        let right = Some(WriteCondition::Matches(Digest::of_bytes(b"five")));
         assert!(keys.start(&b, &k, right, || v).is_ok());
         // Other keys are not affected.
         let (b2, k2) = name("other");

@@ -407,12 +407,14 @@ async fn serve_stream(
                 Ok(()) => Response::Stored {
                     version,
                     crc: 0,
+                    digest: None,
                     replicas: vec![node.me.id],
                 },
                 // A witness holds no copy: being told is all it needed.
                 Err(StoreError::VersionNotFound(_)) if witnessed => Response::Stored {
                     version,
                     crc: 0,
+                    digest: None,
                     replicas: vec![],
                 },
                 Err(err) => store_error(err),
@@ -429,6 +431,7 @@ async fn serve_stream(
             Response::Stored {
                 version,
                 crc: 0,
+                digest: None,
                 replicas: vec![],
             }
         }

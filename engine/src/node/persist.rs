@@ -367,6 +367,7 @@ fn object_bytes(reader: &ObjectReader, chunk_bytes: u64) -> Result<ObjectBytes, 
         chunk_crcs,
         chunk_bytes,
         crc: reader.meta().crc,
+        etag: Some(reader.meta().digest.etag()),
     })
 }
 

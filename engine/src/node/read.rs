@@ -37,6 +37,7 @@ fn info(node: &NodeShared, meta: &ObjectMeta, range: Option<(Range<u64>, u32)>) 
         persist_failure: node.persister.failure(&meta.id),
         replicas: vec![node.me.id],
         metadata: (*meta.metadata).clone(),
+        digest: meta.digest,
     }
 }
 
@@ -170,6 +171,7 @@ pub(super) fn list(
         key: meta.id.key,
         version: meta.id.version,
         len: meta.len,
+        digest: meta.digest,
         deleted,
     });
     Response::listing(entries, max_keys)

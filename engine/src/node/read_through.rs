@@ -124,11 +124,23 @@ pub(super) async fn discover(
         replicas: 1,
         // Not kept by the under-store yet (ARCHITECTURE, open paths).
         metadata: Default::default(),
+        digest: learned_digest(&stored),
     };
     if node.store.learn(&meta) {
         tracing::info!(id = %meta.id, "learned from the under-store");
     }
     Ok(())
+}
+
+/// The digest of an object learned from the under-store: the ETag fdw recorded with it,
+/// or, for an object written outside fdw, the under-store's own ETag, which is S3's MD5
+/// form when the store is S3. Else none is known, and its ETag is the zero digest's.
+fn learned_digest(stored: &fdw_persist::StoredObject) -> fdw_net::wire::Digest {
+    [stored.etag.as_deref(), stored.tag.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|tag| fdw_net::wire::Digest::from_etag(tag.trim_matches('"')))
+        .unwrap_or_default()
 }
 
 /// The newest version of a key, read back from the under-store first if it was evicted.

@@ -372,6 +372,9 @@ async fn copy_to(node: &NodeShared, member: &Member, object: &Unpersisted) -> Re
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        transport::write_trailer(&mut send, &reader.meta().digest)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let _ = send.finish();
     match transport::within(node.request_timeout, transport::read_response(&mut recv)).await {

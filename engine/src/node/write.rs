@@ -7,8 +7,8 @@ use fdw_net::Version;
 use fdw_net::placement::Member;
 use fdw_net::transport::{self, TransportError};
 use fdw_net::wire::{
-    ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response, WriteCondition,
-    combined_crc, frame_count,
+    Digest, ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response,
+    WriteCondition, combined_crc, frame_count,
 };
 use tokio::sync::mpsc;
 
@@ -154,16 +154,16 @@ async fn acknowledgement(
 /// What the writer hears once the primary's copy and the replicas' answers are counted:
 /// the quorum's outcome. For an acknowledged version of a write type that persists, the
 /// witnesses are told, and a write type that acknowledges after persisting waits for the
-/// under-store here.
+/// under-store here. `written` is the CRC and digest of the primary's copy.
 pub(super) async fn acknowledge(
     node: &Arc<NodeShared>,
     object: &ObjectRef,
     replication: Replication,
     version: Version,
-    crc: u32,
+    (crc, digest): (u32, Option<Digest>),
     quorum: &Quorum,
 ) -> Response {
-    let response = decided(quorum, version, crc);
+    let response = decided(quorum, version, crc, digest);
     if !matches!(response, Response::Stored { .. }) {
         return response;
     }
@@ -184,11 +184,12 @@ pub(super) async fn acknowledge(
     response
 }
 
-fn decided(quorum: &Quorum, version: Version, crc: u32) -> Response {
+fn decided(quorum: &Quorum, version: Version, crc: u32, digest: Option<Digest>) -> Response {
     match quorum.outcome() {
         Outcome::Reached => Response::Stored {
             version,
             crc,
+            digest,
             replicas: quorum.acked().to_vec(),
         },
         Outcome::Impossible | Outcome::Pending => {
@@ -239,12 +240,7 @@ pub(super) async fn begin<'a>(
     {
         return Err(err.into_response());
     }
-    let live = || {
-        node.store
-            .head(bucket, key)
-            .ok()
-            .map(|meta| meta.id.version)
-    };
+    let live = || node.store.head(bucket, key).ok().map(|meta| meta.digest);
     let writing = node
         .keys_in_flight
         .start(bucket, key, condition, live)
@@ -263,7 +259,7 @@ pub(super) async fn begin<'a>(
                 ErrorKind::PreconditionFailed,
                 format!(
                     "{bucket}/{key}: the condition {condition:?} does not hold (live version: {})",
-                    live.map_or_else(|| "none".to_owned(), |v| v.to_string())
+                    live.map_or_else(|| "none".to_owned(), |d| format!("ETag {d}"))
                 ),
             ),
         })?;
@@ -314,10 +310,11 @@ async fn coordinate_put(
     )
     .await
     {
-        Response::Stored { crc, .. } => {
+        Response::Stored { crc, digest, .. } => {
             quorum.ack(node.me.id);
             await_quorum(node, forwards, &mut quorum).await;
-            acknowledge(node, &header.object, replication, version, crc, &quorum).await
+            let written = (crc, digest);
+            acknowledge(node, &header.object, replication, version, written, &quorum).await
         }
         failure => {
             for forward in &mut forwards {
@@ -360,17 +357,20 @@ fn tell_witnesses(node: &Arc<NodeShared>, object: &ObjectRef, version: Version, 
 
 /// A newer version of the key is already here: this one is superseded on arrival, which
 /// is success (it was ordered first and overwritten), with no copy kept. `crc` is that
-/// of the bytes received, so a client that streamed them can check its receipt.
+/// of the bytes received, so a client that streamed them can check its receipt. No
+/// digest: none is stored.
 fn superseded(version: Version, crc: u32) -> Response {
     Response::Stored {
         version,
         crc,
+        digest: None,
         replicas: vec![],
     }
 }
 
 /// Receives an object's frames into a writer, checking each frame's CRC and forwarding
-/// it to `forwards` as it arrives, then commits it under `version`. The primary (the
+/// it to `forwards` as it arrives, then the trailer with its digest, and commits it
+/// under `version`. The primary (the
 /// one counting a quorum) persists; replicas wait for its word.
 async fn receive(
     node: &NodeShared,
@@ -398,12 +398,12 @@ async fn receive(
     let mut passed = Vec::new();
     // A peer error ends the write: stalling is `Unavailable` (try again), anything
     // else the peer sent wrong is `InvalidInput`.
-    let peer_error = |index: u64, err: TransportError| {
+    let peer_error = |at: String, err: TransportError| {
         let kind = match err {
             TransportError::Stalled(_) => ErrorKind::Unavailable,
             _ => ErrorKind::InvalidInput,
         };
-        Response::error(kind, format!("{id}: frame {index}: {err}; write abandoned"))
+        Response::error(kind, format!("{id}: {at}: {err}; write abandoned"))
     };
     let limit = node.request_timeout;
     // The frame as quinn received it: copied once into the pool, and forwarded to the
@@ -413,7 +413,7 @@ async fn receive(
         let read = transport::read_frame_header(recv, index, header.len, header.frame_bytes);
         let frame = match transport::within(limit, read).await {
             Ok(frame) => frame,
-            Err(err) => return peer_error(index, err),
+            Err(err) => return peer_error(format!("frame {index}"), err),
         };
         let len = frame.len as usize;
         // Memory first, then the bytes: a full pool holds the sender back.
@@ -427,7 +427,7 @@ async fn receive(
         pieces.clear();
         let read = transport::read_frame_bytes(recv, len, &mut pieces);
         if let Err(err) = transport::within(limit, read).await {
-            return peer_error(index, err);
+            return peer_error(format!("frame {index}"), err);
         }
         match buf {
             Some(buf) => {
@@ -461,16 +461,23 @@ async fn receive(
                 failed.push((i, err.to_string()));
             }
         }
-        for (i, reason) in failed.into_iter().rev() {
-            let forward = forwards.remove(i);
-            if let Some(quorum) = quorum.as_deref_mut() {
-                quorum.fail(format!("node {}: {reason}", forward.member));
-            }
+        drop_failed(forwards, failed, quorum.as_deref_mut());
+    }
+    let digest = match transport::within(limit, transport::read_trailer(recv)).await {
+        Ok(digest) => digest,
+        Err(err) => return peer_error("the trailer".to_owned(), err),
+    };
+    let mut failed = Vec::new();
+    for (i, forward) in forwards.iter_mut().enumerate() {
+        if let Err(err) = transport::write_trailer(&mut forward.send, &digest).await {
+            failed.push((i, err.to_string()));
         }
     }
+    drop_failed(forwards, failed, quorum);
     let Some(mut writer) = writer else {
         return superseded(version, combined_crc(passed));
     };
+    writer.set_digest(digest);
     let received = writer.crc();
     let committed = match header.crc {
         Some(expected) => writer.commit_expecting(expected),
@@ -482,16 +489,33 @@ async fn receive(
             Response::Stored {
                 version,
                 crc: meta.crc,
+                digest: Some(meta.digest),
                 replicas: vec![node.me.id],
             }
         }
         Ok(meta) => Response::Stored {
             version,
             crc: meta.crc,
+            digest: Some(meta.digest),
             replicas: vec![node.me.id],
         },
         Err(StoreError::StaleVersion { .. }) => superseded(version, received),
         Err(err) => store_error(err),
+    }
+}
+
+/// Drops the forwards whose streams failed (`(index, why)`, ascending), each a failure
+/// in the quorum.
+fn drop_failed(
+    forwards: &mut Vec<Forward>,
+    failed: Vec<(usize, String)>,
+    mut quorum: Option<&mut Quorum>,
+) {
+    for (i, reason) in failed.into_iter().rev() {
+        let forward = forwards.remove(i);
+        if let Some(quorum) = quorum.as_deref_mut() {
+            quorum.fail(format!("node {}: {reason}", forward.member));
+        }
     }
 }
 
@@ -515,6 +539,7 @@ pub(super) async fn delete(
             Ok(()) => Response::Stored {
                 version,
                 crc: 0,
+                digest: None,
                 replicas: vec![node.me.id],
             },
             Err(err) => store_error(err),
@@ -543,7 +568,7 @@ pub(super) async fn delete(
                 Err(err) => quorum.fail(format!("node {}: {err}", node.me.id)),
             }
             await_quorum(node, forwards, &mut quorum).await;
-            decided(&quorum, version, 0)
+            decided(&quorum, version, 0, None)
         }
     }
 }

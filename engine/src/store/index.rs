@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fdw_net::wire::Metadata;
+use fdw_net::wire::{Digest, Metadata};
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use lru::LruCache;
 use tokio::time::Instant;
@@ -63,6 +63,8 @@ struct Entry {
     memory_bytes: u64,
     /// The headers it is served with; kept when its bytes are evicted.
     metadata: Arc<Metadata>,
+    /// Its MD5 (its ETag); kept when its bytes are evicted.
+    digest: Digest,
 }
 
 impl Entry {
@@ -85,6 +87,7 @@ impl Entry {
             write_type: self.write_type,
             replicas: self.replicas,
             metadata: Arc::clone(&self.metadata),
+            digest: self.digest,
         }
     }
 
@@ -241,7 +244,7 @@ impl Index {
         id: ObjectId,
         (write_type, role, replicas): (WriteType, Role, u8),
         data: Option<Arc<ObjectData>>,
-        metadata: Arc<Metadata>,
+        (metadata, digest): (Arc<Metadata>, Digest),
         memory_bytes: u64,
         accounting: &Accounting,
     ) -> Result<(ObjectMeta, Vec<Arc<ObjectData>>), StoreError> {
@@ -258,6 +261,7 @@ impl Index {
             seq,
             memory_bytes,
             metadata,
+            digest,
         };
         if write_type.persists() {
             self.orders.enqueue(
@@ -607,6 +611,7 @@ impl Index {
             seq,
             memory_bytes: 0,
             metadata: Arc::clone(&meta.metadata),
+            digest: meta.digest,
         };
         let versions = BTreeMap::from([(id.version, entry)]);
         self.buckets.entry(id.bucket.clone()).or_default().insert(

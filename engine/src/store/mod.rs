@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytesize::ByteSize;
-use fdw_net::wire::Metadata;
+use fdw_net::wire::{Digest, Metadata};
 use fdw_net::{BucketName, ObjectKey, Version, WriteType};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -125,6 +125,8 @@ pub struct ObjectMeta {
     pub replicas: u8,
     /// The headers it is served with.
     pub metadata: Arc<Metadata>,
+    /// Its MD5, which is its ETag (zero for a tombstone).
+    pub digest: Digest,
 }
 
 /// A version not yet persisted, as recovery sees it.
@@ -643,15 +645,18 @@ impl ObjectStore {
         write_type: WriteType,
         role: Role,
         replicas: u8,
-        written: Option<(Arc<ObjectData>, Arc<Metadata>)>,
+        written: Option<(Arc<ObjectData>, Arc<Metadata>, Digest)>,
         pinned_bytes: u64,
     ) -> Result<ObjectMeta, StoreError> {
-        let (data, metadata) = written.unzip();
+        let (data, described) = match written {
+            Some((data, metadata, digest)) => (Some(data), (metadata, digest)),
+            None => (None, Default::default()),
+        };
         let result = self.index().commit(
             id,
             (write_type, role, replicas),
             data,
-            metadata.unwrap_or_default(),
+            described,
             pinned_bytes,
             &self.shared.accounting,
         );

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use fdw_net::WriteType;
-use fdw_net::wire::Metadata;
+use fdw_net::wire::{Digest, Metadata};
 
 use super::filling::Filling;
 use super::{ObjectId, ObjectMeta, ObjectStore, Role, StoreError};
@@ -21,6 +21,7 @@ pub struct ObjectWriter {
     /// Bytes of memory pinned for this writer; handed to the index on commit.
     pinned_bytes: u64,
     metadata: Arc<Metadata>,
+    digest: Digest,
 }
 
 impl ObjectWriter {
@@ -34,12 +35,23 @@ impl ObjectWriter {
             fill: Filling::default(),
             pinned_bytes: 0,
             metadata: Arc::default(),
+            digest: Digest::default(),
         }
     }
 
     /// The headers the object is served with (none by default).
     pub fn set_metadata(&mut self, metadata: Metadata) {
         self.metadata = Arc::new(metadata);
+    }
+
+    /// The object's MD5, which the writer sends after the last byte (zero by default).
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.digest = digest;
+    }
+
+    /// The digest [`set_digest`](Self::set_digest) gave.
+    pub fn digest(&self) -> Digest {
+        self.digest
     }
 
     /// Whether this node or another persists the object (this node by default).
@@ -186,7 +198,11 @@ impl ObjectWriter {
             self.write_type,
             self.role,
             self.replicas,
-            Some((Arc::new(data), std::mem::take(&mut self.metadata))),
+            Some((
+                Arc::new(data),
+                std::mem::take(&mut self.metadata),
+                self.digest,
+            )),
             pinned,
         )
     }

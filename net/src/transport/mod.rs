@@ -18,7 +18,8 @@ pub use peers::Peers;
 pub use tls::{ALPN, ClusterCa, NodeIdentity, TlsError};
 
 use crate::wire::{
-    self, Direction, FRAME_HEADER_BYTES, FrameHeader, PREAMBLE_BYTES, Request, Response, WireError,
+    self, Digest, Direction, FRAME_HEADER_BYTES, FrameHeader, PREAMBLE_BYTES, Request, Response,
+    TRAILER_BYTES, WireError,
 };
 
 /// Flow-control windows and limits of every connection.
@@ -287,6 +288,21 @@ pub async fn write_frame_bytes(
     pieces.push(Bytes::copy_from_slice(&header));
     pieces.extend(data.iter().cloned());
     Ok(send.write_all_chunks(&mut pieces).await?)
+}
+
+/// Writes a put's trailer: the object's digest, after its last data frame.
+pub async fn write_trailer(
+    send: &mut quinn::SendStream,
+    digest: &Digest,
+) -> Result<(), TransportError> {
+    Ok(send.write_all(&digest.encode_trailer()).await?)
+}
+
+/// Reads and checks a put's trailer.
+pub async fn read_trailer(recv: &mut quinn::RecvStream) -> Result<Digest, TransportError> {
+    let mut trailer = [0u8; TRAILER_BYTES];
+    recv.read_exact(&mut trailer).await?;
+    Ok(Digest::decode_trailer(&trailer)?)
 }
 
 /// Reads the header of data frame `index` of an object, checking its length.

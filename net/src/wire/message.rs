@@ -6,6 +6,7 @@ use std::ops::{Range, RangeInclusive};
 
 use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 
+use super::digest::Digest;
 use super::{
     MAX_COMPOSE_RUNS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_BYTES, MAX_LIST_KEYS, MAX_LIST_PAGE_BYTES,
     MAX_OBJECT_BYTES, MAX_PART_NUMBER, MAX_REPLICAS, MAX_STATUS_MEMBERS, Metadata, WireError,
@@ -60,7 +61,8 @@ impl Replication {
     }
 }
 
-/// The header of a put; `len` bytes of data frames follow it.
+/// The header of a put; `len` bytes of data frames follow it, then the trailer with the
+/// object's [`Digest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutHeader {
     /// Where.
@@ -85,49 +87,51 @@ pub struct PutHeader {
 
 /// What a conditional write needs of the key's current version, checked by the key's
 /// primary when the write begins, with no other write of the key in progress there.
+/// ETags are digests of the bytes, as in S3: a version with the same bytes matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteCondition {
     /// The key has no live version (S3's `If-None-Match: *`).
     Absent,
     /// The key has a live version (S3's `If-Match: *`).
     Present,
-    /// The key's live version is this one (S3's `If-Match: <ETag>`).
-    Version(Version),
-    /// The key has no live version, or another one (S3's `If-None-Match: <ETag>`).
-    NotVersion(Version),
+    /// The key's live version has this digest (S3's `If-Match: <ETag>`).
+    Matches(Digest),
+    /// The key has no live version, or one with another digest (S3's
+    /// `If-None-Match: <ETag>`).
+    NotMatches(Digest),
 }
 
 impl WriteCondition {
-    /// Whether it holds of a key whose live version is `live`.
-    pub fn holds(self, live: Option<Version>) -> bool {
+    /// Whether it holds of a key whose live version has the digest `live`.
+    pub fn holds(self, live: Option<Digest>) -> bool {
         match self {
             WriteCondition::Absent => live.is_none(),
             WriteCondition::Present => live.is_some(),
-            WriteCondition::Version(v) => live == Some(v),
-            WriteCondition::NotVersion(v) => live != Some(v),
+            WriteCondition::Matches(d) => live == Some(d),
+            WriteCondition::NotMatches(d) => live != Some(d),
         }
     }
 
     /// Whether it needs the key to exist: failing it on a missing key is `NotFound`.
     pub fn needs_the_key(self) -> bool {
-        matches!(self, WriteCondition::Present | WriteCondition::Version(_))
+        matches!(self, WriteCondition::Present | WriteCondition::Matches(_))
     }
 
-    fn raw(condition: Option<Self>) -> Option<(u8, u64)> {
+    fn raw(condition: Option<Self>) -> Option<(u8, ([u8; 16], u16))> {
         condition.map(|c| match c {
-            WriteCondition::Absent => (0, 0),
-            WriteCondition::Version(v) => (1, v.0),
-            WriteCondition::Present => (2, 0),
-            WriteCondition::NotVersion(v) => (3, v.0),
+            WriteCondition::Absent => (0, Digest::default().raw()),
+            WriteCondition::Matches(d) => (1, d.raw()),
+            WriteCondition::Present => (2, Digest::default().raw()),
+            WriteCondition::NotMatches(d) => (3, d.raw()),
         })
     }
 
-    fn typed(raw: Option<(u8, u64)>) -> Result<Option<Self>, WireError> {
-        raw.map(|(code, version)| match code {
+    fn typed(raw: Option<(u8, ([u8; 16], u16))>) -> Result<Option<Self>, WireError> {
+        raw.map(|(code, digest)| match code {
             0 => Ok(WriteCondition::Absent),
-            1 => Ok(WriteCondition::Version(Version(version))),
+            1 => Ok(WriteCondition::Matches(Digest::from_raw(digest)?)),
             2 => Ok(WriteCondition::Present),
-            3 => Ok(WriteCondition::NotVersion(Version(version))),
+            3 => Ok(WriteCondition::NotMatches(Digest::from_raw(digest)?)),
             other => Err(WireError::Malformed(format!(
                 "unknown write condition {other}"
             ))),
@@ -451,6 +455,8 @@ pub struct ObjectInfo {
     pub replicas: Vec<u16>,
     /// The headers it was written with.
     pub metadata: Metadata,
+    /// Its MD5, for its ETag.
+    pub digest: Digest,
 }
 
 /// One key of a listing.
@@ -462,6 +468,8 @@ pub struct ListEntry {
     pub version: Version,
     /// Its size.
     pub len: u64,
+    /// Its MD5, for its ETag (zero for a tombstone).
+    pub digest: Digest,
     /// The newest version is a tombstone. Listings carry tombstones so that a merge
     /// across members drops a key whose newest version anywhere is a delete, instead of
     /// showing an older copy that a member still holds.
@@ -586,6 +594,8 @@ pub enum Response {
         version: Version,
         /// CRC32 stored.
         crc: u32,
+        /// The digest stored: for a put or a compose, not a delete.
+        digest: Option<Digest>,
         /// Nodes holding it at acknowledgement.
         replicas: Vec<u16>,
     },
@@ -629,7 +639,7 @@ enum RawRequest {
         replication: RawReplication,
         forwarded: Option<(u64, u16)>,
         metadata: Vec<(Vec<u8>, Vec<u8>)>,
-        condition: Option<(u8, u64)>,
+        condition: Option<(u8, ([u8; 16], u16))>,
     },
     Get {
         bucket: Vec<u8>,
@@ -676,7 +686,7 @@ enum RawRequest {
         replication: RawReplication,
         forwarded: Option<(u64, u16)>,
         metadata: Vec<(Vec<u8>, Vec<u8>)>,
-        condition: Option<(u8, u64)>,
+        condition: Option<(u8, ([u8; 16], u16))>,
     },
 }
 
@@ -709,6 +719,7 @@ struct RawObjectInfo {
     persist_failure: Option<Vec<u8>>,
     replicas: Vec<u16>,
     metadata: Vec<(Vec<u8>, Vec<u8>)>,
+    digest: ([u8; 16], u16),
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -716,6 +727,7 @@ struct RawListEntry {
     key: Vec<u8>,
     version: u64,
     len: u64,
+    digest: ([u8; 16], u16),
     deleted: bool,
 }
 
@@ -724,6 +736,7 @@ enum RawResponse {
     Stored {
         version: u64,
         crc: u32,
+        digest: Option<([u8; 16], u16)>,
         replicas: Vec<u16>,
     },
     Object(RawObjectInfo),
@@ -1140,10 +1153,12 @@ impl Response {
             Response::Stored {
                 version,
                 crc,
+                digest,
                 replicas,
             } => RawResponse::Stored {
                 version: version.0,
                 crc: *crc,
+                digest: digest.map(|d| d.raw()),
                 replicas: replicas.clone(),
             },
             Response::Object(info) => {
@@ -1162,6 +1177,7 @@ impl Response {
                     persist_failure: info.persist_failure.as_ref().map(|m| m.as_bytes().to_vec()),
                     replicas: info.replicas.clone(),
                     metadata: info.metadata.raw(),
+                    digest: info.digest.raw(),
                 })
             }
             Response::Listing {
@@ -1174,6 +1190,7 @@ impl Response {
                         key: e.key.as_str().as_bytes().to_vec(),
                         version: e.version.0,
                         len: e.len,
+                        digest: e.digest.raw(),
                         deleted: e.deleted,
                     })
                     .collect(),
@@ -1221,10 +1238,12 @@ impl Response {
             RawResponse::Stored {
                 version,
                 crc,
+                digest,
                 replicas,
             } => Response::Stored {
                 version: Version(version),
                 crc,
+                digest: digest.map(Digest::from_raw).transpose()?,
                 replicas,
             },
             RawResponse::Object(info) => {
@@ -1256,6 +1275,7 @@ impl Response {
                         .map(|m| String::from_utf8_lossy(&m).into_owned()),
                     replicas: info.replicas,
                     metadata: Metadata::from_raw(info.metadata)?,
+                    digest: Digest::from_raw(info.digest)?,
                 })
             }
             RawResponse::Listing {
@@ -1272,6 +1292,7 @@ impl Response {
                             key: ObjectKey::new(text(e.key, "object key")?)?,
                             version: Version(e.version),
                             len: e.len,
+                            digest: Digest::from_raw(e.digest)?,
                             deleted: e.deleted,
                         })
                     })

@@ -8,6 +8,9 @@
 //! frame = | len u32 LE | crc32 u32 LE | len bytes |
 //! ```
 //!
+//! A put's frames are followed by a trailer: the object's MD5 ([`Digest`], its S3 ETag),
+//! which the writer knows only once the last byte has streamed past.
+//!
 //! Every frame but the last is exactly `frame_bytes` long, and `frame_bytes` is the
 //! cluster's chunk size, so a frame is one pool chunk and its CRC — computed once, by the
 //! client — is verified on every hop and stored as the chunk's CRC (invariant 3).
@@ -17,12 +20,14 @@
 //! and then check every field's meaning (names, write types, quorum) before returning a
 //! typed value. Every limit is a named constant that appears in the error it produces.
 
+mod digest;
 mod frame;
 mod message;
 mod metadata;
 #[cfg(test)]
 mod tests;
 
+pub use digest::{Digest, Hasher as DigestHasher, TRAILER_BYTES};
 pub use frame::{FRAME_HEADER_BYTES, FrameHeader, combined_crc, frame_count, frame_crcs};
 pub use message::{
     ByteRange, ComposeHeader, ErrorKind, Forwarded, ListEntry, MemberHealth, NodeStatus,
@@ -34,7 +39,7 @@ pub use metadata::{MAX_METADATA_BYTES, Metadata};
 use crate::NameError;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// First bytes of every message.
 pub const MAGIC: [u8; 4] = *b"fdw\0";
 /// Magic, version and header length.
@@ -74,10 +79,10 @@ const _: () = assert!(
 
 /// An upper bound on the encoded size of one listing entry with a key of `key_bytes`:
 /// the key (padded to the archive's alignment), its relative pointer and length, the
-/// version, the length and the tombstone flag. `listing_pages_stay_under_their_budget`
-/// checks it against the encoder.
+/// version, the length, the digest and the tombstone flag.
+/// `listing_pages_stay_under_their_budget` checks it against the encoder.
 pub const fn list_entry_bytes(key_bytes: usize) -> usize {
-    key_bytes + 48
+    key_bytes + 72
 }
 // A compose: the object's names, the parts' prefix and the runs of numbers.
 const _: () = assert!(

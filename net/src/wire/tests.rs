@@ -28,7 +28,7 @@ fn put(key: &str) -> Request {
             ("x-amz-meta-stage".into(), "2".into()),
         ])
         .unwrap(),
-        condition: Some(WriteCondition::Version(Version(7))),
+        condition: Some(WriteCondition::Matches(Digest::of_bytes(b"seven"))),
     })
 }
 
@@ -135,7 +135,9 @@ fn numbered_parts_are_runs_of_five_digit_keys() {
         replication: Replication::new(WriteType::AsyncThrough, 3, 2).unwrap(),
         forwarded: None,
         metadata: largest_metadata(),
-        condition: Some(WriteCondition::Version(Version(u64::MAX))),
+        condition: Some(WriteCondition::NotMatches(Digest::of_parts(
+            [Digest::default(); 3],
+        ))),
     });
     assert_eq!(decode_request(&request.encode()).unwrap(), request);
 }
@@ -217,6 +219,7 @@ fn sample_responses() -> Vec<Response> {
         Response::Stored {
             version: Version(3),
             crc: 1,
+            digest: Some(Digest::of_bytes(b"stored")),
             replicas: vec![0, 2],
         },
         Response::Object(ObjectInfo {
@@ -232,6 +235,7 @@ fn sample_responses() -> Vec<Response> {
             persist_failure: Some("PutObject: SlowDown".into()),
             replicas: vec![1],
             metadata: largest_metadata(),
+            digest: Digest::of_parts([Digest::of_bytes(b"part"); 2]),
         }),
         Response::Listing {
             entries: vec![
@@ -239,12 +243,14 @@ fn sample_responses() -> Vec<Response> {
                     key: ObjectKey::new("x").unwrap(),
                     version: Version(1),
                     len: 0,
+                    digest: Digest::of_bytes(b""),
                     deleted: false,
                 },
                 ListEntry {
                     key: ObjectKey::new("y").unwrap(),
                     version: Version(2),
                     len: 0,
+                    digest: Digest::default(),
                     deleted: true,
                 },
             ],
@@ -499,6 +505,8 @@ fn entry(key: String, version: u64) -> ListEntry {
         key: ObjectKey::new(key).unwrap(),
         version: Version(version),
         len: version,
+        // The widest digest: a part count of five digits.
+        digest: Digest::from_etag(&format!("{}-{MAX_PART_NUMBER}", "f".repeat(32))).unwrap(),
         deleted: version.is_multiple_of(2),
     }
 }
