@@ -100,21 +100,14 @@ struct Conflict(String);
 
 /// A number kept in an extended attribute, as decimal text; `None` if absent.
 fn number_xattr(path: &Path, name: &str) -> io::Result<Option<u64>> {
-    let mut value = [0u8; 20];
-    match rustix::fs::getxattr(path, name, &mut value[..]) {
-        Ok(n) => Ok(std::str::from_utf8(&value[..n])
-            .ok()
-            .and_then(|v| v.parse().ok())),
-        Err(rustix::io::Errno::NODATA) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(text_xattr(path, name)?.and_then(|v| v.parse().ok()))
 }
 
 fn set_number_xattr(path: &Path, name: &str, value: u64) -> io::Result<()> {
     set_text_xattr(path, name, &value.to_string())
 }
 
-/// Text of at most 64 bytes (an ETag) kept in an extended attribute; `None` if absent.
+/// Text of at most 64 bytes (a number, an ETag) kept in an extended attribute; `None` if absent.
 fn text_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
     let mut value = [0u8; 64];
     match rustix::fs::getxattr(path, name, &mut value[..]) {

@@ -72,16 +72,16 @@ async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response 
         Ok(None) => stored(node, version, request.crc, None),
         Err(failure) => failure,
     };
-    if !matches!(local, Response::Stored { .. }) {
+    let Response::Stored { digest, .. } = local else {
         for forward in &mut forwards {
             forward.abandon();
         }
         return local;
-    }
+    };
     node.persister.wake();
     quorum.ack(node.me.id);
     await_quorum(node, forwards, &mut quorum).await;
-    let written = (request.crc, stored_digest(&local));
+    let written = (request.crc, digest);
     acknowledge(node, object, replication, version, written, &quorum).await
 }
 
@@ -171,12 +171,5 @@ fn stored(
         crc,
         digest,
         replicas: vec![node.me.id],
-    }
-}
-
-fn stored_digest(response: &Response) -> Option<Digest> {
-    match response {
-        Response::Stored { digest, .. } => *digest,
-        _ => None,
     }
 }

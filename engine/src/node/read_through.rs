@@ -133,13 +133,20 @@ pub(super) async fn discover(
 }
 
 /// The digest of an object learned from the under-store: the ETag fdw recorded with it,
-/// or, for an object written outside fdw, the under-store's own ETag, which is S3's MD5
-/// form when the store is S3. Else none is known, and its ETag is the zero digest's.
+/// or, for an object written outside fdw (no fdw version), the under-store's own ETag,
+/// which is S3's MD5 form when the store is S3. Else none is known, and its ETag is the
+/// zero digest's.
 fn learned_digest(stored: &fdw_persist::StoredObject) -> fdw_net::wire::Digest {
-    [stored.etag.as_deref(), stored.tag.as_deref()]
-        .into_iter()
-        .flatten()
-        .find_map(|tag| fdw_net::wire::Digest::from_etag(tag.trim_matches('"')))
+    let store_own = stored
+        .version
+        .is_none()
+        .then_some(stored.tag.as_deref())
+        .flatten();
+    stored
+        .etag
+        .as_deref()
+        .or(store_own)
+        .and_then(|tag| fdw_net::wire::Digest::from_etag(tag.trim_matches('"')))
         .unwrap_or_default()
 }
 

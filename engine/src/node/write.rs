@@ -370,8 +370,8 @@ fn superseded(version: Version, crc: u32) -> Response {
 
 /// Receives an object's frames into a writer, checking each frame's CRC and forwarding
 /// it to `forwards` as it arrives, then the trailer with its digest, and commits it
-/// under `version`. The primary (the
-/// one counting a quorum) persists; replicas wait for its word.
+/// under `version`. The primary (the one counting a quorum) persists; replicas wait for
+/// its word.
 async fn receive(
     node: &NodeShared,
     header: &PutHeader,
@@ -484,8 +484,10 @@ async fn receive(
         None => writer.commit(),
     };
     match committed {
-        Ok(meta) if role == Role::Primary => {
-            node.persister.wake();
+        Ok(meta) => {
+            if role == Role::Primary {
+                node.persister.wake();
+            }
             Response::Stored {
                 version,
                 crc: meta.crc,
@@ -493,12 +495,6 @@ async fn receive(
                 replicas: vec![node.me.id],
             }
         }
-        Ok(meta) => Response::Stored {
-            version,
-            crc: meta.crc,
-            digest: Some(meta.digest),
-            replicas: vec![node.me.id],
-        },
         Err(StoreError::StaleVersion { .. }) => superseded(version, received),
         Err(err) => store_error(err),
     }
