@@ -1944,3 +1944,137 @@ async fn uploads_in_progress_list_by_key_then_age() {
     let (all, _, _) = uploads_page(&s.s3, |r| r).await;
     assert_eq!(all, vec![id(1), id(3), id(2), id(0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_copied_from_other_objects_by_range_or_whole() {
+    let s = setup(|_| {}).await;
+    let source = bytes((12 << 20) + 11, 3);
+    let small = bytes(1000, 4);
+    for (key, data) in [("src/big", &source), ("src/small", &small)] {
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let key = "copied/object";
+    let id =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_owned();
+    let copy = |number: i32, from: &str, range: Option<String>| {
+        s.s3.upload_part_copy()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(&id)
+            .part_number(number)
+            .copy_source(format!("{BUCKET}/{from}"))
+            .set_copy_source_range(range)
+    };
+    // Parts 1 and 2 split the big source at 5 MiB; part 3 is the small one, whole.
+    let split = 5 << 20;
+    let pieces = [
+        (
+            1,
+            "src/big",
+            Some(format!("bytes=0-{}", split - 1)),
+            &source[..split],
+        ),
+        (
+            2,
+            "src/big",
+            Some(format!("bytes={split}-{}", source.len() - 1)),
+            &source[split..],
+        ),
+        (3, "src/small", None, &small[..]),
+    ];
+    let mut parts = Vec::new();
+    for (number, from, range, expected) in pieces {
+        let out = copy(number, from, range).send().await.unwrap();
+        let result = out.copy_part_result().unwrap();
+        let md5 = fdw_net::wire::Digest::of_bytes(expected).etag();
+        assert_eq!(result.e_tag(), Some(format!("\"{md5}\"").as_str()));
+        assert_eq!(
+            result.checksum_crc32(),
+            Some(crc32_header(crc32fast::hash(expected)).as_str())
+        );
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(result.e_tag().unwrap())
+                .build(),
+        );
+    }
+    // Bad ranges and failed conditions are refused and store no part.
+    for bad in [
+        "0-2",
+        "bytes=0",
+        "bytes=0-",
+        "bytes=-5",
+        "bytes=5-2",
+        "bytes=0-2,3-5",
+    ] {
+        let err = copy(4, "src/small", Some(bad.into()))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&err), "InvalidArgument", "{bad}");
+    }
+    let err = copy(4, "src/small", Some("bytes=0-1000".into()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "InvalidRange");
+    let err = copy(4, "src/small", None)
+        .copy_source_if_match("\"0123456789abcdef0123456789abcdef\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "PreconditionFailed");
+    let err = copy(4, "src/missing", None).send().await.unwrap_err();
+    assert_eq!(code(&err), "NoSuchKey");
+    let listed =
+        s.s3.list_parts()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(&id)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(listed.parts().len(), 3, "a refused copy stored a part");
+
+    s.s3.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = body(
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        got == [&source[..], &small[..]].concat(),
+        "copied bytes differ"
+    );
+    drop(s.cluster);
+}

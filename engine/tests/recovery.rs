@@ -9,11 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, keys_placed, pool};
-use fdw_client::{Client, ErrorKind, Replication, WriteType};
+use fdw_client::{Client, ErrorKind, PutOptions, Replication, WriteType};
 use fdw_engine::node::HeartbeatConfig;
 use fdw_engine::{LocalCluster, NodeConfig};
 use fdw_net::placement::Placement;
-use fdw_net::wire::RecoveryStatus;
+use fdw_net::wire::{Metadata, RecoveryStatus};
 use fdw_net::{BucketName, ObjectKey, Version};
 use fdw_persist::s3_server::{Fault, S3Server};
 use fdw_persist::{RetryPolicy, S3Store, UnderStore};
@@ -227,8 +227,25 @@ async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
     let first = start().await.unwrap();
     let client = first.client("client").await.unwrap();
     let (small, large) = (bytes(1000, 1), bytes((6 << 20) + 5, 2));
+    // The large one (a multipart upload in S3) goes with headers.
+    let headers = Metadata::new(vec![
+        (
+            "content-type".into(),
+            "application/vnd.apache.parquet".into(),
+        ),
+        ("x-amz-meta-stage".into(), "2".into()),
+    ])
+    .unwrap();
     for (key, data) in [("small", &small), ("large", &large), ("doomed", &small)] {
-        let receipt = client.put_with(BUCKET, key, data, R2W2).await.unwrap();
+        let options = PutOptions {
+            metadata: if key == "large" {
+                headers.clone()
+            } else {
+                Metadata::empty()
+            },
+            ..R2W2.into()
+        };
+        let receipt = client.put_with(BUCKET, key, data, options).await.unwrap();
         client
             .wait_persisted(BUCKET, key, receipt.version, Duration::from_secs(30))
             .await
@@ -255,6 +272,16 @@ async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
     // Its ETag (the MD5 fdw recorded with it, a multipart upload's form in S3 though
     // not in fdw) is the one it was written with.
     assert_eq!(info.digest, fdw_net::wire::Digest::of_bytes(&large));
+    // And its headers, which S3 holds as its own (Content-Type and user metadata).
+    assert_eq!(info.metadata, headers);
+    let in_s3 = S3Store::new(&s3, "lake", "fdw")
+        .head("large")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_s3.headers, headers_pairs(&headers));
+    let bare = client.head(BUCKET, "small").await.unwrap().metadata;
+    assert!(bare.is_empty(), "{bare:?}");
     let err = client.get(BUCKET, "never-written").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
@@ -269,4 +296,12 @@ async fn keys_no_member_knows_are_found_in_the_under_store_unless_deleted() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     server.clear_faults();
     second.shutdown().await;
+}
+
+/// `metadata` as the under-store's headers.
+fn headers_pairs(metadata: &Metadata) -> Vec<(String, String)> {
+    metadata
+        .iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
 }

@@ -16,6 +16,7 @@ pub mod emulation;
 mod local_dir;
 mod location;
 mod s3;
+mod s3_headers;
 #[cfg(feature = "s3-server")]
 pub mod s3_server;
 mod under_store;
@@ -26,8 +27,8 @@ pub use local_dir::LocalDir;
 pub use location::{LocationError, UnderStoreLocation};
 pub use s3::{S3Config, S3Store};
 pub use under_store::{
-    CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore,
-    UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
+    CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, RESERVED_METADATA_PREFIX,
+    StoredObject, UnderStore, UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
 };
 pub use upload::{
     MAX_PARTS, MIN_PART_BYTES, ObjectBytes, Persisted, RetryPolicy, UploadReport, persist_version,

@@ -46,6 +46,12 @@ const VERSION_XATTR: &str = "user.fdw.version";
 const CRC_XATTR: &str = "user.fdw.crc32";
 /// fdw's ETag of the object, as text.
 const ETAG_XATTR: &str = "user.fdw.etag";
+/// The object's headers, one `name: value` line each (see [`headers_text`]).
+const HEADERS_XATTR: &str = "user.fdw.headers";
+/// Room for the headers' text: fdw's metadata limit (3 KiB) with its separators fits.
+const HEADERS_XATTR_BYTES: usize = 8192;
+/// In a multipart upload's directory, the headers' text until completion.
+const HEADERS_FILE: &str = "headers";
 /// The lock file, in the work directory.
 const LOCK_FILE: &str = "lock";
 
@@ -100,16 +106,16 @@ struct Conflict(String);
 
 /// A number kept in an extended attribute, as decimal text; `None` if absent.
 fn number_xattr(path: &Path, name: &str) -> io::Result<Option<u64>> {
-    Ok(text_xattr(path, name)?.and_then(|v| v.parse().ok()))
+    Ok(text_xattr(path, name, 64)?.and_then(|v| v.parse().ok()))
 }
 
 fn set_number_xattr(path: &Path, name: &str, value: u64) -> io::Result<()> {
     set_text_xattr(path, name, &value.to_string())
 }
 
-/// Text of at most 64 bytes (a number, an ETag) kept in an extended attribute; `None` if absent.
-fn text_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
-    let mut value = [0u8; 64];
+/// Text of at most `capacity` bytes kept in an extended attribute; `None` if absent.
+fn text_xattr(path: &Path, name: &str, capacity: usize) -> io::Result<Option<String>> {
+    let mut value = vec![0u8; capacity];
     match rustix::fs::getxattr(path, name, &mut value[..]) {
         Ok(n) => Ok(std::str::from_utf8(&value[..n]).ok().map(str::to_owned)),
         Err(rustix::io::Errno::NODATA) => Ok(None),
@@ -120,6 +126,20 @@ fn text_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
 fn set_text_xattr(path: &Path, name: &str, text: &str) -> io::Result<()> {
     rustix::fs::setxattr(path, name, text.as_bytes(), rustix::fs::XattrFlags::empty())
         .map_err(io::Error::from)
+}
+
+/// Headers as text, one `name: value` line each: names are HTTP tokens (no `:`) and
+/// values have no line breaks, as the gateway checks them.
+fn headers_text(headers: &[(String, String)]) -> String {
+    headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect()
+}
+
+/// The headers [`headers_text`] wrote; a line without `: ` is skipped.
+fn parse_headers(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.split_once(": "))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// What is stored at `path`, as `head` tells it, `None` if nothing. Its tag changes with
@@ -146,7 +166,10 @@ fn stored_at(path: &Path, key: &str) -> io::Result<Option<StoredObject>> {
         len: meta.len(),
         crc,
         version,
-        etag: text_xattr(path, ETAG_XATTR)?,
+        etag: text_xattr(path, ETAG_XATTR, 64)?,
+        headers: text_xattr(path, HEADERS_XATTR, HEADERS_XATTR_BYTES)?
+            .map(|text| parse_headers(&text))
+            .unwrap_or_default(),
         tag: Some(tag),
     }))
 }
@@ -380,6 +403,10 @@ fn write_file(
         Some(etag) => set_text_xattr(tmp, ETAG_XATTR, etag),
         None => Ok(()),
     });
+    let labelled = labelled.and_then(|()| match fence.headers.is_empty() {
+        true => Ok(()),
+        false => set_text_xattr(tmp, HEADERS_XATTR, &headers_text(&fence.headers)),
+    });
     let written = labelled.and_then(|()| write_all(ring, fd, pieces));
     let synced = written.and_then(|()| fsync_and_close(ring, fd));
     if let Err(err) = synced {
@@ -490,6 +517,7 @@ impl UnderStore for LocalDir {
             .unwrap_or_default();
         let key_owned = key.to_owned();
         let (version, etag) = (fence.version, fence.etag.clone());
+        let headers = headers_text(&fence.headers);
         blocking("CreateMultipartUpload", key, move || {
             std::fs::create_dir_all(&dir)?;
             if let Some(version) = version {
@@ -498,6 +526,7 @@ impl UnderStore for LocalDir {
             if let Some(etag) = etag {
                 std::fs::write(dir.join("etag"), etag)?;
             }
+            std::fs::write(dir.join(HEADERS_FILE), headers)?;
             std::fs::write(dir.join("key"), key_owned)
         })
         .await?;
@@ -547,7 +576,7 @@ impl UnderStore for LocalDir {
             .map(|p| dir.join(format!("{:05}", p.number)))
             .collect();
         // Read the parts back and check them as a whole before anything is in place.
-        let (pieces, actual, (version, etag)) =
+        let (pieces, actual, (version, etag, headers)) =
             blocking("CompleteMultipartUpload", key, move || {
                 let recorded = |name: &str| match std::fs::read_to_string(dir.join(name)) {
                     Ok(v) => Ok(Some(v)),
@@ -556,6 +585,7 @@ impl UnderStore for LocalDir {
                 };
                 let version = recorded("version")?.and_then(|v| v.parse().ok());
                 let etag = recorded("etag")?;
+                let headers = parse_headers(&recorded(HEADERS_FILE)?.unwrap_or_default());
                 let mut pieces = Vec::with_capacity(files.len());
                 let mut hasher = crc32fast::Hasher::new();
                 for file in files {
@@ -563,7 +593,7 @@ impl UnderStore for LocalDir {
                     hasher.update(&bytes);
                     pieces.push(Bytes::from(bytes));
                 }
-                Ok((pieces, hasher.finalize(), (version, etag)))
+                Ok((pieces, hasher.finalize(), (version, etag, headers)))
             })
             .await?;
         let payload = Payload::new(pieces, actual);
@@ -581,6 +611,7 @@ impl UnderStore for LocalDir {
         let fence = Fence {
             version,
             etag,
+            headers,
             expect: fence.expect.clone(),
         };
         self.write_durably("CompleteMultipartUpload", key, path, payload, &fence)

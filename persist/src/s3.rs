@@ -19,6 +19,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
 
+use crate::s3_headers::{WriteHeaders, read_headers};
 use crate::under_store::{
     CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, StoredObject, UnderStore,
     UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
@@ -199,18 +200,20 @@ fn conditions(expect: Option<&Expect>) -> (Option<String>, Option<String>) {
     }
 }
 
-/// What a write records as S3 metadata: fdw's version and ETag.
-fn version_metadata(fence: &Fence) -> Option<std::collections::HashMap<String, String>> {
-    let recorded: std::collections::HashMap<String, String> = [
-        fence
-            .version
-            .map(|v| (VERSION_METADATA.to_owned(), v.to_string())),
-        fence.etag.clone().map(|e| (ETAG_METADATA.to_owned(), e)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    (!recorded.is_empty()).then_some(recorded)
+/// `builder` (a PutObject or CreateMultipartUpload) with the object's headers and fdw's
+/// records, as [`WriteHeaders::of`] sets them out.
+macro_rules! with_headers {
+    ($builder:expr, $fence:expr) => {{
+        let headers = WriteHeaders::of($fence);
+        $builder
+            .set_content_type(headers.content_type)
+            .set_cache_control(headers.cache_control)
+            .set_content_disposition(headers.content_disposition)
+            .set_content_encoding(headers.content_encoding)
+            .set_content_language(headers.content_language)
+            .set_expires(headers.expires)
+            .set_metadata(headers.metadata)
+    }};
 }
 
 fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -229,11 +232,8 @@ impl UnderStore for S3Store {
     ) -> Result<(), UnderStoreError> {
         let full = self.full_key(key);
         let (if_match, if_none_match) = conditions(fence.expect.as_ref());
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .set_metadata(version_metadata(fence))
+        let put = self.client.put_object().bucket(&self.bucket).key(&full);
+        with_headers!(put, fence)
             .set_if_match(if_match)
             .set_if_none_match(if_none_match)
             .content_length(payload.len() as i64)
@@ -247,12 +247,12 @@ impl UnderStore for S3Store {
 
     async fn create_multipart(&self, key: &str, fence: &Fence) -> Result<String, UnderStoreError> {
         let full = self.full_key(key);
-        let created = self
+        let create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(&full)
-            .set_metadata(version_metadata(fence))
+            .key(&full);
+        let created = with_headers!(create, fence)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .checksum_type(ChecksumType::FullObject)
             .send()
@@ -402,6 +402,7 @@ impl UnderStore for S3Store {
                     .and_then(|m| m.get(VERSION_METADATA))
                     .and_then(|v| v.parse().ok()),
                 etag: head.metadata().and_then(|m| m.get(ETAG_METADATA)).cloned(),
+                headers: read_headers(&head),
                 tag: head.e_tag().map(str::to_owned),
             })),
             Err(err) => match failure("HeadObject", &full, err) {

@@ -180,6 +180,8 @@ pub struct StoredObject {
     pub version: Option<u64>,
     /// fdw's ETag of it, if fdw recorded one (`head` only).
     pub etag: Option<String>,
+    /// The HTTP headers it is served with (`head` only): see [`Fence::headers`].
+    pub headers: Vec<(String, String)>,
     /// A tag that changes whenever the object is replaced: what [`Expect::Tag`] names
     /// (`head` only).
     pub tag: Option<String>,
@@ -215,6 +217,12 @@ pub struct Fence {
     pub version: Option<u64>,
     /// fdw's ETag of the object, recorded beside the version (`fdw-etag`).
     pub etag: Option<String>,
+    /// The object's HTTP headers, lowercase names (`content-type`, `cache-control`,
+    /// `content-disposition`, `content-encoding`, `content-language`, `expires`,
+    /// `x-amz-meta-*`): an S3 store keeps them as the object's own, so that any S3
+    /// client reading the store sees them too; a local file keeps them in an extended
+    /// attribute.
+    pub headers: Vec<(String, String)>,
     /// What must be under the key for the write to happen; `None`: anything.
     pub expect: Option<Expect>,
 }
@@ -223,6 +231,9 @@ pub struct Fence {
 pub const VERSION_METADATA: &str = "fdw-version";
 /// The S3 metadata name (`x-amz-meta-fdw-etag`) of the recorded fdw ETag.
 pub const ETAG_METADATA: &str = "fdw-etag";
+/// User metadata names starting so (`x-amz-meta-fdw-*`) are fdw's own records, which
+/// an object's headers may not carry.
+pub const RESERVED_METADATA_PREFIX: &str = "fdw-";
 
 /// An under-store: where persisted objects live. Keys are relative to the store's
 /// location (its S3 prefix or directory).

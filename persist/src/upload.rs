@@ -92,6 +92,8 @@ pub struct ObjectBytes {
     /// fdw's ETag of it, recorded with it so that a node that learns it back serves it
     /// under the same ETag.
     pub etag: Option<String>,
+    /// The headers it is served with, recorded with it likewise ([`Fence::headers`]).
+    pub headers: Vec<(String, String)>,
 }
 
 impl ObjectBytes {
@@ -106,6 +108,7 @@ impl ObjectBytes {
         let chunk_crcs: Vec<u32> = chunks.iter().map(|c| crc32fast::hash(c)).collect();
         Self {
             etag: None,
+            headers: Vec::new(),
             crc: combine(&chunks, &chunk_crcs),
             chunk_crcs,
             chunks,
@@ -258,6 +261,7 @@ pub async fn persist_version(
         let fence = Fence {
             version: Some(version),
             etag: object.etag.clone(),
+            headers: object.headers.clone(),
             expect: Some(Expect::Absent),
         };
         match upload(store, key, object, &fence, part_bytes, policy).await {
@@ -279,6 +283,7 @@ pub async fn persist_version(
                 let fence = Fence {
                     version: Some(version),
                     etag: object.etag.clone(),
+                    headers: object.headers.clone(),
                     expect: Some(expect),
                 };
                 upload(store, key, object, &fence, part_bytes, policy).await

@@ -20,8 +20,21 @@ fn object(version: u64, len: usize) -> ObjectBytes {
     let bytes: Vec<u8> = (0..len).map(|i| (i as u64 ^ version) as u8).collect();
     ObjectBytes {
         etag: Some(etag(version)),
+        headers: headers(version),
         ..ObjectBytes::from_bytes(Bytes::from(bytes), 64 << 10)
     }
+}
+
+/// The headers the object of `version` is written with, sorted by name.
+fn headers(version: u64) -> Vec<(String, String)> {
+    [
+        ("cache-control", "max-age=60".to_owned()),
+        ("content-type", format!("text/csv; v={version}")),
+        ("expires", "Wed, 21 Oct 2026 07:28:00 GMT".to_owned()),
+        ("x-amz-meta-stage", format!("stage {version}: filter")),
+    ]
+    .map(|(n, v)| (n.to_owned(), v))
+    .to_vec()
 }
 
 /// The fdw ETag the object of `version` is written with.
@@ -68,6 +81,7 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
         "the CRC is recorded too"
     );
     assert_eq!(head.etag, Some(etag(5)), "and fdw's ETag");
+    assert_eq!(head.headers, headers(5), "and the object's headers");
     assert!(head.tag.is_some());
 
     // Older, or the same again (a take-over that repeats an upload): nothing written.
@@ -80,12 +94,13 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     let delete = |version| persist_version(store, "k", None, version, PART, &retry);
     assert_eq!(delete(3).await.unwrap(), Persisted::Preempted { stored: 5 });
     assert!(store.head("k").await.unwrap().is_some());
-    // A multipart upload records the ETag too.
+    // A multipart upload records the ETag and the headers too.
     assert!(matches!(
         write(7, PART as usize + 10).await,
         Persisted::Written(_)
     ));
-    assert_eq!(store.head("k").await.unwrap().unwrap().etag, Some(etag(7)));
+    let head = store.head("k").await.unwrap().unwrap();
+    assert_eq!((head.etag, head.headers), (Some(etag(7)), headers(7)));
     assert!(matches!(delete(8).await.unwrap(), Persisted::Written(_)));
     assert_eq!(store.head("k").await.unwrap(), None);
     assert!(matches!(delete(9).await.unwrap(), Persisted::Written(_)));
@@ -95,6 +110,7 @@ async fn versions_only_move_forward(store: &impl UnderStore) {
     let stale = Fence {
         version: Some(11),
         etag: None,
+        headers: Vec::new(),
         expect: Some(Expect::Absent),
     };
     let payload = Payload::from_bytes(Bytes::from_static(b"stale"));

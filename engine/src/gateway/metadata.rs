@@ -2,7 +2,7 @@
 //! every read. rclone and `aws s3 sync` compare them, browsers and Spark act on
 //! `Content-Type` and `Content-Encoding`: a dropped header is a wrong answer.
 
-use fdw_net::wire::Metadata;
+use fdw_net::wire::{MAX_METADATA_BYTES, Metadata};
 use s3s::dto::{Timestamp, TimestampFormat};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
@@ -52,8 +52,12 @@ pub(super) fn from_headers(headers: &http::HeaderMap) -> S3Result<Metadata> {
         };
         entries.push((name.to_owned(), value));
     }
-    Metadata::new(entries)
-        .map_err(|e| S3Error::with_message(S3ErrorCode::MetadataTooLarge, e.to_string()))
+    let bytes: usize = entries.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let code = match bytes > MAX_METADATA_BYTES {
+        true => S3ErrorCode::MetadataTooLarge,
+        false => S3ErrorCode::InvalidArgument, // a reserved name
+    };
+    Metadata::new(entries).map_err(|e| S3Error::with_message(code, e.to_string()))
 }
 
 /// An object's headers as the fields of a GET or HEAD answer.
@@ -145,12 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn too_much_metadata_is_refused_by_name() {
+    fn too_much_or_reserved_metadata_is_refused_by_name() {
         let big: &'static str = Box::leak("v".repeat(4000).into_boxed_str());
         let mut map = http::HeaderMap::new();
         map.insert("x-amz-meta-big", http::HeaderValue::from_static(big));
         let err = from_headers(&map).unwrap_err();
         assert_eq!(err.code(), &S3ErrorCode::MetadataTooLarge);
         assert!(err.message().unwrap().contains("MAX_METADATA_BYTES"));
+        // fdw's own records in an S3 under-store cannot be overwritten by a header.
+        let reserved = from_headers(&headers(&[("x-amz-meta-fdw-etag", "x")])).unwrap_err();
+        assert_eq!(reserved.code(), &S3ErrorCode::InvalidArgument);
+        assert!(reserved.message().unwrap().contains("fdw's own records"));
     }
 }

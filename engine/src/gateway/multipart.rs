@@ -210,12 +210,7 @@ pub(super) async fn upload_part(
 ) -> S3Result<UploadPartOutput> {
     super::objects::refuse_encryption(&req.headers)?;
     let input = req.input;
-    if !PART_NUMBERS.contains(&input.part_number) {
-        return Err(S3Error::with_message(
-            S3ErrorCode::InvalidArgument,
-            format!("part number {} is outside 1 to 10000", input.part_number),
-        ));
-    }
+    check_part_number(input.part_number)?;
     s3.check_bucket(&input.bucket).await?;
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     s3.shared.note_uploads_in(&input.bucket);
@@ -235,6 +230,89 @@ pub(super) async fn upload_part(
         checksum_crc32: Some(crc32_header(receipt.crc)),
         ..UploadPartOutput::default()
     })
+}
+
+fn check_part_number(part: i32) -> S3Result<()> {
+    if !PART_NUMBERS.contains(&part) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("part number {part} is outside 1 to 10000"),
+        ));
+    }
+    Ok(())
+}
+
+/// UploadPartCopy: a part made of another object's bytes, or a range of them, read
+/// from the cluster and written as the part frame by frame (memory use is a few frames).
+/// Its ETag is the MD5 of the bytes copied, hashed as they pass.
+pub(super) async fn upload_part_copy(
+    s3: &FdwS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<UploadPartCopyOutput> {
+    super::objects::refuse_encryption(&req.headers)?;
+    let input = req.input;
+    check_part_number(input.part_number)?;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(copy_source_range)
+        .transpose()?;
+    s3.check_bucket(&input.bucket).await?;
+    let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    s3.shared.note_uploads_in(&input.bucket);
+    let conditions = super::objects::Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+    };
+    let stream = s3
+        .read_copy_source(&input.copy_source, range, &conditions)
+        .await?;
+    let len = stream.info().len;
+    let receipt = s3
+        .shared
+        .client
+        .put_stream(
+            &input.bucket,
+            &part_key(&input.upload_id, input.part_number),
+            len,
+            tokio_util::io::StreamReader::new(frames(stream)),
+            PutOptions::from(upload.staging()?),
+        )
+        .await
+        .map_err(|e| s3_error(&e))?;
+    Ok(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: receipt.digest.map(etag),
+            last_modified: Some(committed_at(receipt.version)),
+            checksum_crc32: Some(crc32_header(receipt.crc)),
+            ..CopyPartResult::default()
+        }),
+        ..UploadPartCopyOutput::default()
+    })
+}
+
+/// `x-amz-copy-source-range`: as S3, only `bytes=FIRST-LAST`, both given, in order.
+fn copy_source_range(text: &str) -> S3Result<std::ops::RangeInclusive<u64>> {
+    let parsed = text
+        .strip_prefix("bytes=")
+        .and_then(|span| span.split_once('-'))
+        .and_then(|(first, last)| {
+            let number = |n: &str| {
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse::<u64>().ok())
+                    .flatten()
+            };
+            Some((number(first)?, number(last)?))
+        });
+    match parsed {
+        Some((first, last)) if first <= last => Ok(first..=last),
+        _ => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("x-amz-copy-source-range {text:?} is not bytes=FIRST-LAST"),
+        )),
+    }
 }
 
 pub(super) async fn list_parts(s3: &FdwS3, input: ListPartsInput) -> S3Result<ListPartsOutput> {
@@ -811,6 +889,30 @@ mod tests {
         }
         kept.sort();
         assert_eq!(left, kept);
+    }
+
+    #[test]
+    fn copy_source_ranges_are_bytes_first_last_only() {
+        assert_eq!(copy_source_range("bytes=0-0").unwrap(), 0..=0);
+        assert_eq!(copy_source_range("bytes=5-99").unwrap(), 5..=99);
+        for bad in [
+            "",
+            "0-2",
+            "bytes=",
+            "bytes=0",
+            "bytes=0-",
+            "bytes=-3",
+            "bytes=3-2",
+        ] {
+            assert!(copy_source_range(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "bytes=+1-2",
+            "bytes=0-99999999999999999999",
+            "bytes=0-2,3-5",
+        ] {
+            assert!(copy_source_range(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

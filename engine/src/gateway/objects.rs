@@ -162,6 +162,55 @@ impl FdwS3 {
     }
 }
 
+impl FdwS3 {
+    /// A copy's source (CopyObject, UploadPartCopy), whole or bytes `range` of it, once
+    /// its conditions held: one that fails is 412, never 304, for a copy.
+    pub(super) async fn read_copy_source(
+        &self,
+        source: &CopySource,
+        range: Option<std::ops::RangeInclusive<u64>>,
+        conditions: &Conditions<'_>,
+    ) -> S3Result<ObjectStream> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(NotImplemented, "copying from an access point"));
+        };
+        version_id.as_deref().map_or(Ok(()), check_version_id)?;
+        Self::check_key(key)?;
+        let wanted = range.as_ref().map(|r| Range::Int {
+            first: *r.start(),
+            last: Some(*r.end()),
+        });
+        let stream = self.read(bucket, key, wanted).await?;
+        let info = stream.info();
+        // A read cuts a range at the object's end; a copy's range must lie within it.
+        if let Some(range) = range
+            && *range.end() >= info.object_len
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRange,
+                format!(
+                    "bytes {}-{} are not within {bucket}/{key}, of {} bytes",
+                    range.start(),
+                    range.end(),
+                    info.object_len
+                ),
+            ));
+        }
+        conditions.check(info).map_err(|err| match err.code() {
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "a copy-source condition did not hold")
+            }
+            _ => err,
+        })?;
+        Ok(stream)
+    }
+}
+
 /// Server-side encryption fdw does not do: an `x-amz-server-side-encryption*` header
 /// (SSE-S3, SSE-KMS, SSE-C, on the request or its copy source) is refused, never
 /// accepted and ignored, which would store plain bytes the client believes encrypted
@@ -185,11 +234,11 @@ pub(super) fn refuse_encryption(headers: &http::HeaderMap) -> S3Result<()> {
 
 /// A read's preconditions: `If-Match` and `If-None-Match` against the ETag,
 /// `If-Unmodified-Since` and `If-Modified-Since` against the commit time.
-struct Conditions<'a> {
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_unmodified_since: Option<&'a Timestamp>,
-    if_modified_since: Option<&'a Timestamp>,
+pub(super) struct Conditions<'a> {
+    pub(super) if_match: Option<&'a ETagCondition>,
+    pub(super) if_none_match: Option<&'a ETagCondition>,
+    pub(super) if_unmodified_since: Option<&'a Timestamp>,
+    pub(super) if_modified_since: Option<&'a Timestamp>,
 }
 
 impl Conditions<'_> {
@@ -511,14 +560,12 @@ impl S3 for FdwS3 {
         let CopySource::Bucket {
             bucket: from_bucket,
             key: from_key,
-            version_id,
+            ..
         } = &input.copy_source
         else {
             return Err(s3_error!(NotImplemented, "copying from an access point"));
         };
-        version_id.as_deref().map_or(Ok(()), check_version_id)?;
         self.check_bucket(&input.bucket).await?;
-        Self::check_key(from_key)?;
         Self::check_key(&input.key)?;
         // As S3: the source's headers, unless the request replaces them.
         let replace = input
@@ -532,22 +579,16 @@ impl S3 for FdwS3 {
                  itself without changing the object's metadata."
             ));
         }
-        let stream = self.read(from_bucket, from_key, None).await?;
-        let info = stream.info().clone();
-        // The source's conditions; one that fails is 412, never 304, for a copy.
-        Conditions {
+        let source_conditions = Conditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
             if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
             if_modified_since: input.copy_source_if_modified_since.as_ref(),
-        }
-        .check(&info)
-        .map_err(|err| match err.code() {
-            S3ErrorCode::NotModified => {
-                s3_error!(PreconditionFailed, "a copy-source condition did not hold")
-            }
-            _ => err,
-        })?;
+        };
+        let stream = self
+            .read_copy_source(&input.copy_source, None, &source_conditions)
+            .await?;
+        let info = stream.info().clone();
         let metadata = if replace {
             metadata::from_headers(&req.headers)?
         } else {
@@ -685,6 +726,15 @@ impl S3 for FdwS3 {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         super::multipart::upload_part(self, req)
+            .await
+            .map(S3Response::new)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        super::multipart::upload_part_copy(self, req)
             .await
             .map(S3Response::new)
     }

@@ -368,6 +368,12 @@ fn object_bytes(reader: &ObjectReader, chunk_bytes: u64) -> Result<ObjectBytes, 
         chunk_bytes,
         crc: reader.meta().crc,
         etag: Some(reader.meta().digest.etag()),
+        headers: reader
+            .meta()
+            .metadata
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
     })
 }
 

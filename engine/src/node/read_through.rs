@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use fdw_net::wire::{ErrorKind, Response};
+use fdw_net::wire::{ErrorKind, Metadata, Response};
 use fdw_net::{BucketName, ObjectKey};
 use fdw_persist::{FailureKind, UnderStore, UnderStoreError, with_retry};
 
@@ -122,14 +122,24 @@ pub(super) async fn discover(
         state: crate::store::ObjectState::Persisted,
         write_type: fdw_net::WriteType::AsyncThrough,
         replicas: 1,
-        // Not kept by the under-store yet (ARCHITECTURE, open paths).
-        metadata: Default::default(),
         digest: learned_digest(&stored),
+        metadata: learned_headers(&id, stored.headers),
     };
     if node.store.learn(&meta) {
         tracing::info!(id = %meta.id, "learned from the under-store");
     }
     Ok(())
+}
+
+/// The headers of an object learned from the under-store. If fdw would not have taken
+/// them (over its limit, say, for an object written outside fdw), the object is still
+/// served, without them, and that is logged.
+fn learned_headers(id: &ObjectId, headers: Vec<(String, String)>) -> Arc<Metadata> {
+    let metadata = Metadata::new(headers).unwrap_or_else(|err| {
+        tracing::warn!(%id, %err, "the under-store's headers for it are not kept");
+        Metadata::empty()
+    });
+    Arc::new(metadata)
 }
 
 /// The digest of an object learned from the under-store: the ETag fdw recorded with it,

@@ -9,6 +9,10 @@ use super::WireError;
 /// header under [`MAX_HEADER_BYTES`](super::MAX_HEADER_BYTES) (a wire test checks).
 pub const MAX_METADATA_BYTES: usize = 3072;
 
+/// User metadata under this prefix is fdw's own record in an S3 under-store
+/// (`x-amz-meta-fdw-version`, `x-amz-meta-fdw-etag`), never an object's header.
+pub const RESERVED_HEADER_PREFIX: &str = "x-amz-meta-fdw-";
+
 /// Header names and values, sorted by name, each name once. Names are lowercase HTTP
 /// tokens, values UTF-8 without control characters but tab: every value can be sent
 /// back as the header it came as.
@@ -34,6 +38,11 @@ impl Metadata {
             let token = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
             if name.is_empty() || !name.chars().all(token) {
                 return invalid(format!("name {name:?} is not a lowercase HTTP header name"));
+            }
+            if name.starts_with(RESERVED_HEADER_PREFIX) {
+                return invalid(format!(
+                    "{name}: names starting {RESERVED_HEADER_PREFIX} are fdw's own records"
+                ));
             }
             if value.chars().any(|c| c.is_control() && c != '\t') {
                 return invalid(format!("value of {name} has a control character"));
@@ -121,6 +130,10 @@ mod tests {
             (vec![entry("", "x")], "lowercase"),
             (vec![entry("x-amz-meta-a", "line\nbreak")], "control"),
             (vec![entry("a", "1"), entry("a", "2")], "twice"),
+            (
+                vec![entry("x-amz-meta-fdw-version", "9")],
+                "fdw's own records",
+            ),
             (
                 vec![entry("a", &"v".repeat(MAX_METADATA_BYTES))],
                 "MAX_METADATA_BYTES",

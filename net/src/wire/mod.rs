@@ -34,7 +34,7 @@ pub use message::{
     NumberedParts, ObjectInfo, ObjectRef, PutHeader, RecoveryStatus, Replication, Request,
     Response, WriteCondition,
 };
-pub use metadata::{MAX_METADATA_BYTES, Metadata};
+pub use metadata::{MAX_METADATA_BYTES, Metadata, RESERVED_HEADER_PREFIX};
 
 use crate::NameError;
 
