@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
     ObjectIdentifier,
 };
-use common::pool;
+use common::{eventually, pool};
 use fdw_client::{Client, ErrorKind, WriteType};
 use fdw_engine::LocalCluster;
 use fdw_engine::gateway::{AccessKey, Gateway, GatewayConfig};
@@ -1229,6 +1229,60 @@ async fn encryption_headers_are_refused_not_ignored() {
         s.s3.head_object()
             .bucket(BUCKET)
             .key("secret")
+            .send()
+            .await
+            .unwrap_err();
+    assert!(err.into_service_error().is_not_found(), "nothing stored");
+}
+
+/// A key the bucket's under-store cannot hold (S3 counts the store's prefix, `fdw/`, in
+/// its 1024 bytes) is refused at the door with S3's error, for a put and a multipart
+/// completion alike; in a memory-only bucket the same key is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_the_under_store_cannot_hold_are_refused_at_the_door() {
+    let s = setup(|_| {}).await;
+    // Names of 200 bytes: s3s-fs, the under-store here, keeps each as a file name.
+    let key_of = |len: usize| {
+        let mut key: String = (0..len)
+            .map(|i| if i % 200 == 199 { '/' } else { 'k' })
+            .collect();
+        key.replace_range(len - 1.., "z");
+        key
+    };
+    let (fits, too_long) = (key_of(1020), key_of(1021));
+    let put = |bucket: &str, key: &str| {
+        s.s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+    };
+    put(BUCKET, &fits).await.unwrap();
+    let err = put(BUCKET, &too_long).await.unwrap_err();
+    assert_eq!(code(&err), "InvalidArgument");
+    assert!(format!("{err:?}").contains("S3_MAX_KEY_BYTES"), "{err:?}");
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key(&too_long)
+            .send()
+            .await
+            .unwrap();
+    let id = upload.upload_id().unwrap();
+    let part = one_part(&s.s3, &too_long, id, b"part").await;
+    let err = complete(&s.s3, &too_long, id, vec![part])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "InvalidArgument");
+    put(SCRATCH, &too_long).await.unwrap();
+    eventually("the key that fits reaches the under-store", async || {
+        s.lake.head(&fits).await.unwrap().is_some()
+    })
+    .await;
+    let err =
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key(&too_long)
             .send()
             .await
             .unwrap_err();

@@ -280,6 +280,47 @@ async fn a_local_directory_is_the_embedded_default() {
     client.delete("any-bucket", "a/b/c.csv").await.unwrap();
     wait_drained(&client).await;
     assert!(!file.exists());
+
+    // Keys no file of their own could hold are refused before anything is stored,
+    // naming the reason; nothing is acknowledged that could never be persisted.
+    for key in ["a/../x", "a//b", "x.fdw-dir"] {
+        let err = client.put("any-bucket", key, b"never").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{key}: {err}");
+        assert!(err.to_string().contains("under-store cannot hold"), "{err}");
+        assert_eq!(
+            client.get("any-bucket", key).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+    // A memory-only write needs no file.
+    let memory_only = Replication::new(WriteType::MustCache, 2, 2).unwrap();
+    client
+        .put_with("any-bucket", "a//b", b"kept", memory_only)
+        .await
+        .unwrap();
+    // `0` and the "directory" object `0/` are two files, and `d/` sits beside what is
+    // under it: all persisted.
+    for (key, body) in [
+        ("0", "file"),
+        ("0/", ""),
+        ("d/", "marker"),
+        ("d/inner", "inner"),
+    ] {
+        client
+            .put("any-bucket", key, body.as_bytes())
+            .await
+            .unwrap();
+    }
+    wait_drained(&client).await;
+    for (file, body) in [
+        ("0", "file"),
+        ("0.fdw-dir", ""),
+        ("d.fdw-dir", "marker"),
+        ("d/inner", "inner"),
+    ] {
+        let on_disk = std::fs::read(dir.path().join("any-bucket").join(file)).unwrap();
+        assert_eq!(on_disk, body.as_bytes(), "{file}");
+    }
     cluster.shutdown().await;
 }
 

@@ -60,6 +60,10 @@ macro_rules! each {
 }
 
 impl UnderStore for AnyUnderStore {
+    fn refuses_key(&self, key: &str) -> Option<String> {
+        each!(self, s => s.refuses_key(key))
+    }
+
     fn puts_any_size(&self) -> bool {
         each!(self, s => s.puts_any_size())
     }

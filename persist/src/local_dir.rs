@@ -142,6 +142,61 @@ fn parse_headers(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The file of a key that ends in `/` (a "directory" object, as consoles and FUSE
+/// clients make) is the directory's name with this suffix, beside it: so `a/`, `a` and
+/// `a/b` can all be stored, and the mapping reverses in [`key_of`].
+const DIR_OBJECT_SUFFIX: &str = ".fdw-dir";
+/// The longest file name (`NAME_MAX` on Linux).
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// The path of `key` under the root, or why no file can be its: the mapping is
+/// one-to-one, so components that a path would fold (`.`, `..`, an empty one) or that
+/// the store uses itself (its work directory, [`DIR_OBJECT_SUFFIX`]) are refused, as
+/// are names longer than a file name can be.
+fn relative_path(key: &str) -> Result<PathBuf, String> {
+    let (body, dir_object) = match key.strip_suffix('/') {
+        Some(body) => (body, true),
+        None => (key, false),
+    };
+    let names: Vec<&str> = body.split('/').collect();
+    let mut path = PathBuf::new();
+    for (at, name) in names.iter().enumerate() {
+        let file = if dir_object && at + 1 == names.len() {
+            format!("{name}{DIR_OBJECT_SUFFIX}")
+        } else {
+            (*name).to_owned()
+        };
+        match *name {
+            "" => return Err("an empty path component (a leading `/` or `//`)".to_owned()),
+            "." | ".." => return Err(format!("a path component {name:?}")),
+            WORK_DIR => return Err(format!("the path component {WORK_DIR:?}, the store's own")),
+            _ if name.ends_with(DIR_OBJECT_SUFFIX) => {
+                return Err(format!(
+                    "a path component ending in {DIR_OBJECT_SUFFIX:?}, which the store uses \
+                     for keys that end in `/`"
+                ));
+            }
+            _ if file.len() > MAX_FILE_NAME_BYTES => {
+                return Err(format!(
+                    "a path component of {} bytes, over a file name's {MAX_FILE_NAME_BYTES}",
+                    file.len()
+                ));
+            }
+            _ => path.push(file),
+        }
+    }
+    Ok(path)
+}
+
+/// The key whose file is at `relative` ([`relative_path`] reversed).
+fn key_of(relative: &Path) -> String {
+    let path = relative.to_string_lossy();
+    match path.strip_suffix(DIR_OBJECT_SUFFIX) {
+        Some(dir) => format!("{dir}/"),
+        None => path.into_owned(),
+    }
+}
+
 /// What is stored at `path`, as `head` tells it, `None` if nothing. Its tag changes with
 /// every replace (a new inode, modification time and version).
 fn stored_at(path: &Path, key: &str) -> io::Result<Option<StoredObject>> {
@@ -205,24 +260,22 @@ impl LocalDir {
         })
     }
 
-    /// Where `key` lives. Keys are validated object keys; `..` and absolute forms are
-    /// refused so nothing escapes the root.
-    fn path(&self, operation: &'static str, key: &str) -> Result<PathBuf, UnderStoreError> {
-        let relative = Path::new(key);
-        let escapes = key.is_empty()
-            || relative.is_absolute()
-            || relative.components().any(|c| {
-                !matches!(c, std::path::Component::Normal(_)) || c.as_os_str() == WORK_DIR
-            });
-        if escapes {
-            return Err(UnderStoreError::new(
+    /// Where `key` lives, or why it cannot live here ([`relative_path`]).
+    fn path(&self, key: &str) -> Result<PathBuf, String> {
+        relative_path(key).map(|relative| self.root.join(relative))
+    }
+
+    /// [`path`](Self::path) for a write: a key that cannot be a file is a permanent
+    /// failure (the door refuses such keys, see [`UnderStore::refuses_key`]).
+    fn write_path(&self, operation: &'static str, key: &str) -> Result<PathBuf, UnderStoreError> {
+        self.path(key).map_err(|reason| {
+            UnderStoreError::new(
                 FailureKind::Permanent,
                 operation,
                 key,
-                "the key cannot be a path under the store's directory",
-            ));
-        }
-        Ok(self.root.join(relative))
+                format!("the key cannot be a file under the store's directory: {reason}"),
+            )
+        })
     }
 
     fn tmp_path(&self, what: &str) -> PathBuf {
@@ -493,6 +546,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl UnderStore for LocalDir {
+    fn refuses_key(&self, key: &str) -> Option<String> {
+        relative_path(key).err()
+    }
+
     fn puts_any_size(&self) -> bool {
         true
     }
@@ -503,13 +560,13 @@ impl UnderStore for LocalDir {
         payload: Payload,
         fence: &Fence,
     ) -> Result<(), UnderStoreError> {
-        let path = self.path("PutObject", key)?;
+        let path = self.write_path("PutObject", key)?;
         self.write_durably("PutObject", key, path, payload, fence)
             .await
     }
 
     async fn create_multipart(&self, key: &str, fence: &Fence) -> Result<String, UnderStoreError> {
-        self.path("CreateMultipartUpload", key)?;
+        self.write_path("CreateMultipartUpload", key)?;
         let dir = self.tmp_path("upload");
         let id = dir
             .file_name()
@@ -570,7 +627,7 @@ impl UnderStore for LocalDir {
         fence: &Fence,
     ) -> Result<(), UnderStoreError> {
         let dir = self.upload_dir(upload_id);
-        let path = self.path("CompleteMultipartUpload", key)?;
+        let path = self.write_path("CompleteMultipartUpload", key)?;
         let files: Vec<_> = parts
             .iter()
             .map(|p| dir.join(format!("{:05}", p.number)))
@@ -633,7 +690,14 @@ impl UnderStore for LocalDir {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, UnderStoreError> {
-        let path = self.path("GetObject", key)?;
+        let path = self.path(key).map_err(|reason| {
+            UnderStoreError::new(
+                FailureKind::NotFound,
+                "GetObject",
+                key,
+                format!("no such object: {reason}"),
+            )
+        })?;
         blocking("GetObject", key, move || {
             use std::os::unix::fs::FileExt;
             let file = std::fs::File::open(path)?;
@@ -653,13 +717,18 @@ impl UnderStore for LocalDir {
     }
 
     async fn head(&self, key: &str) -> Result<Option<StoredObject>, UnderStoreError> {
-        let path = self.path("HeadObject", key)?;
+        // A key no file can be is a key this store does not hold.
+        let Ok(path) = self.path(key) else {
+            return Ok(None);
+        };
         let key_owned = key.to_owned();
         blocking("HeadObject", key, move || stored_at(&path, &key_owned)).await
     }
 
     async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
-        let path = self.path("DeleteObject", key)?;
+        let Ok(path) = self.path(key) else {
+            return Ok(());
+        };
         let (expect, lock) = (expect.cloned(), self.lock.clone());
         blocking("DeleteObject", key, move || {
             let removed = lock.hold(|| {
@@ -697,10 +766,10 @@ impl UnderStore for LocalDir {
                     let Ok(relative) = path.strip_prefix(&*root) else {
                         continue;
                     };
-                    let key = relative.to_string_lossy().into_owned();
-                    if key == WORK_DIR {
+                    if relative == Path::new(WORK_DIR) {
                         continue;
                     }
+                    let key = key_of(relative);
                     let kind = entry.file_type()?;
                     if kind.is_dir() {
                         dirs.push(path);

@@ -223,7 +223,21 @@ fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     }
 }
 
+/// S3's limit on a key, in bytes of UTF-8, the store's prefix included.
+pub const S3_MAX_KEY_BYTES: usize = 1024;
+
 impl UnderStore for S3Store {
+    fn refuses_key(&self, key: &str) -> Option<String> {
+        let len = self.prefix.len() + key.len();
+        (len > S3_MAX_KEY_BYTES).then(|| {
+            format!(
+                "with the store's prefix {:?} the key is {len} bytes, over S3's limit of \
+                 {S3_MAX_KEY_BYTES} (S3_MAX_KEY_BYTES)",
+                self.prefix
+            )
+        })
+    }
+
     async fn put_object(
         &self,
         key: &str,
@@ -364,6 +378,15 @@ impl UnderStore for S3Store {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, UnderStoreError> {
+        if let Some(reason) = self.refuses_key(key) {
+            let message = format!("no such object: {reason}");
+            return Err(UnderStoreError::new(
+                FailureKind::NotFound,
+                "GetObject",
+                key,
+                message,
+            ));
+        }
         let full = self.full_key(key);
         let mut request = self.client.get_object().bucket(&self.bucket).key(&full);
         if let Some(range) = &range {
@@ -383,6 +406,10 @@ impl UnderStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<StoredObject>, UnderStoreError> {
+        // A key the store cannot hold is a key it does not hold.
+        if self.refuses_key(key).is_some() {
+            return Ok(None);
+        }
         let full = self.full_key(key);
         let head = self
             .client
@@ -413,6 +440,9 @@ impl UnderStore for S3Store {
     }
 
     async fn delete(&self, key: &str, expect: Option<&Expect>) -> Result<(), UnderStoreError> {
+        if self.refuses_key(key).is_some() {
+            return Ok(());
+        }
         let full = self.full_key(key);
         let (if_match, _) = conditions(expect);
         match self

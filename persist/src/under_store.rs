@@ -238,6 +238,14 @@ pub const RESERVED_METADATA_PREFIX: &str = "fdw-";
 /// An under-store: where persisted objects live. Keys are relative to the store's
 /// location (its S3 prefix or directory).
 pub trait UnderStore: Send + Sync {
+    /// Why the store cannot hold an object under `key`, if it cannot. Pure: checked
+    /// before a write is accepted, so nothing is acknowledged that could never be
+    /// persisted.
+    fn refuses_key(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
+
     /// Whether a single [`put_object`](Self::put_object) suits objects of any size (a
     /// local file has no request-size limit); if not, large objects go as multipart
     /// uploads.

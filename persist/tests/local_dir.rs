@@ -218,3 +218,98 @@ async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
     assert!(!leftover.exists() && fresh.exists());
     assert!(store.list("").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_is_a_file_of_its_own_or_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDir::new(dir.path()).unwrap();
+    let longest_name = "n".repeat(255);
+    // A "directory" object beside a file of the same name and beside keys under it.
+    let keys = [
+        "0".to_owned(),
+        "0/".to_owned(),
+        "d/".to_owned(),
+        "d/x".to_owned(),
+        "d/sub dir/ünï.parquet".to_owned(),
+        format!("long/{longest_name}"),
+    ];
+    for (n, key) in keys.iter().enumerate() {
+        assert_eq!(store.refuses_key(key), None, "{key}");
+        let body = Bytes::from(format!("body of {key} #{n}"));
+        store
+            .put_object(key, Payload::from_bytes(body), &Fence::default())
+            .await
+            .unwrap();
+    }
+    for (n, key) in keys.iter().enumerate() {
+        let body = format!("body of {key} #{n}");
+        assert_eq!(
+            store.get(key, None).await.unwrap(),
+            body.as_bytes(),
+            "{key}"
+        );
+        assert_eq!(
+            store.head(key).await.unwrap().unwrap().len,
+            body.len() as u64
+        );
+    }
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    let listed: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, sorted);
+    let under_d: Vec<String> = store
+        .list("d/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(under_d, ["d/", "d/sub dir/ünï.parquet", "d/x"]);
+    store.delete("0/", None).await.unwrap();
+    assert!(store.head("0/").await.unwrap().is_none());
+    assert_eq!(
+        store.get("0", None).await.unwrap(),
+        "body of 0 #0".as_bytes()
+    );
+
+    // Keys no file could be without folding into another key's file are refused by the
+    // check the door makes, and are absent to reads and deletes (nothing is stuck).
+    let too_long_dir = format!("{}/", "m".repeat(250));
+    for key in [
+        "a//b",
+        "a/./b",
+        "a/../b",
+        "/abs",
+        "x.fdw-dir",
+        "x.fdw-dir/y",
+        "deep/.fdw-tmp/y",
+        &format!("long/{longest_name}n"),
+        &too_long_dir,
+    ] {
+        let reason = store
+            .refuses_key(key)
+            .unwrap_or_else(|| panic!("{key} is refused"));
+        let err = store
+            .put_object(
+                key,
+                Payload::from_bytes(Bytes::from_static(b"x")),
+                &Fence::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");
+        assert!(err.message.contains(&reason), "{key}: {err} names {reason}");
+        assert!(store.head(key).await.unwrap().is_none(), "{key}");
+        assert_eq!(
+            store.get(key, None).await.unwrap_err().kind,
+            FailureKind::NotFound
+        );
+        store.delete(key, None).await.unwrap();
+    }
+}

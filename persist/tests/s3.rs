@@ -314,3 +314,23 @@ async fn a_suffix_longer_than_the_object_reads_all_of_it_as_s3_does() {
         body
     );
 }
+
+#[tokio::test]
+async fn keys_over_s3s_limit_with_the_prefix_are_refused_before_they_are_written() {
+    let setup = setup().await;
+    // "fdw/stage-1/" is 12 bytes: a key of 1012 fits, one of 1013 does not.
+    assert_eq!(setup.store.refuses_key(&"k".repeat(1012)), None);
+    let reason = setup.store.refuses_key(&"k".repeat(1013)).unwrap();
+    assert!(
+        reason.contains("1025 bytes") && reason.contains("S3_MAX_KEY_BYTES"),
+        "{reason}"
+    );
+    // Absent to reads and deletes, without asking the store.
+    let too_long = "k".repeat(1013);
+    assert_eq!(setup.store.head(&too_long).await.unwrap(), None);
+    let err = setup.store.get(&too_long, None).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::NotFound);
+    setup.store.delete(&too_long, None).await.unwrap();
+    // Anything S3 accepts is accepted: these keys are not files, only names.
+    assert_eq!(setup.store.refuses_key("a//b/../c/"), None);
+}

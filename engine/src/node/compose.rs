@@ -16,7 +16,7 @@ use fdw_net::transport;
 use fdw_net::wire::{ComposeHeader, Digest, ErrorKind, Forwarded, Request, Response};
 
 use super::quorum::Outcome;
-use super::write::{acknowledge, await_quorum, begin, open_forwards};
+use super::write::{acknowledge, await_quorum, begin, check_storable, open_forwards};
 use super::{NodeShared, error_kind, object_id, store_error};
 use crate::store::{ObjectWriter, Role, StoreError};
 
@@ -49,6 +49,9 @@ pub(super) async fn compose(
 /// The primary's side.
 async fn coordinate(node: &Arc<NodeShared>, request: ComposeHeader) -> Response {
     let (object, replication) = (&request.object, request.replication);
+    if let Some(refused) = check_storable(node, object, replication) {
+        return refused;
+    }
     let (version, mut quorum, _writing) =
         match begin(node, object, replication, request.condition).await {
             Ok(begun) => begun,

@@ -133,13 +133,14 @@ impl Persister {
     /// by the bucket's name under the shared default location.
     pub(super) fn location_of(
         &self,
-        id: &ObjectId,
+        bucket: &BucketName,
+        key: &ObjectKey,
     ) -> Option<(std::sync::Arc<AnyUnderStore>, String)> {
-        let (location, key) = match self.config.buckets.get(&id.bucket) {
-            Some(location) => (location, id.key.to_string()),
+        let (location, key) = match self.config.buckets.get(bucket) {
+            Some(location) => (location, key.to_string()),
             None => (
                 self.config.default_location.as_ref()?,
-                format!("{}/{}", id.bucket, id.key),
+                format!("{bucket}/{key}"),
             ),
         };
         let store = self.stores.get(&location.to_string())?.clone();
@@ -247,7 +248,8 @@ fn schedule(node: &std::sync::Arc<NodeShared>) {
         if retry_after.is_some_and(|after| after > now) {
             continue;
         }
-        let Some((under_store, path)) = persister.location_of(&queued.id) else {
+        let Some((under_store, path)) = persister.location_of(&queued.id.bucket, &queued.id.key)
+        else {
             continue;
         };
         {

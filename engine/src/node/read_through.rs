@@ -96,7 +96,7 @@ pub(super) async fn discover(
         return Ok(());
     }
     let id = super::object_id(bucket, key, fdw_net::Version(0));
-    let Some((under_store, path)) = node.persister.location_of(&id) else {
+    let Some((under_store, path)) = node.persister.location_of(bucket, key) else {
         return Ok(()); // not persisted, so nowhere else to look
     };
     let mut retries = 0;
@@ -185,7 +185,7 @@ async fn fetch(node: &NodeShared, evicted: ObjectMeta) -> Result<ObjectReader, R
     let id = evicted.id.clone();
     let (under_store, path) = node
         .persister
-        .location_of(&id)
+        .location_of(&id.bucket, &id.key)
         .ok_or_else(|| ReadError::NoUnderStore(id.clone()))?;
     let config = node.persister.config();
     let mut refill = node.store.refill(evicted)?;

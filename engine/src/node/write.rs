@@ -10,6 +10,7 @@ use fdw_net::wire::{
     Digest, ErrorKind, Forwarded, ObjectRef, PutHeader, Replication, Request, Response,
     WriteCondition, combined_crc, frame_count,
 };
+use fdw_persist::UnderStore;
 use tokio::sync::mpsc;
 
 use super::keys_in_flight::{Refused, Writing};
@@ -268,6 +269,27 @@ pub(super) async fn begin<'a>(
     Ok((node.versions.next(newest), quorum, writing))
 }
 
+/// The refusal of a write of a key its bucket's under-store cannot hold (a local directory
+/// cannot make `a/../b` a file of its own; S3 counts the store's prefix in its key
+/// limit), before anything is stored: such a write could be acknowledged but never
+/// persisted.
+pub(super) fn check_storable(
+    node: &NodeShared,
+    object: &ObjectRef,
+    replication: Replication,
+) -> Option<Response> {
+    let (bucket, key) = (&object.bucket, &object.key);
+    if !replication.write_type.persists() {
+        return None;
+    }
+    let (store, path) = node.persister.location_of(bucket, key)?;
+    let reason = store.refuses_key(&path)?;
+    Some(Response::error(
+        ErrorKind::InvalidInput,
+        format!("{bucket}/{key}: the bucket's under-store cannot hold the key: {reason}"),
+    ))
+}
+
 /// The primary's side of a put.
 async fn coordinate_put(
     node: &Arc<NodeShared>,
@@ -275,6 +297,9 @@ async fn coordinate_put(
     recv: &mut quinn::RecvStream,
 ) -> Response {
     let replication = header.replication;
+    if let Some(refused) = check_storable(node, &header.object, replication) {
+        return refused;
+    }
     let (version, mut quorum, _writing) =
         match begin(node, &header.object, replication, header.condition).await {
             Ok(begun) => begun,
