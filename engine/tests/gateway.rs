@@ -979,6 +979,19 @@ async fn object_versions_list_and_delete_as_an_unversioned_bucket() {
     assert_eq!(deleted.errors()[0].key(), Some("v/b"));
     assert_eq!(deleted.errors()[0].code(), Some("InvalidArgument"));
     assert!(s.client.head(SCRATCH, "v/a").await.is_err());
+    // A deleted key left no delete marker, and HEAD says so as S3 does.
+    let err =
+        s.s3.head_object()
+            .bucket(SCRATCH)
+            .key("v/a")
+            .send()
+            .await
+            .unwrap_err();
+    let marker = err
+        .raw_response()
+        .and_then(|r| r.headers().get("x-amz-delete-marker"));
+    assert_eq!(marker, Some("false"));
+    assert!(err.into_service_error().is_not_found());
     s.client.head(SCRATCH, "v/b").await.unwrap();
     let err =
         s.s3.get_object()
@@ -1752,17 +1765,30 @@ async fn only_known_keys_get_in_and_hosts_name_buckets() {
         assert!(status.contains("200"), "{request}: {status}");
         assert_eq!(body, "hello");
     }
-    // A body of unknown length is refused, as S3 refuses it: none is ever held whole.
+    // A body of unknown length (chunked, no Content-Length) is stored as S3 stores it.
     let (status, body) = unsigned(
         open.addr(),
         &format!(
             "PUT /{BUCKET}/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\
-             Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+             Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         ),
     )
     .await;
-    assert!(status.contains("411"), "{status} {body}");
-    assert!(body.contains("<Code>MissingContentLength</Code>"), "{body}");
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(
+        s.client.get(BUCKET, "chunked").await.unwrap(),
+        b"hello world"
+    );
+    // A presigned URL valid for longer than S3 allows is denied before anything else.
+    let (status, body) = unsigned(
+        open.addr(),
+        &format!(
+            "GET /{BUCKET}/k?X-Amz-Expires=609901 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(status.contains("403"), "{status} {body}");
 }
 
 /// Whether the server ends the connection (answering or not) before `patience` is up.

@@ -16,7 +16,9 @@
 //! - [`checked_body`]: request bodies checked against their length and CRC32 before the
 //!   last byte reaches the cluster;
 //! - [`frames`]: objects handed on frame by frame, to a response or into another put;
-//! - [`names`]: ETags, times and errors as S3 clients expect them.
+//! - [`names`]: ETags, times and errors as S3 clients expect them;
+//! - [`preflight`]: what is settled before s3s sees a request (presigned expiry, bodies
+//!   of unknown length).
 
 mod access;
 mod buckets;
@@ -27,6 +29,7 @@ mod metadata;
 mod multipart;
 mod names;
 mod objects;
+mod preflight;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -188,7 +191,7 @@ impl Gateway {
         if config.anonymous {
             builder.set_access(access::AllowAnonymous);
         }
-        let service = builder.build();
+        let service = preflight::Preflight::new(builder.build());
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
@@ -242,7 +245,7 @@ async fn accept_loop(
     listener: TcpListener,
     slots: Arc<Semaphore>,
     http: auto::Builder<TokioExecutor>,
-    service: s3s::service::S3Service,
+    service: preflight::Preflight,
 ) {
     let http = Arc::new(http);
     loop {

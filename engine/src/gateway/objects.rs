@@ -437,7 +437,19 @@ impl S3 for FdwS3 {
             .map_or(Ok(()), check_version_id)?;
         let info = match self.shared.client.head(&input.bucket, &input.key).await {
             Ok(info) => info,
-            Err(err) => return Err(self.read_error(&input.bucket, &err).await),
+            Err(err) => {
+                let mut refused = self.read_error(&input.bucket, &err).await;
+                if refused.code() == &S3ErrorCode::NoSuchKey {
+                    // As S3 answers for an unversioned bucket: no delete marker here.
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert(
+                        "x-amz-delete-marker",
+                        http::HeaderValue::from_static("false"),
+                    );
+                    refused.set_headers(headers);
+                }
+                return Err(refused);
+            }
         };
         Conditions {
             if_match: input.if_match.as_ref(),
