@@ -1248,6 +1248,120 @@ async fn encryption_headers_are_refused_not_ignored() {
     assert!(err.into_service_error().is_not_found(), "nothing stored");
 }
 
+/// GetObject and HeadObject by part number: each part of a completed upload is its
+/// bytes, with the object's ETag and its count of parts; the sizes go with the object
+/// to the under-store. An object of one PUT is one part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_read_by_part_number() {
+    let s = setup(|_| {}).await;
+    let sizes = [5 << 20, 5 << 20, (1 << 20) + 3];
+    let data = bytes(sizes.iter().sum(), 41);
+    let upload =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("parts")
+            .send()
+            .await
+            .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut named = Vec::new();
+    let mut at = 0;
+    for (n, size) in sizes.iter().enumerate() {
+        let number = n as i32 + 1;
+        let part =
+            s.s3.upload_part()
+                .bucket(BUCKET)
+                .key("parts")
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(data[at..at + size].to_vec()))
+                .send()
+                .await
+                .unwrap();
+        named.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+        at += size;
+    }
+    let done = complete(&s.s3, "parts", id, named).await.unwrap();
+    let mut at = 0;
+    for (n, size) in sizes.iter().enumerate() {
+        let number = n as i32 + 1;
+        let get =
+            s.s3.get_object()
+                .bucket(BUCKET)
+                .key("parts")
+                .part_number(number)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(get.parts_count(), Some(3));
+        assert_eq!(get.e_tag(), done.e_tag());
+        assert_eq!(get.content_length(), Some(*size as i64));
+        assert_eq!(body(get).await, data[at..at + size], "part {number}");
+        let head =
+            s.s3.head_object()
+                .bucket(BUCKET)
+                .key("parts")
+                .part_number(number)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(
+            (head.parts_count(), head.content_length()),
+            (Some(3), Some(*size as i64))
+        );
+        at += size;
+    }
+    let get_part = |key: &'static str, number: i32| {
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .part_number(number)
+            .send()
+    };
+    assert_eq!(
+        code(&get_part("parts", 4).await.unwrap_err()),
+        "InvalidPart"
+    );
+    let err =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("parts")
+            .part_number(1)
+            .range("bytes=0-1");
+    assert_eq!(code(&err.send().await.unwrap_err()), "InvalidRequest");
+    // One PUT, one part.
+    s.s3.put_object()
+        .bucket(BUCKET)
+        .key("single")
+        .body(ByteStream::from_static(b"body"))
+        .send()
+        .await
+        .unwrap();
+    let whole = get_part("single", 1).await.unwrap();
+    assert_eq!(whole.parts_count(), None);
+    assert_eq!(body(whole).await, b"body");
+    assert_eq!(
+        code(&get_part("single", 2).await.unwrap_err()),
+        "InvalidPart"
+    );
+    // The sizes are kept with the object in the under-store (as fdw's own metadata).
+    eventually("the upload reaches the under-store", async || {
+        s.lake.head("parts").await.unwrap().is_some()
+    })
+    .await;
+    let stored = s.lake.head("parts").await.unwrap().unwrap();
+    let record = stored
+        .headers
+        .iter()
+        .find(|(name, _)| name == "x-fdw-parts");
+    assert_eq!(record.map(|(_, v)| v.as_str()), Some("5242880*2,1048579"));
+}
+
 /// A key the bucket's under-store cannot hold (S3 counts the store's prefix, `fdw/`, in
 /// its 1024 bytes) is refused at the door with S3's error, for a put and a multipart
 /// completion alike; in a memory-only bucket the same key is fine.

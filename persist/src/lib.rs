@@ -27,8 +27,9 @@ pub use local_dir::LocalDir;
 pub use location::{LocationError, UnderStoreLocation};
 pub use s3::{S3Config, S3Store};
 pub use under_store::{
-    CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, RESERVED_METADATA_PREFIX,
-    StoredObject, UnderStore, UnderStoreError, VERSION_METADATA, crc32_header, parse_crc32_header,
+    CompletedPart, ETAG_METADATA, Expect, FailureKind, Fence, Payload, RECORD_HEADER_PREFIX,
+    RECORD_METADATA_PREFIX, RESERVED_METADATA_PREFIX, StoredObject, UnderStore, UnderStoreError,
+    VERSION_METADATA, crc32_header, parse_crc32_header,
 };
 pub use upload::{
     MAX_PARTS, MIN_PART_BYTES, ObjectBytes, Persisted, RetryPolicy, UploadReport, persist_version,

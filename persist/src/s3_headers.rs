@@ -9,7 +9,10 @@ use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
-use crate::under_store::{ETAG_METADATA, Fence, RESERVED_METADATA_PREFIX, VERSION_METADATA};
+use crate::under_store::{
+    ETAG_METADATA, Fence, RECORD_HEADER_PREFIX, RECORD_METADATA_PREFIX, RESERVED_METADATA_PREFIX,
+    VERSION_METADATA,
+};
 
 /// The prefix of user metadata headers.
 const USER_PREFIX: &str = "x-amz-meta-";
@@ -65,7 +68,13 @@ impl WriteHeaders {
                     Some(user) if !user.starts_with(RESERVED_METADATA_PREFIX) => {
                         metadata.insert(user.to_owned(), value.clone());
                     }
-                    _ => tracing::warn!(name, "no place for this header in S3; not kept"),
+                    _ => match other.strip_prefix(RECORD_HEADER_PREFIX) {
+                        Some(record) => {
+                            let name = format!("{RECORD_METADATA_PREFIX}{record}");
+                            metadata.insert(name, value.clone());
+                        }
+                        None => tracing::warn!(name, "no place for this header in S3; not kept"),
+                    },
                 },
             }
         }
@@ -93,6 +102,9 @@ pub(crate) fn read_headers(head: &HeadObjectOutput) -> Vec<(String, String)> {
         .flatten()
         .filter_map(|(name, value)| {
             let name = name.to_ascii_lowercase();
+            if let Some(record) = name.strip_prefix(RECORD_METADATA_PREFIX) {
+                return Some((format!("{RECORD_HEADER_PREFIX}{record}"), value.clone()));
+            }
             (!name.starts_with(RESERVED_METADATA_PREFIX))
                 .then(|| (format!("{USER_PREFIX}{name}"), value.clone()))
         });
@@ -130,6 +142,7 @@ mod tests {
             ("expires", expires),
             ("x-amz-meta-owner", "pipeline stage 2"),
             ("x-amz-meta-fdw-version", "99"),
+            ("x-fdw-parts", "5242880*3,1"),
             ("x-unknown", "dropped"),
         ]));
         assert_eq!(written.content_type.as_deref(), Some("text/csv"));
@@ -139,8 +152,12 @@ mod tests {
             Some(expires.to_owned())
         );
         let metadata = written.metadata.unwrap();
-        assert_eq!(metadata.len(), 3, "{metadata:?}");
+        assert_eq!(metadata.len(), 4, "{metadata:?}");
         assert_eq!(metadata["owner"], "pipeline stage 2");
+        assert_eq!(
+            metadata["fdw-h-parts"], "5242880*3,1",
+            "the gateway's record"
+        );
         assert_eq!(
             metadata[VERSION_METADATA], "7",
             "a header never replaces a record"
@@ -156,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_read_back_without_fdws_records() {
+    fn headers_and_gateway_records_read_back_without_fdws_own() {
         let head = HeadObjectOutput::builder()
             .content_type("text/csv")
             .content_language("en")
@@ -164,6 +181,7 @@ mod tests {
             .metadata("Owner", "stage 2")
             .metadata(VERSION_METADATA, "7")
             .metadata(ETAG_METADATA, "x")
+            .metadata("fdw-h-parts", "5*2")
             .build();
         let untyped = HeadObjectOutput::builder()
             .content_type(DEFAULT_CONTENT_TYPE)
@@ -176,6 +194,7 @@ mod tests {
                 ("content-type", "text/csv"),
                 ("expires", "Wed, 21 Oct 2026 07:28:00 GMT"),
                 ("x-amz-meta-owner", "stage 2"),
+                ("x-fdw-parts", "5*2"),
             ]
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
         );

@@ -234,6 +234,13 @@ pub const ETAG_METADATA: &str = "fdw-etag";
 /// User metadata names starting so (`x-amz-meta-fdw-*`) are fdw's own records, which
 /// an object's headers may not carry.
 pub const RESERVED_METADATA_PREFIX: &str = "fdw-";
+/// Headers starting so (`x-fdw-parts`, ...) are records the gateway keeps with an
+/// object and never serves as headers. In S3 they are user metadata under
+/// [`RECORD_METADATA_PREFIX`].
+pub const RECORD_HEADER_PREFIX: &str = "x-fdw-";
+/// The S3 metadata names of [`RECORD_HEADER_PREFIX`] records: `x-fdw-parts` is kept as
+/// `x-amz-meta-fdw-h-parts`.
+pub const RECORD_METADATA_PREFIX: &str = "fdw-h-";
 
 /// An under-store: where persisted objects live. Keys are relative to the store's
 /// location (its S3 prefix or directory).

@@ -13,6 +13,7 @@
 //! - [`listing`]: ListObjectsV2 and ListObjects, with prefixes, delimiters and pages;
 //! - [`metadata`]: the headers an object is written and served with;
 //! - [`multipart`]: multipart uploads, their parts held in the cluster's memory;
+//! - [`parts`]: which bytes part N of an object is (GetObject by `partNumber`);
 //! - [`checked_body`]: request bodies checked against their length and CRC32 before the
 //!   last byte reaches the cluster;
 //! - [`frames`]: objects handed on frame by frame, to a response or into another put;
@@ -29,6 +30,7 @@ mod metadata;
 mod multipart;
 mod names;
 mod objects;
+mod parts;
 mod preflight;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -85,13 +85,25 @@ impl Upload {
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
     }
 
-    /// How the completed object is written: its replication and headers.
-    fn options(&self, condition: Option<WriteCondition>) -> S3Result<PutOptions> {
+    /// How the completed object is written: its replication and headers, and the record
+    /// of its parts' sizes (left out if the headers leave no room for it: the object
+    /// then cannot be read by part number, and says so).
+    fn options(&self, condition: Option<WriteCondition>, sizes: &[u64]) -> S3Result<PutOptions> {
+        let headers = || fdw_net::wire::Metadata::new(self.metadata.clone());
+        let recorded = super::parts::record(sizes).and_then(|record| {
+            let mut entries = self.metadata.clone();
+            entries.push((super::parts::PARTS_RECORD.to_owned(), record));
+            fdw_net::wire::Metadata::new(entries).ok()
+        });
+        let metadata = match recorded {
+            Some(metadata) => metadata,
+            None => headers()
+                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?,
+        };
         Ok(PutOptions {
             condition,
             replication: self.replication()?,
-            metadata: fdw_net::wire::Metadata::new(self.metadata.clone())
-                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?,
+            metadata,
             digest: None,
         })
     }
@@ -446,13 +458,14 @@ pub(super) async fn complete(
         }
         parts.push((number, info));
     }
+    let sizes: Vec<u64> = parts.iter().map(|(_, info)| info.len).collect();
     let completion = Completion {
         s3,
         bucket,
         key,
         upload_id,
         parts,
-        options: upload.options(condition)?,
+        options: upload.options(condition, &sizes)?,
     };
     let receipt = match completion.in_place().await {
         Ok(receipt) => receipt,

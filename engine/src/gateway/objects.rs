@@ -130,8 +130,30 @@ impl FdwS3 {
         stored.map_err(|err| refusal.take().unwrap_or_else(|| s3_error(&err)))
     }
 
-    /// Refuses keys under the gateway's own multipart staging prefix.
+    /// Refuses keys fdw cannot store, with the error S3 gives for each (a control
+    /// character is a URI S3 "couldn't parse", in those words, which clients compare),
+    /// and keys under the gateway's own multipart staging prefix.
     pub(super) fn check_key(key: &str) -> S3Result<()> {
+        use fdw_net::NameError;
+        match fdw_net::ObjectKey::new(key) {
+            Ok(_) => {}
+            Err(err @ NameError::KeyControlCharacter(..)) => {
+                tracing::debug!(%err, "S3 gateway: key refused");
+                return Err(s3_error!(InvalidURI, "Couldn't parse the specified URI."));
+            }
+            Err(err @ NameError::KeyTooLong { .. }) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::KeyTooLongError,
+                    err.to_string(),
+                ));
+            }
+            Err(err) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    err.to_string(),
+                ));
+            }
+        }
         if super::multipart::is_staging(key) {
             return Err(S3Error::with_message(
                 S3ErrorCode::InvalidArgument,
@@ -142,6 +164,38 @@ impl FdwS3 {
             ));
         }
         Ok(())
+    }
+
+    /// What HEAD finds under `bucket/key`; a missing key's error says, as S3 says for
+    /// an unversioned bucket, that no delete marker is there.
+    async fn head_or_marker(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+        match self.shared.client.head(bucket, key).await {
+            Ok(info) => Ok(info),
+            Err(err) => {
+                let mut refused = self.read_error(bucket, &err).await;
+                if refused.code() == &S3ErrorCode::NoSuchKey {
+                    let mut headers = http::HeaderMap::new();
+                    let no = http::HeaderValue::from_static("false");
+                    headers.insert("x-amz-delete-marker", no);
+                    refused.set_headers(headers);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// The object under `bucket/key`, the bytes of its part `number`, and its number of
+    /// parts ([`parts::part_range`]).
+    async fn part_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        number: i32,
+    ) -> S3Result<(ObjectInfo, std::ops::Range<u64>, usize)> {
+        let info = self.head_or_marker(bucket, key).await?;
+        let (bytes, count) =
+            super::parts::part_range(&info.metadata, info.digest, info.len, number)?;
+        Ok((info, bytes, count))
     }
 
     /// The object, or a range of it, as it arrives. One request either way: the replica
@@ -311,6 +365,11 @@ pub(super) async fn write_condition(
     })
 }
 
+/// `x-amz-mp-parts-count`, which S3 sends for objects of multipart uploads only.
+fn parts_count(digest: fdw_net::wire::Digest, count: usize) -> Option<i32> {
+    (digest.parts() > 0).then_some(count as i32)
+}
+
 fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
     mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
 }
@@ -363,12 +422,35 @@ impl S3 for FdwS3 {
             .version_id
             .as_deref()
             .map_or(Ok(()), check_version_id)?;
-        if input.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "GetObject by partNumber"));
+        let (mut range, mut part) = (input.range, None);
+        if let Some(number) = input.part_number {
+            if range.is_some() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
+            }
+            let (found, bytes, count) = self.part_of(&input.bucket, &input.key, number).await?;
+            let Some(last) = bytes.end.checked_sub(1).filter(|last| *last >= bytes.start) else {
+                return Err(s3_error!(InvalidRange, "part {number} is empty"));
+            };
+            range = Some(Range::Int {
+                first: bytes.start,
+                last: Some(last),
+            });
+            part = Some((found.digest, count));
         }
-        let whole = input.range.is_none();
-        let stream = self.read(&input.bucket, &input.key, input.range).await?;
+        let whole = range.is_none();
+        let stream = self.read(&input.bucket, &input.key, range).await?;
         let info = stream.info().clone();
+        if let Some((digest, _)) = part
+            && digest != info.digest
+        {
+            return Err(s3_error!(
+                SlowDown,
+                "the object changed while its part was looked up; try again"
+            ));
+        }
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -393,6 +475,7 @@ impl S3 for FdwS3 {
             checksum_type: (whole && wants_checksum(input.checksum_mode.as_ref()))
                 .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             body: Some(response_body(stream)),
+            parts_count: part.and_then(|(digest, count)| parts_count(digest, count)),
             ..GetObjectOutput::default()
         };
         serve_metadata!(output, Served::new(&info.metadata));
@@ -435,21 +518,12 @@ impl S3 for FdwS3 {
             .version_id
             .as_deref()
             .map_or(Ok(()), check_version_id)?;
-        let info = match self.shared.client.head(&input.bucket, &input.key).await {
-            Ok(info) => info,
-            Err(err) => {
-                let mut refused = self.read_error(&input.bucket, &err).await;
-                if refused.code() == &S3ErrorCode::NoSuchKey {
-                    // As S3 answers for an unversioned bucket: no delete marker here.
-                    let mut headers = http::HeaderMap::new();
-                    headers.insert(
-                        "x-amz-delete-marker",
-                        http::HeaderValue::from_static("false"),
-                    );
-                    refused.set_headers(headers);
-                }
-                return Err(refused);
+        let (info, part) = match input.part_number {
+            Some(number) => {
+                let (info, bytes, count) = self.part_of(&input.bucket, &input.key, number).await?;
+                (info, Some((bytes.end - bytes.start, count)))
             }
+            None => (self.head_or_marker(&input.bucket, &input.key).await?, None),
         };
         Conditions {
             if_match: input.if_match.as_ref(),
@@ -458,14 +532,15 @@ impl S3 for FdwS3 {
             if_modified_since: input.if_modified_since.as_ref(),
         }
         .check(&info)?;
-        let checksum = wants_checksum(input.checksum_mode.as_ref());
+        let checksum = wants_checksum(input.checksum_mode.as_ref()) && part.is_none();
         let mut output = HeadObjectOutput {
-            content_length: Some(info.len as i64),
+            content_length: Some(part.map_or(info.len, |(len, _)| len) as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.digest)),
             last_modified: Some(committed_at(info.version)),
             checksum_crc32: checksum.then(|| crc32_header(info.crc)),
             checksum_type: checksum.then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+            parts_count: part.and_then(|(_, count)| parts_count(info.digest, count)),
             ..HeadObjectOutput::default()
         };
         serve_metadata!(output, Served::new(&info.metadata));

@@ -1,6 +1,10 @@
-//! What the gateway settles before s3s sees a request: the two things s3s 0.14 answers
-//! differently from S3.
+//! What the gateway settles before s3s sees a request, and adds to every answer: what
+//! s3s 0.14 does differently from S3.
 //!
+//! - Every answer carries a request id (`x-amz-request-id`), and an error's body names it
+//!   too (`<RequestId>`), so a failure a user reports can be found in the log.
+//! - `OPTIONS` is a CORS preflight, and fdw has no CORS rules: `400` without an `Origin`,
+//!   `403` with one, as S3 answers for a bucket without CORS configuration.
 //! - A presigned URL's `X-Amz-Expires` must be whole seconds in `0..=604800` (seven
 //!   days). s3s accepts any `u32`, so a URL signed for longer than S3 allows worked, and
 //!   one with a negative expiry was a `400`; S3 answers both `403 AccessDenied`.
@@ -15,6 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::body::Incoming;
 use s3s::service::S3Service;
@@ -33,17 +38,57 @@ const MAX_PRESIGNED_EXPIRY_SECS: i64 = 604_800;
 pub(super) struct Preflight {
     s3s: S3Service,
     unsized_budget: Arc<Semaphore>,
+    ids: Arc<RequestIds>,
+}
+
+/// Request ids: unique within the process (a counter) and across processes (a random
+/// base).
+struct RequestIds {
+    base: u64,
+    next: AtomicU64,
 }
 
 impl Preflight {
     pub(super) fn new(s3s: S3Service) -> Self {
+        use std::hash::BuildHasher;
         Self {
             s3s,
             unsized_budget: Arc::new(Semaphore::new(UNSIZED_BUDGET_BYTES)),
+            ids: Arc::new(RequestIds {
+                base: std::hash::RandomState::new().hash_one(std::process::id()),
+                next: AtomicU64::new(0),
+            }),
         }
     }
 
     async fn serve(self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let n = self.ids.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016X}{n:08X}", self.ids.base);
+        let mut response = self.answer(request).await?;
+        if response.status().is_client_error() || response.status().is_server_error() {
+            name_in_error(&mut response, &id);
+        }
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-amz-request-id", value);
+        }
+        Ok(response)
+    }
+
+    async fn answer(self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if request.method() == http::Method::OPTIONS {
+            return Ok(match request.headers().contains_key(http::header::ORIGIN) {
+                false => error(
+                    http::StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Insufficient information. Origin request header needed.",
+                ),
+                true => error(
+                    http::StatusCode::FORBIDDEN,
+                    "AccessForbidden",
+                    "CORSResponse: CORS is not enabled for this bucket.",
+                ),
+            });
+        }
         if let Some(expiry) = presigned_expiry(&request)
             && !expiry.is_ok_and(|secs| (0..=MAX_PRESIGNED_EXPIRY_SECS).contains(&secs))
         {
@@ -136,6 +181,27 @@ fn has_unknown_length(request: &HttpRequest) -> bool {
         && !headers.contains_key("x-amz-decoded-content-length")
 }
 
+/// Writes `id` into an error's XML body, as S3 does.
+fn name_in_error(response: &mut HttpResponse, id: &str) {
+    let Some(body) = response.body().bytes() else {
+        return; // streamed: not an error document
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return;
+    };
+    if let Some(end) = text.rfind("</Error>")
+        && !text.contains("<RequestId>")
+    {
+        let named = format!(
+            "{}<RequestId>{id}</RequestId>{}",
+            &text[..end],
+            &text[end..]
+        );
+        *response.body_mut() = Body::from(named);
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+}
+
 /// S3's error response (s3s's own serializer is private to it). `message` is ours, with
 /// nothing that needs escaping in XML.
 fn error(status: http::StatusCode, code: &str, message: &str) -> HttpResponse {
@@ -216,6 +282,43 @@ mod tests {
         let (status, body) = answer("/bucket/k", &chunked, Body::from("hello".to_owned())).await;
         assert_eq!(status, 501, "{body}");
         assert!(body.contains("NotImplemented"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn errors_name_their_request_id_and_options_is_no_cors() {
+        let preflight = Preflight::new(s3s::service::S3ServiceBuilder::new(Nothing).build());
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let response = preflight
+                .clone()
+                .serve(request("/bucket/k", &[]))
+                .await
+                .unwrap();
+            let id = response.headers()["x-amz-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = response
+                .into_body()
+                .store_all_limited(1 << 20)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert!(
+                body.contains(&format!("<RequestId>{id}</RequestId></Error>")),
+                "{body}"
+            );
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1]);
+        let options = |headers: &[(&str, &str)]| {
+            let mut request = request("/bucket/k", headers);
+            *request.method_mut() = http::Method::OPTIONS;
+            preflight.clone().serve(request)
+        };
+        assert_eq!(options(&[]).await.unwrap().status(), 400);
+        let origin = [("origin", "https://example.com")];
+        assert_eq!(options(&origin).await.unwrap().status(), 403);
     }
 
     #[test]
