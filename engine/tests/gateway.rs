@@ -1362,6 +1362,120 @@ async fn objects_are_read_by_part_number() {
     assert_eq!(record.map(|(_, v)| v.as_str()), Some("5242880*2,1048579"));
 }
 
+/// A SHA-256 a writer sends is checked, kept and returned when asked for; a multipart
+/// upload started with SHA-256 completes into S3's composite checksum, which a
+/// repeated completion answers again. (Values from the Ceph suite: 1024 bytes of `A`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_checksums_are_checked_kept_and_combined() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+    let s = setup(|_| {}).await;
+    let body = vec![b'A'; 1024];
+    let sha256 = "arcu6553sHVAiX4MjW0j7I7vD4w6R+Gz9Ok0Q9lTa+0=";
+    let put = |key: &'static str, checksum: &'static str| {
+        s.s3.put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(body.clone()))
+            .send()
+    };
+    let done = put("summed", sha256).await.unwrap();
+    assert_eq!(done.checksum_sha256(), Some(sha256));
+    let head = |key: &'static str, mode: Option<ChecksumMode>| {
+        s.s3.head_object()
+            .bucket(BUCKET)
+            .key(key)
+            .set_checksum_mode(mode)
+            .send()
+    };
+    assert_eq!(head("summed", None).await.unwrap().checksum_sha256(), None);
+    let asked = head("summed", Some(ChecksumMode::Enabled)).await.unwrap();
+    assert_eq!(asked.checksum_sha256(), Some(sha256));
+    assert_eq!(
+        asked.checksum_type().map(|t| t.as_str()),
+        Some("FULL_OBJECT")
+    );
+    let wrong = "275VF5loJr1YYawit0XSHREhkFXYkkPKGuoK0x9VKxI=";
+    assert_eq!(
+        code(&put("wrongly-summed", wrong).await.unwrap_err()),
+        "BadDigest"
+    );
+    assert!(
+        head("wrongly-summed", None).await.is_err(),
+        "nothing stored"
+    );
+
+    let upload = async |key: &str| {
+        let created =
+            s.s3.create_multipart_upload()
+                .bucket(BUCKET)
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(
+            created.checksum_type().map(|t| t.as_str()),
+            Some("COMPOSITE")
+        );
+        let id = created.upload_id().unwrap().to_owned();
+        let part =
+            s.s3.upload_part()
+                .bucket(BUCKET)
+                .key(key)
+                .upload_id(&id)
+                .part_number(1)
+                .checksum_sha256(sha256)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(part.checksum_sha256(), Some(sha256));
+        (id, part.e_tag().unwrap().to_owned())
+    };
+    let finish = |key: &str, id: &str, part: CompletedPart, whole: &str| {
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(id)
+            .checksum_sha256(whole)
+            .multipart_upload(CompletedMultipartUpload::builder().parts(part).build())
+            .send()
+    };
+    let composite = "Ok6Cs5b96ux6+MWQkJO7UBT5sKPBeXBLwvj/hK89smg=-1";
+    let (id, tag) = upload("multi").await;
+    let named = |with_sum: bool| {
+        let part = CompletedPart::builder().part_number(1).e_tag(&tag);
+        match with_sum {
+            true => part.checksum_sha256(sha256).build(),
+            false => part.build(),
+        }
+    };
+    // A wrong composite, or a part named without its checksum, is refused; the upload
+    // stays, and completes with the right one.
+    let err = finish("multi", &id, named(true), "bad").await.unwrap_err();
+    assert_eq!(code(&err), "BadDigest");
+    let err = finish("multi", &id, named(false), composite)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "BadDigest");
+    let done = finish("multi", &id, named(true), composite).await.unwrap();
+    assert_eq!(done.checksum_sha256(), Some(composite));
+    let again = finish("multi", &id, named(true), composite).await.unwrap();
+    assert_eq!(
+        (again.e_tag(), again.checksum_sha256()),
+        (done.e_tag(), Some(composite))
+    );
+    let asked = head("multi", Some(ChecksumMode::Enabled)).await.unwrap();
+    assert_eq!(asked.checksum_sha256(), Some(composite));
+    assert_eq!(asked.checksum_type().map(|t| t.as_str()), Some("COMPOSITE"));
+    assert_eq!(
+        asked.checksum_crc32(),
+        None,
+        "one checksum, of the type said"
+    );
+}
+
 /// A key the bucket's under-store cannot hold (S3 counts the store's prefix, `fdw/`, in
 /// its 1024 bytes) is refused at the door with S3's error, for a put and a multipart
 /// completion alike; in a memory-only bucket the same key is fine.

@@ -16,6 +16,7 @@
 //! - [`parts`]: which bytes part N of an object is (GetObject by `partNumber`);
 //! - [`checked_body`]: request bodies checked against their length and CRC32 before the
 //!   last byte reaches the cluster;
+//! - [`checksums`]: SHA-256, SHA-1, CRC32C and CRC64NVME checksums kept and combined;
 //! - [`frames`]: objects handed on frame by frame, to a response or into another put;
 //! - [`names`]: ETags, times and errors as S3 clients expect them;
 //! - [`preflight`]: what is settled before s3s sees a request (presigned expiry, bodies
@@ -24,6 +25,7 @@
 mod access;
 mod buckets;
 mod checked_body;
+mod checksums;
 mod frames;
 mod listing;
 mod metadata;

@@ -34,6 +34,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::checked_body::declared;
+use super::checksums;
 use super::frames::frames;
 use super::listing::{Encoding, common_prefixes, fold, page_size};
 use super::names::{committed_at, etag, s3_error};
@@ -73,6 +74,10 @@ struct Upload {
     /// The headers the completed object is served with, from CreateMultipartUpload.
     #[serde(default)]
     metadata: Vec<(String, String)>,
+    /// The algorithm whose part checksums combine into the object's (SHA256, SHA1,
+    /// CRC32C), if the upload was started with one.
+    #[serde(default)]
+    composite: Option<String>,
 }
 
 impl Upload {
@@ -85,21 +90,24 @@ impl Upload {
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
     }
 
-    /// How the completed object is written: its replication and headers, and the record
-    /// of its parts' sizes (left out if the headers leave no room for it: the object
-    /// then cannot be read by part number, and says so).
-    fn options(&self, condition: Option<WriteCondition>, sizes: &[u64]) -> S3Result<PutOptions> {
-        let headers = || fdw_net::wire::Metadata::new(self.metadata.clone());
-        let recorded = super::parts::record(sizes).and_then(|record| {
-            let mut entries = self.metadata.clone();
-            entries.push((super::parts::PARTS_RECORD.to_owned(), record));
-            fdw_net::wire::Metadata::new(entries).ok()
-        });
-        let metadata = match recorded {
-            Some(metadata) => metadata,
-            None => headers()
-                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?,
-        };
+    /// How the completed object is written: its replication and headers, and the records
+    /// of its parts' sizes and composite checksum (left out if the headers leave no room
+    /// for them: the object then cannot be read by part number, and says so, and has no
+    /// checksum to return but its CRC32).
+    fn options(
+        &self,
+        condition: Option<WriteCondition>,
+        sizes: &[u64],
+        checksum: Option<(String, String)>,
+    ) -> S3Result<PutOptions> {
+        let headers = fdw_net::wire::Metadata::new(self.metadata.clone())
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+        let records = super::parts::record(sizes)
+            .map(|record| (super::parts::PARTS_RECORD.to_owned(), record))
+            .into_iter()
+            .chain(checksum)
+            .collect();
+        let metadata = checksums::with_records(headers, records);
         Ok(PutOptions {
             condition,
             replication: self.replication()?,
@@ -193,6 +201,7 @@ pub(super) async fn create(
             .iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect(),
+        composite: checksums::composable(input.checksum_algorithm.as_ref()),
     };
     let record = serde_json::to_vec(&upload)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
@@ -211,6 +220,10 @@ pub(super) async fn create(
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id),
+        checksum_type: upload
+            .composite
+            .is_some()
+            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
         checksum_algorithm: input.checksum_algorithm,
         ..CreateMultipartUploadOutput::default()
     })
@@ -227,19 +240,25 @@ pub(super) async fn upload_part(
     let upload = find(s3, &input.bucket, &input.key, &input.upload_id).await?;
     s3.shared.note_uploads_in(&input.bucket);
     let declared = declared!(input, &req.headers, req.trailing_headers);
+    let sent = declared.checksums.clone();
     let key = part_key(&input.upload_id, input.part_number);
+    let options = PutOptions {
+        metadata: checksums::with_records(
+            fdw_net::wire::Metadata::empty(),
+            checksums::records(&sent),
+        ),
+        ..upload.staging()?.into()
+    };
     let receipt = s3
-        .store_body(
-            &input.bucket,
-            &key,
-            input.body,
-            declared,
-            upload.staging()?.into(),
-        )
+        .store_body(&input.bucket, &key, input.body, declared, options)
         .await?;
     Ok(UploadPartOutput {
         e_tag: receipt.digest.map(etag),
         checksum_crc32: Some(crc32_header(receipt.crc)),
+        checksum_sha256: sent.checksum_sha256,
+        checksum_sha1: sent.checksum_sha1,
+        checksum_crc32c: sent.checksum_crc32c,
+        checksum_crc64nvme: sent.checksum_crc64nvme,
         ..UploadPartOutput::default()
     })
 }
@@ -414,6 +433,7 @@ pub(super) async fn complete(
     // that was uploaded (ETag and checksum) and, for all but the last, its size.
     let client = &s3.shared.client;
     let mut parts = Vec::with_capacity(named.len());
+    let mut part_checksums = Vec::new();
     let mut previous = 0;
     for (index, asked) in named.iter().enumerate() {
         let number = asked.part_number.unwrap_or(0);
@@ -447,6 +467,9 @@ pub(super) async fn complete(
         {
             return Err(invalid("its CRC32 is not the uploaded part's"));
         }
+        if let Some(algorithm) = &upload.composite {
+            part_checksums.push(part_checksum(algorithm, asked, &info, number)?);
+        }
         if index + 1 < named.len() && info.len < MIN_PART_BYTES {
             return Err(S3Error::with_message(
                 S3ErrorCode::EntityTooSmall,
@@ -458,6 +481,18 @@ pub(super) async fn complete(
         }
         parts.push((number, info));
     }
+    let checksum = match &upload.composite {
+        Some(algorithm) => {
+            let sent = Checksum {
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                ..Checksum::default()
+            };
+            Some(composite_checksum(algorithm, &part_checksums, &sent)?)
+        }
+        None => None,
+    };
     let sizes: Vec<u64> = parts.iter().map(|(_, info)| info.len).collect();
     let completion = Completion {
         s3,
@@ -465,7 +500,7 @@ pub(super) async fn complete(
         key,
         upload_id,
         parts,
-        options: upload.options(condition, &sizes)?,
+        options: upload.options(condition, &sizes, checksum.clone())?,
     };
     let receipt = match completion.in_place().await {
         Ok(receipt) => receipt,
@@ -484,7 +519,68 @@ pub(super) async fn complete(
         }
     };
     remove(s3, bucket, upload_id, upload.staging()?).await;
-    Ok(completed(bucket, key, receipt.digest, receipt.crc))
+    let kept = checksum.map(|(record, value)| {
+        let metadata = fdw_net::wire::Metadata::new(vec![(record, value)]).unwrap_or_default();
+        checksums::kept(&metadata)
+    });
+    Ok(completed(bucket, key, receipt.digest, receipt.crc, kept))
+}
+
+/// The `algorithm` checksum of a part named in a completion: the one it was uploaded
+/// with, which the completion must name too.
+fn part_checksum(
+    algorithm: &str,
+    asked: &CompletedPart,
+    info: &fdw_net::wire::ObjectInfo,
+    number: i32,
+) -> S3Result<String> {
+    let bad = |why: String| S3Error::with_message(S3ErrorCode::BadDigest, why);
+    let asked_checksum = Checksum {
+        checksum_crc32c: asked.checksum_crc32c.clone(),
+        checksum_sha1: asked.checksum_sha1.clone(),
+        checksum_sha256: asked.checksum_sha256.clone(),
+        ..Checksum::default()
+    };
+    let kept =
+        checksums::value_of(&checksums::kept(&info.metadata), algorithm).ok_or_else(|| {
+            bad(format!(
+                "part {number} was uploaded without a {algorithm} checksum"
+            ))
+        })?;
+    match checksums::value_of(&asked_checksum, algorithm) {
+        None => Err(bad(format!(
+            "the completion names no {algorithm} checksum for part {number}"
+        ))),
+        Some(named) if named != kept => Err(S3Error::with_message(
+            S3ErrorCode::InvalidPart,
+            format!("part {number}: its {algorithm} checksum is not the uploaded part's"),
+        )),
+        Some(_) => Ok(kept),
+    }
+}
+
+/// The object's composite checksum, as its record, checked against the one the
+/// completion sent, if any.
+fn composite_checksum(
+    algorithm: &str,
+    parts: &[String],
+    sent: &Checksum,
+) -> S3Result<(String, String)> {
+    let composite = checksums::composite(algorithm, parts)?;
+    if let Some(sent) = checksums::value_of(sent, algorithm)
+        && sent != composite
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::BadDigest,
+            format!(
+                "the {algorithm} checksum you specified ({sent}) is not the parts' ({composite})"
+            ),
+        ));
+    }
+    let record = checksums::record_of(algorithm)
+        .unwrap_or_default()
+        .to_owned();
+    Ok((record, composite))
 }
 
 /// A CompleteMultipartUpload repeated after it succeeded, answered as S3 answers it,
@@ -506,24 +602,47 @@ async fn completed_before(
         .head(&input.bucket, &input.key)
         .await
         .ok()?;
-    (info.digest == composed)
-        .then(|| completed(&input.bucket, &input.key, Some(info.digest), info.crc))
+    let kept = checksums::kept(&info.metadata);
+    (info.digest == composed).then(|| {
+        completed(
+            &input.bucket,
+            &input.key,
+            Some(info.digest),
+            info.crc,
+            Some(kept),
+        )
+    })
 }
 
-/// The answer to a completion that made an object with this digest and CRC.
+/// The answer to a completion that made an object with this digest and CRC, and these
+/// kept checksums (a composite one, in place of the CRC32).
 fn completed(
     bucket: &str,
     key: &str,
     digest: Option<Digest>,
     crc: u32,
+    kept: Option<Checksum>,
 ) -> CompleteMultipartUploadOutput {
-    CompleteMultipartUploadOutput {
+    let kept = kept.filter(|kept| checksums::kept_type(kept).is_some());
+    let output = CompleteMultipartUploadOutput {
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
         e_tag: digest.map(etag),
-        checksum_crc32: Some(crc32_header(crc)),
-        checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
         ..CompleteMultipartUploadOutput::default()
+    };
+    match kept {
+        Some(kept) => CompleteMultipartUploadOutput {
+            checksum_type: checksums::kept_type(&kept),
+            checksum_sha256: kept.checksum_sha256,
+            checksum_sha1: kept.checksum_sha1,
+            checksum_crc32c: kept.checksum_crc32c,
+            ..output
+        },
+        None => CompleteMultipartUploadOutput {
+            checksum_crc32: Some(crc32_header(crc)),
+            checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+            ..output
+        },
     }
 }
 
@@ -871,6 +990,7 @@ mod tests {
             replicas: 2,
             quorum: 2,
             metadata: Vec::new(),
+            composite: None,
         })
         .unwrap();
         for id in [&young, &old, &later, &older] {
@@ -1005,6 +1125,7 @@ mod tests {
             replicas: 2,
             quorum: 2,
             metadata: Vec::new(),
+            composite: None,
         };
         let mut bytes: Vec<u8> = (0..MIN_PART_BYTES + 3 * 65_536 + 17)
             .map(|i| (i * 7 + i / 65_536) as u8)

@@ -13,9 +13,10 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Shared;
 use super::checked_body::{CheckedBody, Declared, Refusal, declared};
+use super::checksums;
 use super::frames::{frames, response_body};
 use super::listing::check_version_id;
-use super::metadata::{self, Served, serve_metadata};
+use super::metadata::{self, Served, serve_checksums, serve_metadata};
 use super::names::{committed_at, committed_at_second, digest_of, etag, s3_error};
 
 /// Headers that override a bucket's write settings for one request.
@@ -386,6 +387,7 @@ impl S3 for FdwS3 {
         self.check_bucket(&input.bucket).await?;
         Self::check_key(&input.key)?;
         let declared = declared!(input, &req.headers, req.trailing_headers);
+        let sent = declared.checksums.clone();
         let condition = write_condition(
             self,
             &input.bucket,
@@ -394,9 +396,10 @@ impl S3 for FdwS3 {
             input.if_none_match.as_ref(),
         )
         .await?;
+        let headers = metadata::from_headers(&req.headers)?;
         let options = PutOptions {
             replication,
-            metadata: metadata::from_headers(&req.headers)?,
+            metadata: checksums::with_records(headers, checksums::records(&sent)),
             condition,
             digest: None,
         };
@@ -407,6 +410,10 @@ impl S3 for FdwS3 {
             e_tag: receipt.digest.map(etag),
             checksum_crc32: Some(crc32_header(receipt.crc)),
             checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+            checksum_sha256: sent.checksum_sha256,
+            checksum_sha1: sent.checksum_sha1,
+            checksum_crc32c: sent.checksum_crc32c,
+            checksum_crc64nvme: sent.checksum_crc64nvme,
             ..PutObjectOutput::default()
         }))
     }
@@ -468,16 +475,15 @@ impl S3 for FdwS3 {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.digest)),
             last_modified: Some(committed_at(info.version)),
-            // The CRC is of the whole object: S3 sends it only for whole reads, and
-            // only when asked.
-            checksum_crc32: (whole && wants_checksum(input.checksum_mode.as_ref()))
-                .then(|| crc32_header(info.crc)),
-            checksum_type: (whole && wants_checksum(input.checksum_mode.as_ref()))
-                .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             body: Some(response_body(stream)),
             parts_count: part.and_then(|(digest, count)| parts_count(digest, count)),
             ..GetObjectOutput::default()
         };
+        // The checksums are of the whole object: S3 sends them only for whole reads,
+        // and only when asked.
+        if whole && wants_checksum(input.checksum_mode.as_ref()) {
+            serve_checksums!(output, Served::checksums(&info));
+        }
         serve_metadata!(output, Served::new(&info.metadata));
         // A GET may ask for other headers than those stored (`response-*`).
         let overridden = [
@@ -532,17 +538,17 @@ impl S3 for FdwS3 {
             if_modified_since: input.if_modified_since.as_ref(),
         }
         .check(&info)?;
-        let checksum = wants_checksum(input.checksum_mode.as_ref()) && part.is_none();
         let mut output = HeadObjectOutput {
             content_length: Some(part.map_or(info.len, |(len, _)| len) as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(info.digest)),
             last_modified: Some(committed_at(info.version)),
-            checksum_crc32: checksum.then(|| crc32_header(info.crc)),
-            checksum_type: checksum.then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             parts_count: part.and_then(|(_, count)| parts_count(info.digest, count)),
             ..HeadObjectOutput::default()
         };
+        if wants_checksum(input.checksum_mode.as_ref()) && part.is_none() {
+            serve_checksums!(output, Served::checksums(&info));
+        }
         serve_metadata!(output, Served::new(&info.metadata));
         Ok(S3Response::new(output))
     }
