@@ -1366,7 +1366,7 @@ async fn objects_are_read_by_part_number() {
 /// upload started with SHA-256 completes into S3's composite checksum, which a
 /// repeated completion answers again. (Values from the Ceph suite: 1024 bytes of `A`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sha256_checksums_are_checked_kept_and_combined() {
+async fn checksums_are_checked_kept_and_combined() {
     use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
     let s = setup(|_| {}).await;
     let body = vec![b'A'; 1024];
@@ -1473,6 +1473,66 @@ async fn sha256_checksums_are_checked_kept_and_combined() {
         asked.checksum_crc32(),
         None,
         "one checksum, of the type said"
+    );
+
+    // CRC32C asked as FULL_OBJECT: the parts' CRCs combine into the CRC of all the bytes.
+    use base64::Engine as _;
+    use s3s::crypto::Checksum as _;
+    let crc32c = |data: &[u8]| {
+        base64::engine::general_purpose::STANDARD.encode(s3s::crypto::Crc32c::checksum(data))
+    };
+    let pieces = [vec![b'A'; 5 << 20], vec![b'B'; 1000]];
+    let created =
+        s.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("full")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
+            .send()
+            .await
+            .unwrap();
+    let id = created.upload_id().unwrap();
+    let mut named = Vec::new();
+    for (n, piece) in pieces.iter().enumerate() {
+        let number = n as i32 + 1;
+        let part =
+            s.s3.upload_part()
+                .bucket(BUCKET)
+                .key("full")
+                .upload_id(id)
+                .part_number(number)
+                .checksum_crc32_c(crc32c(piece))
+                .body(ByteStream::from(piece.clone()))
+                .send()
+                .await
+                .unwrap();
+        let part = CompletedPart::builder()
+            .part_number(number)
+            .e_tag(part.e_tag().unwrap())
+            .checksum_crc32_c(crc32c(piece));
+        named.push(part.build());
+    }
+    let whole = crc32c(&pieces.concat());
+    let done =
+        s.s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("full")
+            .upload_id(id)
+            .checksum_crc32_c(&whole)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(named))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(done.checksum_crc32_c(), Some(whole.as_str()));
+    let asked = head("full", Some(ChecksumMode::Enabled)).await.unwrap();
+    assert_eq!(asked.checksum_crc32_c(), Some(whole.as_str()));
+    assert_eq!(
+        asked.checksum_type().map(|t| t.as_str()),
+        Some("FULL_OBJECT")
     );
 }
 

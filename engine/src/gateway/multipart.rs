@@ -74,10 +74,10 @@ struct Upload {
     /// The headers the completed object is served with, from CreateMultipartUpload.
     #[serde(default)]
     metadata: Vec<(String, String)>,
-    /// The algorithm whose part checksums combine into the object's (SHA256, SHA1,
-    /// CRC32C), if the upload was started with one.
+    /// How the parts' checksums combine into the object's, if the upload was started
+    /// with an algorithm other than CRC32.
     #[serde(default)]
-    composite: Option<String>,
+    checksum: Option<checksums::UploadChecksum>,
 }
 
 impl Upload {
@@ -201,7 +201,10 @@ pub(super) async fn create(
             .iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect(),
-        composite: checksums::composable(input.checksum_algorithm.as_ref()),
+        checksum: checksums::UploadChecksum::asked(
+            input.checksum_algorithm.as_ref(),
+            input.checksum_type.as_ref(),
+        )?,
     };
     let record = serde_json::to_vec(&upload)
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
@@ -221,9 +224,9 @@ pub(super) async fn create(
         key: Some(input.key),
         upload_id: Some(upload_id),
         checksum_type: upload
-            .composite
-            .is_some()
-            .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            .checksum
+            .as_ref()
+            .map(checksums::UploadChecksum::kind),
         checksum_algorithm: input.checksum_algorithm,
         ..CreateMultipartUploadOutput::default()
     })
@@ -467,8 +470,9 @@ pub(super) async fn complete(
         {
             return Err(invalid("its CRC32 is not the uploaded part's"));
         }
-        if let Some(algorithm) = &upload.composite {
-            part_checksums.push(part_checksum(algorithm, asked, &info, number)?);
+        if let Some(combined) = &upload.checksum {
+            let checksum = part_checksum(&combined.algorithm, asked, &info, number)?;
+            part_checksums.push((checksum, info.len));
         }
         if index + 1 < named.len() && info.len < MIN_PART_BYTES {
             return Err(S3Error::with_message(
@@ -481,15 +485,16 @@ pub(super) async fn complete(
         }
         parts.push((number, info));
     }
-    let checksum = match &upload.composite {
-        Some(algorithm) => {
+    let checksum = match &upload.checksum {
+        Some(combined) => {
             let sent = Checksum {
                 checksum_crc32c: input.checksum_crc32c.clone(),
                 checksum_sha1: input.checksum_sha1.clone(),
                 checksum_sha256: input.checksum_sha256.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
                 ..Checksum::default()
             };
-            Some(composite_checksum(algorithm, &part_checksums, &sent)?)
+            Some(combined_checksum(combined, &part_checksums, &sent)?)
         }
         None => None,
     };
@@ -539,6 +544,7 @@ fn part_checksum(
         checksum_crc32c: asked.checksum_crc32c.clone(),
         checksum_sha1: asked.checksum_sha1.clone(),
         checksum_sha256: asked.checksum_sha256.clone(),
+        checksum_crc64nvme: asked.checksum_crc64nvme.clone(),
         ..Checksum::default()
     };
     let kept =
@@ -559,28 +565,27 @@ fn part_checksum(
     }
 }
 
-/// The object's composite checksum, as its record, checked against the one the
-/// completion sent, if any.
-fn composite_checksum(
-    algorithm: &str,
-    parts: &[String],
+/// The object's checksum combined from its parts', as its record, checked against the
+/// one the completion sent, if any.
+fn combined_checksum(
+    combined: &checksums::UploadChecksum,
+    parts: &[(String, u64)],
     sent: &Checksum,
 ) -> S3Result<(String, String)> {
-    let composite = checksums::composite(algorithm, parts)?;
+    let algorithm = &combined.algorithm;
+    let whole = combined.combine(parts)?;
     if let Some(sent) = checksums::value_of(sent, algorithm)
-        && sent != composite
+        && sent != whole
     {
         return Err(S3Error::with_message(
             S3ErrorCode::BadDigest,
-            format!(
-                "the {algorithm} checksum you specified ({sent}) is not the parts' ({composite})"
-            ),
+            format!("the {algorithm} checksum you specified ({sent}) is not the parts' ({whole})"),
         ));
     }
     let record = checksums::record_of(algorithm)
         .unwrap_or_default()
         .to_owned();
-    Ok((record, composite))
+    Ok((record, whole))
 }
 
 /// A CompleteMultipartUpload repeated after it succeeded, answered as S3 answers it,
@@ -636,6 +641,7 @@ fn completed(
             checksum_sha256: kept.checksum_sha256,
             checksum_sha1: kept.checksum_sha1,
             checksum_crc32c: kept.checksum_crc32c,
+            checksum_crc64nvme: kept.checksum_crc64nvme,
             ..output
         },
         None => CompleteMultipartUploadOutput {
@@ -990,7 +996,7 @@ mod tests {
             replicas: 2,
             quorum: 2,
             metadata: Vec::new(),
-            composite: None,
+            checksum: None,
         })
         .unwrap();
         for id in [&young, &old, &later, &older] {
@@ -1125,7 +1131,7 @@ mod tests {
             replicas: 2,
             quorum: 2,
             metadata: Vec::new(),
-            composite: None,
+            checksum: None,
         };
         let mut bytes: Vec<u8> = (0..MIN_PART_BYTES + 3 * 65_536 + 17)
             .map(|i| (i * 7 + i / 65_536) as u8)
