@@ -39,5 +39,5 @@ args=()
 [ -n "${FDW_S3TESTS_ALL:-}" ] || args=(-- -k "not ($not_core)")
 S3TESTS_OUT=${S3TESTS_OUT:-$PWD/target/s3-tests-core} \
 S3TESTS_TIMEOUT=${S3TESTS_TIMEOUT:-60} \
-S3TESTS_MIN_CORE=${FDW_S3TESTS_MIN_CORE:-77} \
+S3TESTS_MIN_CORE=${FDW_S3TESTS_MIN_CORE:-88} \
   bash "$suite/run.sh" "$url" fdw fdw-secret-key fdwalt fdw-alt-secret "${args[@]}"

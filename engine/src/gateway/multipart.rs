@@ -102,7 +102,7 @@ impl Upload {
     ) -> S3Result<PutOptions> {
         let headers = fdw_net::wire::Metadata::new(self.metadata.clone())
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
-        let records = super::parts::record(sizes)
+        let records = fdw_net::wire::PartSizes::encode(sizes)
             .map(|record| (super::parts::PARTS_RECORD.to_owned(), record))
             .into_iter()
             .chain(checksum)

@@ -1,62 +1,21 @@
 //! GetObject and HeadObject by `partNumber`: which bytes part N of an object is.
 //!
 //! A completed multipart upload keeps its parts' sizes as a record with the object
-//! ([`PARTS_RECORD`], never served as a header), as runs of equal sizes: `5242880*3,
-//! 1048576` for three parts of 5 MiB and a last of 1 MiB. Uploads cut into equal parts,
-//! which is what every SDK does, take two runs whatever their count. The record travels
-//! as the object's headers do: replicated, persisted, learned back. An object of one PUT
-//! is one part. A composed object without the record (more than
-//! [`MAX_RECORD_BYTES`] of runs, or written before the record existed) is refused by part
-//! number, never answered with the wrong bytes.
+//! ([`PARTS_RECORD`], never served as a header), in [`PartSizes`]' text. The record
+//! travels as the object's headers do: replicated, persisted, learned back. An object of
+//! one PUT is one part. A composed object without the record (too many different sizes
+//! to keep, or written before the record existed) is refused by part number, never
+//! answered with the wrong bytes.
 
 use std::ops::Range;
 
-use fdw_net::wire::{Digest, Metadata};
+use fdw_net::wire::{Digest, Metadata, PartSizes};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 /// The record of a composed object's part sizes.
 pub(super) const PARTS_RECORD: &str = "x-fdw-parts";
-/// The longest record kept (about 40 runs of different sizes): it shares the object's
-/// metadata limit with the headers.
-pub(super) const MAX_RECORD_BYTES: usize = 512;
 /// S3's limit on part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
-
-/// The record of parts of `sizes`, if it is short enough to keep.
-pub(super) fn record(sizes: &[u64]) -> Option<String> {
-    let mut runs: Vec<(u64, usize)> = Vec::new();
-    for &size in sizes {
-        match runs.last_mut() {
-            Some((last, count)) if *last == size => *count += 1,
-            _ => runs.push((size, 1)),
-        }
-    }
-    let text = runs
-        .iter()
-        .map(|(size, count)| match count {
-            1 => size.to_string(),
-            n => format!("{size}*{n}"),
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    (text.len() <= MAX_RECORD_BYTES).then_some(text)
-}
-
-/// The sizes a record names; `None` if it is not a record [`record`] makes.
-fn sizes_of(record: &str) -> Option<Vec<u64>> {
-    let mut sizes = Vec::new();
-    for run in record.split(',') {
-        let (size, count): (u64, usize) = match run.split_once('*') {
-            Some((size, count)) => (size.parse().ok()?, count.parse::<usize>().ok()?),
-            None => (run.parse().ok()?, 1),
-        };
-        if count == 0 || sizes.len() + count > MAX_PART_NUMBER as usize {
-            return None;
-        }
-        sizes.extend(std::iter::repeat_n(size, count));
-    }
-    Some(sizes)
-}
 
 /// The bytes of part `number` of an object of `len` bytes with this digest and
 /// metadata, and how many parts it has.
@@ -76,13 +35,13 @@ pub(super) fn part_range(
         0 => vec![len],
         parts => metadata
             .get(PARTS_RECORD)
-            .and_then(sizes_of)
+            .and_then(PartSizes::decode)
             .filter(|sizes| sizes.len() == usize::from(parts) && sizes.iter().sum::<u64>() == len)
             .ok_or_else(|| {
                 s3_error!(
                     NotImplemented,
                     "the part sizes of this object were not kept (more than \
-                     MAX_RECORD_BYTES of them, or written by an older fdw): read it by range"
+                     MAX_PART_SIZES_BYTES of them, or written by an older fdw): read it by range"
                 )
             })?,
     };
@@ -102,21 +61,15 @@ mod tests {
     use super::*;
 
     fn composed(sizes: &[u64]) -> (Metadata, Digest, u64) {
-        let text = record(sizes).unwrap();
+        let text = PartSizes::encode(sizes).unwrap();
         let metadata = Metadata::new(vec![(PARTS_RECORD.to_owned(), text)]).unwrap();
         let digest = Digest::of_parts(sizes.iter().map(|_| Digest::of_bytes(b"part")));
         (metadata, digest, sizes.iter().sum())
     }
 
     #[test]
-    fn equal_parts_are_one_run_and_each_part_is_found() {
+    fn each_part_is_found() {
         let mib = 1 << 20;
-        assert_eq!(record(&[5 * mib; 3]).unwrap(), "5242880*3");
-        assert_eq!(
-            record(&[5 * mib, 5 * mib, mib]).unwrap(),
-            "5242880*2,1048576"
-        );
-        assert_eq!(record(&[5 * mib; 10_000]).unwrap(), "5242880*10000");
         let (metadata, digest, len) = composed(&[5 * mib, 5 * mib, 5 * mib, mib]);
         let part = |n| part_range(&metadata, digest, len, n).map_err(|e| e.code().clone());
         assert_eq!(part(1), Ok((0..5 * mib, 4)));
@@ -147,15 +100,5 @@ mod tests {
     #[test]
     fn the_record_is_one_the_under_stores_keep() {
         assert!(PARTS_RECORD.starts_with(fdw_persist::RECORD_HEADER_PREFIX));
-    }
-
-    #[test]
-    fn records_too_long_to_keep_or_malformed_are_none() {
-        let distinct: Vec<u64> = (0..200).map(|n| 5_000_000 + n).collect();
-        assert_eq!(record(&distinct), None);
-        for bad in ["", "5*0", "x", "5*", "*3", "5*10001", "1,2,"] {
-            assert_eq!(sizes_of(bad), None, "{bad}");
-        }
-        assert_eq!(sizes_of("7*2,3"), Some(vec![7, 7, 3]));
     }
 }

@@ -24,6 +24,7 @@ mod digest;
 mod frame;
 mod message;
 mod metadata;
+mod part_sizes;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,7 @@ pub use message::{
     Response, WriteCondition,
 };
 pub use metadata::{MAX_METADATA_BYTES, Metadata, RESERVED_HEADER_PREFIX};
+pub use part_sizes::{MAX_PART_SIZES_BYTES, PartSizes};
 
 use crate::NameError;
 
