@@ -1316,6 +1316,60 @@ async fn objects_are_read_by_part_number() {
         );
         at += size;
     }
+    // Each part's checksum (fdw's CRC32 of it) with checksum mode, and the parts listed
+    // by GetObjectAttributes, in pages.
+    use aws_sdk_s3::types::{ChecksumMode, ObjectAttributes};
+    let crc_of = |range: std::ops::Range<usize>| crc32_header(crc32fast::hash(&data[range]));
+    let second =
+        s.s3.get_object()
+            .bucket(BUCKET)
+            .key("parts")
+            .part_number(2)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        second.checksum_crc32(),
+        Some(crc_of(5 << 20..10 << 20).as_str())
+    );
+    let attributes = |max: i32, marker: Option<i32>| {
+        s.s3.get_object_attributes()
+            .bucket(BUCKET)
+            .key("parts")
+            .object_attributes(ObjectAttributes::ObjectParts)
+            .object_attributes(ObjectAttributes::ObjectSize)
+            .object_attributes(ObjectAttributes::Checksum)
+            .max_parts(max)
+            .set_part_number_marker(marker.map(|m| m.to_string()))
+            .send()
+    };
+    let page = attributes(2, None).await.unwrap();
+    assert_eq!(page.object_size(), Some(data.len() as i64));
+    let whole = page.checksum().and_then(|c| c.checksum_crc32());
+    assert_eq!(whole, Some(crc_of(0..data.len()).as_str()));
+    let listed = page.object_parts().unwrap();
+    assert_eq!(listed.total_parts_count(), Some(3));
+    assert_eq!(listed.is_truncated(), Some(true));
+    let first: Vec<(Option<i32>, Option<i64>)> = listed
+        .parts()
+        .iter()
+        .map(|p| (p.part_number(), p.size()))
+        .collect();
+    assert_eq!(first, [(Some(1), Some(5 << 20)), (Some(2), Some(5 << 20))]);
+    let next = listed.next_part_number_marker().map(|m| m.parse().unwrap());
+    let page = attributes(2, next).await.unwrap();
+    let last = &page.object_parts().unwrap().parts()[0];
+    assert_eq!(
+        (last.part_number(), last.size()),
+        (Some(3), Some(sizes[2] as i64))
+    );
+    assert_eq!(
+        last.checksum_crc32(),
+        Some(crc_of(10 << 20..data.len()).as_str())
+    );
+    assert_eq!(page.object_parts().unwrap().is_truncated(), Some(false));
+
     let get_part = |key: &'static str, number: i32| {
         s.s3.get_object()
             .bucket(BUCKET)

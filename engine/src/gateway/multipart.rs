@@ -97,16 +97,10 @@ impl Upload {
     fn options(
         &self,
         condition: Option<WriteCondition>,
-        sizes: &[u64],
-        checksum: Option<(String, String)>,
+        records: Vec<(String, String)>,
     ) -> S3Result<PutOptions> {
         let headers = fdw_net::wire::Metadata::new(self.metadata.clone())
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
-        let records = fdw_net::wire::PartSizes::encode(sizes)
-            .map(|record| (super::parts::PARTS_RECORD.to_owned(), record))
-            .into_iter()
-            .chain(checksum)
-            .collect();
         let metadata = checksums::with_records(headers, records);
         Ok(PutOptions {
             condition,
@@ -498,14 +492,31 @@ pub(super) async fn complete(
         }
         None => None,
     };
-    let sizes: Vec<u64> = parts.iter().map(|(_, info)| info.len).collect();
+    // What the object keeps of its parts: their sizes and checksums (the upload's
+    // algorithm's, else fdw's CRC32s), and the checksum they combine into.
+    let part_values: Vec<String> = match &upload.checksum {
+        Some(_) => part_checksums
+            .iter()
+            .map(|(value, _)| value.clone())
+            .collect(),
+        None => parts
+            .iter()
+            .map(|(_, info)| crc32_header(info.crc))
+            .collect(),
+    };
+    let algorithm = upload
+        .checksum
+        .as_ref()
+        .map_or("CRC32", |c| c.algorithm.as_str());
+    let mut records = super::parts::records(&parts, algorithm, part_values);
+    records.extend(checksum.clone());
     let completion = Completion {
         s3,
         bucket,
         key,
         upload_id,
         parts,
-        options: upload.options(condition, &sizes, checksum.clone())?,
+        options: upload.options(condition, records)?,
     };
     let receipt = match completion.in_place().await {
         Ok(receipt) => receipt,

@@ -479,10 +479,18 @@ impl S3 for FdwS3 {
             parts_count: part.and_then(|(digest, count)| parts_count(digest, count)),
             ..GetObjectOutput::default()
         };
-        // The checksums are of the whole object: S3 sends them only for whole reads,
-        // and only when asked.
-        if whole && wants_checksum(input.checksum_mode.as_ref()) {
-            serve_checksums!(output, Served::checksums(&info));
+        // The object's checksums are of the whole of it: S3 sends them only for whole
+        // reads, and a part's for a read of that part, only when asked.
+        if wants_checksum(input.checksum_mode.as_ref()) {
+            match (whole, input.part_number) {
+                (true, _) => serve_checksums!(output, Served::checksums(&info)),
+                (false, Some(number)) => {
+                    if let Some(checksum) = super::parts::part_checksum(&info, number) {
+                        serve_checksums!(output, checksum);
+                    }
+                }
+                (false, None) => {}
+            }
         }
         serve_metadata!(output, Served::new(&info.metadata));
         // A GET may ask for other headers than those stored (`response-*`).
@@ -546,11 +554,45 @@ impl S3 for FdwS3 {
             parts_count: part.and_then(|(_, count)| parts_count(info.digest, count)),
             ..HeadObjectOutput::default()
         };
-        if wants_checksum(input.checksum_mode.as_ref()) && part.is_none() {
-            serve_checksums!(output, Served::checksums(&info));
+        if wants_checksum(input.checksum_mode.as_ref()) {
+            match input.part_number {
+                None => serve_checksums!(output, Served::checksums(&info)),
+                Some(number) => {
+                    if let Some(checksum) = super::parts::part_checksum(&info, number) {
+                        serve_checksums!(output, checksum);
+                    }
+                }
+            }
         }
         serve_metadata!(output, Served::new(&info.metadata));
         Ok(S3Response::new(output))
+    }
+
+    /// GetObjectAttributes: what HEAD knows, and a composed object's parts.
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        refuse_encryption(&req.headers)?;
+        let input = req.input;
+        Self::check_key(&input.key)?;
+        input
+            .version_id
+            .as_deref()
+            .map_or(Ok(()), check_version_id)?;
+        let info = self.head_or_marker(&input.bucket, &input.key).await?;
+        let wants = |name: &str| input.object_attributes.iter().any(|a| a.as_str() == name);
+        Ok(S3Response::new(GetObjectAttributesOutput {
+            last_modified: Some(committed_at(info.version)),
+            e_tag: wants(ObjectAttributes::ETAG).then(|| etag(info.digest)),
+            object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(info.len as i64),
+            storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+                .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            checksum: wants(ObjectAttributes::CHECKSUM).then(|| Served::checksums(&info)),
+            object_parts: (wants(ObjectAttributes::OBJECT_PARTS) && info.digest.parts() > 0)
+                .then(|| super::parts::listed(&info, input.max_parts, input.part_number_marker)),
+            ..GetObjectAttributesOutput::default()
+        }))
     }
 
     async fn delete_object(

@@ -9,11 +9,102 @@
 
 use std::ops::Range;
 
-use fdw_net::wire::{Digest, Metadata, PartSizes};
+use fdw_net::wire::{Digest, Metadata, ObjectInfo, PartChecksums, PartSizes};
+use s3s::dto::{Checksum, ChecksumAlgorithm, GetObjectAttributesParts, ObjectPart};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 /// The record of a composed object's part sizes.
 pub(super) const PARTS_RECORD: &str = "x-fdw-parts";
+/// The record of a composed object's part checksums.
+pub(super) const PART_CHECKSUMS_RECORD: &str = "x-fdw-part-checksums";
+/// Parts listed in one GetObjectAttributes answer unless it asks for fewer.
+const MAX_LISTED_PARTS: i32 = 1000;
+
+/// The records a completion keeps of its parts: their sizes, and their `algorithm`
+/// checksums `values` (each left out if too long to keep).
+pub(super) fn records(
+    parts: &[(i32, ObjectInfo)],
+    algorithm: &str,
+    values: Vec<String>,
+) -> Vec<(String, String)> {
+    let sizes: Vec<u64> = parts.iter().map(|(_, info)| info.len).collect();
+    let checksums = PartChecksums {
+        algorithm: algorithm.to_owned(),
+        values,
+    };
+    [
+        PartSizes::encode(&sizes).map(|text| (PARTS_RECORD.to_owned(), text)),
+        checksums
+            .encode()
+            .map(|text| (PART_CHECKSUMS_RECORD.to_owned(), text)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Part `number`'s checksum, as an answer's fields, with the type of the object's
+/// checksum (a part of a composite is read as one), if it was kept.
+pub(super) fn part_checksum(info: &ObjectInfo, number: i32) -> Option<Checksum> {
+    let kept = PartChecksums::decode(info.metadata.get(PART_CHECKSUMS_RECORD)?)?;
+    let value = kept.values.get(usize::try_from(number - 1).ok()?)?.clone();
+    let mut out = Checksum {
+        checksum_type: super::metadata::Served::checksums(info).checksum_type,
+        ..Checksum::default()
+    };
+    let slot = match kept.algorithm.as_str() {
+        ChecksumAlgorithm::CRC32 => &mut out.checksum_crc32,
+        ChecksumAlgorithm::CRC32C => &mut out.checksum_crc32c,
+        ChecksumAlgorithm::CRC64NVME => &mut out.checksum_crc64nvme,
+        ChecksumAlgorithm::SHA1 => &mut out.checksum_sha1,
+        ChecksumAlgorithm::SHA256 => &mut out.checksum_sha256,
+        _ => return None,
+    };
+    *slot = Some(value);
+    Some(out)
+}
+
+/// GetObjectAttributes' `ObjectParts` of a composed object: its count, and the parts
+/// after `marker`, at most `max`, with their sizes and checksums where kept.
+pub(super) fn listed(
+    info: &ObjectInfo,
+    max: Option<i32>,
+    marker: Option<i32>,
+) -> GetObjectAttributesParts {
+    let count = i32::from(info.digest.parts());
+    let marker = marker.unwrap_or(0);
+    let max = max.unwrap_or(MAX_LISTED_PARTS).clamp(0, MAX_LISTED_PARTS);
+    let sizes = info.metadata.get(PARTS_RECORD).and_then(PartSizes::decode);
+    let parts: Vec<ObjectPart> = match &sizes {
+        Some(sizes) => (marker.max(0)..count)
+            .take(max as usize)
+            .map(|index| {
+                let number = index + 1;
+                let checksum = part_checksum(info, number).unwrap_or_default();
+                ObjectPart {
+                    part_number: Some(number),
+                    size: sizes.get(index as usize).map(|s| *s as i64),
+                    checksum_crc32: checksum.checksum_crc32,
+                    checksum_crc32c: checksum.checksum_crc32c,
+                    checksum_crc64nvme: checksum.checksum_crc64nvme,
+                    checksum_sha1: checksum.checksum_sha1,
+                    checksum_sha256: checksum.checksum_sha256,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let last = parts.last().and_then(|p| p.part_number);
+    let truncated = last.is_some_and(|last| last < count);
+    GetObjectAttributesParts {
+        total_parts_count: Some(count),
+        max_parts: Some(max),
+        part_number_marker: Some(marker),
+        next_part_number_marker: last,
+        is_truncated: Some(truncated),
+        parts: sizes.is_some().then_some(parts),
+    }
+}
 /// S3's limit on part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
 

@@ -36,7 +36,7 @@ pub use message::{
     Response, WriteCondition,
 };
 pub use metadata::{MAX_METADATA_BYTES, Metadata, RESERVED_HEADER_PREFIX};
-pub use part_sizes::{MAX_PART_SIZES_BYTES, PartSizes};
+pub use part_sizes::{MAX_PART_SIZES_BYTES, PartChecksums, PartSizes};
 
 use crate::NameError;
 
