@@ -1264,28 +1264,13 @@ async fn objects_are_read_by_part_number() {
             .await
             .unwrap();
     let id = upload.upload_id().unwrap();
-    let mut named = Vec::new();
+    let mut pieces = Vec::new();
     let mut at = 0;
-    for (n, size) in sizes.iter().enumerate() {
-        let number = n as i32 + 1;
-        let part =
-            s.s3.upload_part()
-                .bucket(BUCKET)
-                .key("parts")
-                .upload_id(id)
-                .part_number(number)
-                .body(ByteStream::from(data[at..at + size].to_vec()))
-                .send()
-                .await
-                .unwrap();
-        named.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(part.e_tag().unwrap())
-                .build(),
-        );
+    for size in sizes {
+        pieces.push(data[at..at + size].to_vec());
         at += size;
     }
+    let named = upload_parts(&s.s3, "parts", id, &pieces).await;
     let done = complete(&s.s3, "parts", id, named).await.unwrap();
     let mut at = 0;
     for (n, size) in sizes.iter().enumerate() {
@@ -1942,25 +1927,7 @@ async fn multipart_uploads_complete_into_one_checked_object() {
             .await
             .unwrap();
     let small_id = small.upload_id().unwrap();
-    let mut tags = Vec::new();
-    for number in 1..=2 {
-        let part =
-            s.s3.upload_part()
-                .bucket(BUCKET)
-                .key("small")
-                .upload_id(small_id)
-                .part_number(number)
-                .body(ByteStream::from(vec![number as u8; 1000]))
-                .send()
-                .await
-                .unwrap();
-        tags.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(part.e_tag().unwrap())
-                .build(),
-        );
-    }
+    let tags = upload_parts(&s.s3, "small", small_id, &[vec![1; 1000], vec![2; 1000]]).await;
     let err = complete(&s.s3, "small", small_id, tags).await.unwrap_err();
     assert_eq!(code(&err), "EntityTooSmall");
     s.s3.abort_multipart_upload()
@@ -2017,6 +1984,37 @@ async fn anonymous_gateway(
     Gateway::start(config, cluster.client("anonymous").await.unwrap())
         .await
         .unwrap()
+}
+
+/// Uploads `pieces` as parts 1, 2, ... of upload `id` of `BUCKET/key`; the parts as a
+/// completion names them.
+async fn upload_parts(
+    s3: &S3Client,
+    key: &str,
+    id: &str,
+    pieces: &[Vec<u8>],
+) -> Vec<CompletedPart> {
+    let mut named = Vec::new();
+    for (n, piece) in pieces.iter().enumerate() {
+        let number = n as i32 + 1;
+        let part = s3
+            .upload_part()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(piece.clone()))
+            .send()
+            .await
+            .unwrap();
+        named.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    named
 }
 
 /// Completes an upload to `BUCKET/key` with `parts`.

@@ -14,6 +14,8 @@ use crate::under_store::{
     VERSION_METADATA,
 };
 
+/// S3's limit on an object's user metadata: names and values, in bytes.
+const S3_MAX_USER_METADATA_BYTES: usize = 2048;
 /// The prefix of user metadata headers.
 const USER_PREFIX: &str = "x-amz-meta-";
 /// What S3 (and fdw's gateway) answers for an object written without a Content-Type.
@@ -52,6 +54,7 @@ impl WriteHeaders {
         .into_iter()
         .flatten()
         .collect();
+        let mut records = Vec::new();
         for (name, value) in &fence.headers {
             let text = Some(value.clone());
             match name.as_str() {
@@ -71,12 +74,28 @@ impl WriteHeaders {
                     _ => match other.strip_prefix(RECORD_HEADER_PREFIX) {
                         Some(record) => {
                             let name = format!("{RECORD_METADATA_PREFIX}{record}");
-                            metadata.insert(name, value.clone());
+                            records.push((name, value.clone()));
                         }
                         None => tracing::warn!(name, "no place for this header in S3; not kept"),
                     },
                 },
             }
+        }
+        // The gateway's records are what it can do without (a read by part number, a
+        // checksum returned): they go only while S3's limit on user metadata has room,
+        // which a write over it would fail for ever.
+        let mut used: usize = metadata.iter().map(|(n, v)| n.len() + v.len()).sum();
+        for (name, value) in records {
+            let size = name.len() + value.len();
+            if used + size > S3_MAX_USER_METADATA_BYTES {
+                tracing::warn!(
+                    name,
+                    "no room for this record in S3's user metadata; not kept"
+                );
+                continue;
+            }
+            used += size;
+            metadata.insert(name, value);
         }
         out.metadata = (!metadata.is_empty()).then_some(metadata);
         out
@@ -162,6 +181,20 @@ mod tests {
             metadata[VERSION_METADATA], "7",
             "a header never replaces a record"
         );
+
+        // Records past S3's 2 KiB of user metadata are left out; the headers are not.
+        let owner = "o".repeat(1900);
+        let crowded = WriteHeaders::of(&fence(&[
+            ("x-amz-meta-owner", &owner),
+            ("x-fdw-part-checksums", &"c".repeat(200)),
+            ("x-fdw-parts", "5*2"),
+        ]));
+        let metadata = crowded.metadata.unwrap();
+        assert_eq!(metadata["owner"], owner);
+        assert_eq!(metadata["fdw-h-parts"], "5*2", "a record that fits is kept");
+        assert!(!metadata.contains_key("fdw-h-part-checksums"));
+        let bytes: usize = metadata.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(bytes <= S3_MAX_USER_METADATA_BYTES, "{bytes}");
 
         let bad_date = WriteHeaders::of(&fence(&[("expires", "tomorrow")]));
         assert!(bad_date.expires.is_none());

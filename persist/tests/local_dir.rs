@@ -186,20 +186,26 @@ async fn stores_sharing_a_directory_never_mix_their_writes() {
     }
 }
 
+/// A put of `key`, which the store must refuse as a permanent failure.
+async fn refused_put(store: &LocalDir, key: &str) -> fdw_persist::UnderStoreError {
+    let err = store
+        .put_object(
+            key,
+            Payload::from_bytes(Bytes::from_static(b"x")),
+            &Fence::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");
+    err
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cannot_leave_the_directory_and_crash_leftovers_are_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalDir::new(dir.path()).unwrap();
     for key in ["../escape", "/abs", "a/../../b", ".fdw-tmp/x", ""] {
-        let err = store
-            .put_object(
-                key,
-                Payload::from_bytes(Bytes::from_static(b"x")),
-                &Fence::default(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");
+        refused_put(&store, key).await;
     }
     // A temporary file is never listed. One a crash left behind long ago is removed at
     // start-up; a fresh one may be another node's, mid-write, and stays.
@@ -295,15 +301,7 @@ async fn every_key_is_a_file_of_its_own_or_refused_before_it_is_written() {
         let reason = store
             .refuses_key(key)
             .unwrap_or_else(|| panic!("{key} is refused"));
-        let err = store
-            .put_object(
-                key,
-                Payload::from_bytes(Bytes::from_static(b"x")),
-                &Fence::default(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, FailureKind::Permanent, "{key}: {err}");
+        let err = refused_put(&store, key).await;
         assert!(err.message.contains(&reason), "{key}: {err} names {reason}");
         assert!(store.head(key).await.unwrap().is_none(), "{key}");
         assert_eq!(

@@ -34,24 +34,76 @@ const KEPT: [(&str, &str); 4] = [
     (ChecksumAlgorithm::CRC64NVME, "x-fdw-checksum-crc64nvme"),
 ];
 
-/// The field of `checksums` for `algorithm` (one of [`KEPT`]).
-fn field<'a>(checksums: &'a mut Checksum, algorithm: &str) -> Option<&'a mut Option<String>> {
-    Some(match algorithm {
-        ChecksumAlgorithm::SHA256 => &mut checksums.checksum_sha256,
-        ChecksumAlgorithm::SHA1 => &mut checksums.checksum_sha1,
-        ChecksumAlgorithm::CRC32C => &mut checksums.checksum_crc32c,
-        ChecksumAlgorithm::CRC64NVME => &mut checksums.checksum_crc64nvme,
+/// The value of `algorithm` among `checksums`.
+fn value<'a>(checksums: &'a Checksum, algorithm: &str) -> Option<&'a str> {
+    match algorithm {
+        ChecksumAlgorithm::CRC32 => &checksums.checksum_crc32,
+        ChecksumAlgorithm::CRC32C => &checksums.checksum_crc32c,
+        ChecksumAlgorithm::CRC64NVME => &checksums.checksum_crc64nvme,
+        ChecksumAlgorithm::SHA1 => &checksums.checksum_sha1,
+        ChecksumAlgorithm::SHA256 => &checksums.checksum_sha256,
         _ => return None,
-    })
+    }
+    .as_deref()
 }
+
+/// The value of `algorithm` among `checksums`, owned.
+pub(super) fn value_of(checksums: &Checksum, algorithm: &str) -> Option<String> {
+    value(checksums, algorithm).map(str::to_owned)
+}
+
+/// An answer's fields holding one checksum, `value` of `algorithm`, and `kind`.
+pub(super) fn one(algorithm: &str, value: String, kind: Option<ChecksumType>) -> Option<Checksum> {
+    let mut out = Checksum {
+        checksum_type: kind,
+        ..Checksum::default()
+    };
+    *match algorithm {
+        ChecksumAlgorithm::CRC32 => &mut out.checksum_crc32,
+        ChecksumAlgorithm::CRC32C => &mut out.checksum_crc32c,
+        ChecksumAlgorithm::CRC64NVME => &mut out.checksum_crc64nvme,
+        ChecksumAlgorithm::SHA1 => &mut out.checksum_sha1,
+        ChecksumAlgorithm::SHA256 => &mut out.checksum_sha256,
+        _ => return None,
+    } = Some(value);
+    Some(out)
+}
+
+/// The checksum fields of any S3 type that has them (a completion's part, its input),
+/// as one [`Checksum`].
+macro_rules! checksums_of {
+    ($from:ident) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $from.checksum_crc32.clone(),
+            checksum_crc32c: $from.checksum_crc32c.clone(),
+            checksum_crc64nvme: $from.checksum_crc64nvme.clone(),
+            checksum_sha1: $from.checksum_sha1.clone(),
+            checksum_sha256: $from.checksum_sha256.clone(),
+            ..s3s::dto::Checksum::default()
+        }
+    };
+}
+pub(super) use checksums_of;
+
+/// Fills an answer's checksum fields (GET, HEAD, PUT and completion share their names).
+macro_rules! serve_checksums {
+    ($output:expr, $checksums:expr) => {{
+        let checksums = $checksums;
+        $output.checksum_crc32 = checksums.checksum_crc32;
+        $output.checksum_crc32c = checksums.checksum_crc32c;
+        $output.checksum_sha1 = checksums.checksum_sha1;
+        $output.checksum_sha256 = checksums.checksum_sha256;
+        $output.checksum_crc64nvme = checksums.checksum_crc64nvme;
+        $output.checksum_type = checksums.checksum_type;
+    }};
+}
+pub(super) use serve_checksums;
 
 /// The records of the checksums a write sent (checked before the write can succeed).
 pub(super) fn records(sent: &Checksum) -> Vec<(String, String)> {
-    let mut sent = sent.clone();
     KEPT.iter()
         .filter_map(|(algorithm, record)| {
-            let value = field(&mut sent, algorithm)?.take()?;
-            Some(((*record).to_owned(), value))
+            Some(((*record).to_owned(), value(sent, algorithm)?.to_owned()))
         })
         .collect()
 }
@@ -67,31 +119,42 @@ pub(super) fn with_records(metadata: Metadata, records: Vec<(String, String)>) -
     Metadata::new(entries).unwrap_or(metadata)
 }
 
-/// The checksums kept with an object, as an answer's fields.
-pub(super) fn kept(metadata: &Metadata) -> Checksum {
-    let mut out = Checksum::default();
-    for (algorithm, record) in KEPT {
-        if let (Some(value), Some(slot)) = (metadata.get(record), field(&mut out, algorithm)) {
-            *slot = Some(value.to_owned());
-        }
-    }
-    out
+/// The checksums kept with an object of these headers, as an answer's fields, with their
+/// type: composite when it ends in `-N`. `None` if the writer sent none.
+fn kept(metadata: &Metadata) -> Option<Checksum> {
+    let get = |algorithm| {
+        record_of(algorithm)
+            .and_then(|record| metadata.get(record))
+            .map(str::to_owned)
+    };
+    let out = Checksum {
+        checksum_sha256: get(ChecksumAlgorithm::SHA256),
+        checksum_sha1: get(ChecksumAlgorithm::SHA1),
+        checksum_crc32c: get(ChecksumAlgorithm::CRC32C),
+        checksum_crc64nvme: get(ChecksumAlgorithm::CRC64NVME),
+        ..Checksum::default()
+    };
+    let any = KEPT
+        .iter()
+        .find_map(|(algorithm, _)| value(&out, algorithm))?;
+    let kind = match any.contains('-') {
+        true => ChecksumType::COMPOSITE,
+        false => ChecksumType::FULL_OBJECT,
+    };
+    Some(Checksum {
+        checksum_type: Some(ChecksumType::from_static(kind)),
+        ..out
+    })
 }
 
-/// The type of the checksums [`kept`] found, if any.
-pub(super) fn kept_type(checksums: &Checksum) -> Option<ChecksumType> {
-    let values = [
-        &checksums.checksum_sha256,
-        &checksums.checksum_sha1,
-        &checksums.checksum_crc32c,
-        &checksums.checksum_crc64nvme,
-    ];
-    let value = values.into_iter().flatten().next()?;
-    Some(ChecksumType::from_static(if value.contains('-') {
-        ChecksumType::COMPOSITE
-    } else {
-        ChecksumType::FULL_OBJECT
-    }))
+/// The whole object's checksums, as a GET, HEAD or completion answers them: those the
+/// writer sent, kept in its headers, else fdw's own CRC32 of it.
+pub(super) fn of_object(metadata: &Metadata, crc: u32) -> Checksum {
+    kept(metadata).unwrap_or_else(|| Checksum {
+        checksum_crc32: Some(fdw_persist::crc32_header(crc)),
+        checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        ..Checksum::default()
+    })
 }
 
 /// How a multipart upload's part checksums combine into the object's, as S3 combines
@@ -225,11 +288,6 @@ pub(super) fn record_of(algorithm: &str) -> Option<&'static str> {
     KEPT.iter().find(|(a, _)| *a == algorithm).map(|(_, r)| *r)
 }
 
-/// The value of `algorithm` among `checksums`.
-pub(super) fn value_of(checksums: &Checksum, algorithm: &str) -> Option<String> {
-    field(&mut checksums.clone(), algorithm)?.clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,14 +302,14 @@ mod tests {
         let records = records(&sent);
         assert_eq!(records.len(), 1);
         let metadata = with_records(Metadata::empty(), records);
-        let kept = kept(&metadata);
-        assert_eq!(kept.checksum_sha256, sent.checksum_sha256);
-        assert_eq!(kept.checksum_crc32, None);
+        let found = kept(&metadata).unwrap();
+        assert_eq!(found.checksum_sha256, sent.checksum_sha256);
+        assert_eq!(found.checksum_crc32, None);
         assert_eq!(
-            kept_type(&kept).unwrap().as_str(),
+            found.checksum_type.unwrap().as_str(),
             ChecksumType::FULL_OBJECT
         );
-        assert!(kept_type(&Checksum::default()).is_none());
+        assert!(kept(&Metadata::empty()).is_none());
     }
 
     #[test]
@@ -275,11 +333,15 @@ mod tests {
         .map(|p| (p.to_owned(), 5 << 20));
         let whole = sha256(false).combine(&parts).unwrap();
         assert_eq!(whole, "uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3");
-        let kept = kept(&with_records(
+        let found = kept(&with_records(
             Metadata::empty(),
             vec![(record_of("SHA256").unwrap().to_owned(), whole)],
-        ));
-        assert_eq!(kept_type(&kept).unwrap().as_str(), ChecksumType::COMPOSITE);
+        ))
+        .unwrap();
+        assert_eq!(
+            found.checksum_type.unwrap().as_str(),
+            ChecksumType::COMPOSITE
+        );
         let bad = [("not base64!".to_owned(), 1)];
         assert!(sha256(false).combine(&bad).is_err());
     }

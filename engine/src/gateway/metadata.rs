@@ -93,41 +93,6 @@ impl Served {
     }
 }
 
-impl Served {
-    /// The whole object's checksums, as a GET or HEAD asked for them answers: those the
-    /// writer sent, kept with it, else fdw's own CRC32.
-    pub(super) fn checksums(info: &fdw_net::wire::ObjectInfo) -> s3s::dto::Checksum {
-        let kept = super::checksums::kept(&info.metadata);
-        match super::checksums::kept_type(&kept) {
-            Some(kind) => s3s::dto::Checksum {
-                checksum_type: Some(kind),
-                ..kept
-            },
-            None => s3s::dto::Checksum {
-                checksum_crc32: Some(fdw_persist::crc32_header(info.crc)),
-                checksum_type: Some(s3s::dto::ChecksumType::from_static(
-                    s3s::dto::ChecksumType::FULL_OBJECT,
-                )),
-                ..s3s::dto::Checksum::default()
-            },
-        }
-    }
-}
-
-/// Fills a GET or HEAD output's checksum fields (the two types share their names).
-macro_rules! serve_checksums {
-    ($output:expr, $checksums:expr) => {{
-        let checksums = $checksums;
-        $output.checksum_crc32 = checksums.checksum_crc32;
-        $output.checksum_crc32c = checksums.checksum_crc32c;
-        $output.checksum_sha1 = checksums.checksum_sha1;
-        $output.checksum_sha256 = checksums.checksum_sha256;
-        $output.checksum_crc64nvme = checksums.checksum_crc64nvme;
-        $output.checksum_type = checksums.checksum_type;
-    }};
-}
-pub(super) use serve_checksums;
-
 /// Fills a GET or HEAD output's header fields (the two types share their names).
 macro_rules! serve_metadata {
     ($output:expr, $served:expr) => {{

@@ -34,7 +34,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 
 use super::checked_body::declared;
-use super::checksums;
+use super::checksums::{self, checksums_of, serve_checksums};
 use super::frames::frames;
 use super::listing::{Encoding, common_prefixes, fold, page_size};
 use super::names::{committed_at, etag, s3_error};
@@ -481,13 +481,7 @@ pub(super) async fn complete(
     }
     let checksum = match &upload.checksum {
         Some(combined) => {
-            let sent = Checksum {
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                ..Checksum::default()
-            };
+            let sent = checksums_of!(input);
             Some(combined_checksum(combined, &part_checksums, &sent)?)
         }
         None => None,
@@ -535,11 +529,9 @@ pub(super) async fn complete(
         }
     };
     remove(s3, bucket, upload_id, upload.staging()?).await;
-    let kept = checksum.map(|(record, value)| {
-        let metadata = fdw_net::wire::Metadata::new(vec![(record, value)]).unwrap_or_default();
-        checksums::kept(&metadata)
-    });
-    Ok(completed(bucket, key, receipt.digest, receipt.crc, kept))
+    // The checksum the object keeps: its combined one, unless the headers left no room.
+    let answered = checksums::of_object(&completion.options.metadata, receipt.crc);
+    Ok(completed(bucket, key, receipt.digest, answered))
 }
 
 /// The `algorithm` checksum of a part named in a completion: the one it was uploaded
@@ -551,20 +543,15 @@ fn part_checksum(
     number: i32,
 ) -> S3Result<String> {
     let bad = |why: String| S3Error::with_message(S3ErrorCode::BadDigest, why);
-    let asked_checksum = Checksum {
-        checksum_crc32c: asked.checksum_crc32c.clone(),
-        checksum_sha1: asked.checksum_sha1.clone(),
-        checksum_sha256: asked.checksum_sha256.clone(),
-        checksum_crc64nvme: asked.checksum_crc64nvme.clone(),
-        ..Checksum::default()
-    };
-    let kept =
-        checksums::value_of(&checksums::kept(&info.metadata), algorithm).ok_or_else(|| {
+    let kept = checksums::record_of(algorithm)
+        .and_then(|record| info.metadata.get(record))
+        .map(str::to_owned)
+        .ok_or_else(|| {
             bad(format!(
                 "part {number} was uploaded without a {algorithm} checksum"
             ))
         })?;
-    match checksums::value_of(&asked_checksum, algorithm) {
+    match checksums::value_of(&checksums_of!(asked), algorithm) {
         None => Err(bad(format!(
             "the completion names no {algorithm} checksum for part {number}"
         ))),
@@ -618,49 +605,26 @@ async fn completed_before(
         .head(&input.bucket, &input.key)
         .await
         .ok()?;
-    let kept = checksums::kept(&info.metadata);
-    (info.digest == composed).then(|| {
-        completed(
-            &input.bucket,
-            &input.key,
-            Some(info.digest),
-            info.crc,
-            Some(kept),
-        )
-    })
+    let answered = checksums::of_object(&info.metadata, info.crc);
+    (info.digest == composed)
+        .then(|| completed(&input.bucket, &input.key, Some(info.digest), answered))
 }
 
-/// The answer to a completion that made an object with this digest and CRC, and these
-/// kept checksums (a composite one, in place of the CRC32).
+/// The answer to a completion that made an object with this digest and checksums.
 fn completed(
     bucket: &str,
     key: &str,
     digest: Option<Digest>,
-    crc: u32,
-    kept: Option<Checksum>,
+    checksums: Checksum,
 ) -> CompleteMultipartUploadOutput {
-    let kept = kept.filter(|kept| checksums::kept_type(kept).is_some());
-    let output = CompleteMultipartUploadOutput {
+    let mut output = CompleteMultipartUploadOutput {
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
         e_tag: digest.map(etag),
         ..CompleteMultipartUploadOutput::default()
     };
-    match kept {
-        Some(kept) => CompleteMultipartUploadOutput {
-            checksum_type: checksums::kept_type(&kept),
-            checksum_sha256: kept.checksum_sha256,
-            checksum_sha1: kept.checksum_sha1,
-            checksum_crc32c: kept.checksum_crc32c,
-            checksum_crc64nvme: kept.checksum_crc64nvme,
-            ..output
-        },
-        None => CompleteMultipartUploadOutput {
-            checksum_crc32: Some(crc32_header(crc)),
-            checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            ..output
-        },
-    }
+    serve_checksums!(output, checksums);
+    output
 }
 
 /// An upload whose parts were checked, being completed into `key`.

@@ -13,10 +13,10 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Shared;
 use super::checked_body::{CheckedBody, Declared, Refusal, declared};
-use super::checksums;
+use super::checksums::{self, serve_checksums};
 use super::frames::{frames, response_body};
 use super::listing::check_version_id;
-use super::metadata::{self, Served, serve_checksums, serve_metadata};
+use super::metadata::{self, Served, serve_metadata};
 use super::names::{committed_at, committed_at_second, digest_of, etag, s3_error};
 
 /// Headers that override a bucket's write settings for one request.
@@ -371,8 +371,23 @@ fn parts_count(digest: fdw_net::wire::Digest, count: usize) -> Option<i32> {
     (digest.parts() > 0).then_some(count as i32)
 }
 
-fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
-    mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+/// The checksums a read answers, asked for by checksum mode: the whole object's for a
+/// whole read, a part's for a read by part number (if kept), none for a range (S3 has
+/// none of a range).
+fn read_checksums(
+    info: &ObjectInfo,
+    mode: Option<&ChecksumMode>,
+    ranged: bool,
+    part: Option<i32>,
+) -> Option<s3s::dto::Checksum> {
+    let asked = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    if !asked || ranged {
+        return None;
+    }
+    match part {
+        None => Some(checksums::of_object(&info.metadata, info.crc)),
+        Some(number) => super::parts::part_checksum(info, number),
+    }
 }
 
 #[async_trait::async_trait]
@@ -406,16 +421,18 @@ impl S3 for FdwS3 {
         let receipt = self
             .store_body(&input.bucket, &input.key, input.body, declared, options)
             .await?;
-        Ok(S3Response::new(PutObjectOutput {
+        let mut output = PutObjectOutput {
             e_tag: receipt.digest.map(etag),
+            ..PutObjectOutput::default()
+        };
+        // Every checksum sent (each checked), and fdw's CRC32.
+        let answered = s3s::dto::Checksum {
             checksum_crc32: Some(crc32_header(receipt.crc)),
             checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            checksum_sha256: sent.checksum_sha256,
-            checksum_sha1: sent.checksum_sha1,
-            checksum_crc32c: sent.checksum_crc32c,
-            checksum_crc64nvme: sent.checksum_crc64nvme,
-            ..PutObjectOutput::default()
-        }))
+            ..sent
+        };
+        serve_checksums!(output, answered);
+        Ok(S3Response::new(output))
     }
 
     async fn get_object(
@@ -429,6 +446,7 @@ impl S3 for FdwS3 {
             .version_id
             .as_deref()
             .map_or(Ok(()), check_version_id)?;
+        let ranged = input.range.is_some();
         let (mut range, mut part) = (input.range, None);
         if let Some(number) = input.part_number {
             if range.is_some() {
@@ -479,18 +497,13 @@ impl S3 for FdwS3 {
             parts_count: part.and_then(|(digest, count)| parts_count(digest, count)),
             ..GetObjectOutput::default()
         };
-        // The object's checksums are of the whole of it: S3 sends them only for whole
-        // reads, and a part's for a read of that part, only when asked.
-        if wants_checksum(input.checksum_mode.as_ref()) {
-            match (whole, input.part_number) {
-                (true, _) => serve_checksums!(output, Served::checksums(&info)),
-                (false, Some(number)) => {
-                    if let Some(checksum) = super::parts::part_checksum(&info, number) {
-                        serve_checksums!(output, checksum);
-                    }
-                }
-                (false, None) => {}
-            }
+        if let Some(checksums) = read_checksums(
+            &info,
+            input.checksum_mode.as_ref(),
+            ranged,
+            input.part_number,
+        ) {
+            serve_checksums!(output, checksums);
         }
         serve_metadata!(output, Served::new(&info.metadata));
         // A GET may ask for other headers than those stored (`response-*`).
@@ -554,15 +567,13 @@ impl S3 for FdwS3 {
             parts_count: part.and_then(|(_, count)| parts_count(info.digest, count)),
             ..HeadObjectOutput::default()
         };
-        if wants_checksum(input.checksum_mode.as_ref()) {
-            match input.part_number {
-                None => serve_checksums!(output, Served::checksums(&info)),
-                Some(number) => {
-                    if let Some(checksum) = super::parts::part_checksum(&info, number) {
-                        serve_checksums!(output, checksum);
-                    }
-                }
-            }
+        if let Some(checksums) = read_checksums(
+            &info,
+            input.checksum_mode.as_ref(),
+            false,
+            input.part_number,
+        ) {
+            serve_checksums!(output, checksums);
         }
         serve_metadata!(output, Served::new(&info.metadata));
         Ok(S3Response::new(output))
@@ -588,9 +599,16 @@ impl S3 for FdwS3 {
             object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(info.len as i64),
             storage_class: wants(ObjectAttributes::STORAGE_CLASS)
                 .then(|| StorageClass::from_static(StorageClass::STANDARD)),
-            checksum: wants(ObjectAttributes::CHECKSUM).then(|| Served::checksums(&info)),
-            object_parts: (wants(ObjectAttributes::OBJECT_PARTS) && info.digest.parts() > 0)
-                .then(|| super::parts::listed(&info, input.max_parts, input.part_number_marker)),
+            checksum: wants(ObjectAttributes::CHECKSUM)
+                .then(|| checksums::of_object(&info.metadata, info.crc)),
+            object_parts: match wants(ObjectAttributes::OBJECT_PARTS) && info.digest.parts() > 0 {
+                true => Some(super::parts::listed(
+                    &info,
+                    input.max_parts,
+                    input.part_number_marker,
+                )?),
+                false => None,
+            },
             ..GetObjectAttributesOutput::default()
         }))
     }

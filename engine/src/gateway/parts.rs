@@ -10,7 +10,9 @@
 use std::ops::Range;
 
 use fdw_net::wire::{Digest, Metadata, ObjectInfo, PartChecksums, PartSizes};
-use s3s::dto::{Checksum, ChecksumAlgorithm, GetObjectAttributesParts, ObjectPart};
+use s3s::dto::{Checksum, GetObjectAttributesParts, ObjectPart};
+
+use super::checksums;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 /// The record of a composed object's part sizes.
@@ -43,68 +45,89 @@ pub(super) fn records(
     .collect()
 }
 
-/// Part `number`'s checksum, as an answer's fields, with the type of the object's
-/// checksum (a part of a composite is read as one), if it was kept.
-pub(super) fn part_checksum(info: &ObjectInfo, number: i32) -> Option<Checksum> {
+/// The part checksums kept with a composed object, if they were kept and are as many
+/// as its parts.
+fn checksums(info: &ObjectInfo) -> Option<PartChecksums> {
     let kept = PartChecksums::decode(info.metadata.get(PART_CHECKSUMS_RECORD)?)?;
+    (kept.values.len() == usize::from(info.digest.parts())).then_some(kept)
+}
+
+/// Part `number`'s checksum in `kept`, as an answer's fields, with the type of the
+/// object's checksum (a part of a composite is read as one).
+fn checksum_in(kept: &PartChecksums, info: &ObjectInfo, number: i32) -> Option<Checksum> {
     let value = kept.values.get(usize::try_from(number - 1).ok()?)?.clone();
-    let mut out = Checksum {
-        checksum_type: super::metadata::Served::checksums(info).checksum_type,
-        ..Checksum::default()
-    };
-    let slot = match kept.algorithm.as_str() {
-        ChecksumAlgorithm::CRC32 => &mut out.checksum_crc32,
-        ChecksumAlgorithm::CRC32C => &mut out.checksum_crc32c,
-        ChecksumAlgorithm::CRC64NVME => &mut out.checksum_crc64nvme,
-        ChecksumAlgorithm::SHA1 => &mut out.checksum_sha1,
-        ChecksumAlgorithm::SHA256 => &mut out.checksum_sha256,
-        _ => return None,
-    };
-    *slot = Some(value);
-    Some(out)
+    let kind = checksums::of_object(&info.metadata, info.crc).checksum_type;
+    checksums::one(&kept.algorithm, value, kind)
+}
+
+/// Part `number`'s checksum, as an answer's fields, if it was kept.
+pub(super) fn part_checksum(info: &ObjectInfo, number: i32) -> Option<Checksum> {
+    checksum_in(&checksums(info)?, info, number)
 }
 
 /// GetObjectAttributes' `ObjectParts` of a composed object: its count, and the parts
-/// after `marker`, at most `max`, with their sizes and checksums where kept.
+/// after `marker`, at most `max`, with their sizes, and their checksums where kept.
+/// Without the sizes the parts cannot be listed, and that is said, not left out.
 pub(super) fn listed(
     info: &ObjectInfo,
     max: Option<i32>,
     marker: Option<i32>,
-) -> GetObjectAttributesParts {
+) -> S3Result<GetObjectAttributesParts> {
     let count = i32::from(info.digest.parts());
-    let marker = marker.unwrap_or(0);
+    let marker = marker.unwrap_or(0).max(0);
     let max = max.unwrap_or(MAX_LISTED_PARTS).clamp(0, MAX_LISTED_PARTS);
-    let sizes = info.metadata.get(PARTS_RECORD).and_then(PartSizes::decode);
-    let parts: Vec<ObjectPart> = match &sizes {
-        Some(sizes) => (marker.max(0)..count)
-            .take(max as usize)
-            .map(|index| {
-                let number = index + 1;
-                let checksum = part_checksum(info, number).unwrap_or_default();
-                ObjectPart {
-                    part_number: Some(number),
-                    size: sizes.get(index as usize).map(|s| *s as i64),
-                    checksum_crc32: checksum.checksum_crc32,
-                    checksum_crc32c: checksum.checksum_crc32c,
-                    checksum_crc64nvme: checksum.checksum_crc64nvme,
-                    checksum_sha1: checksum.checksum_sha1,
-                    checksum_sha256: checksum.checksum_sha256,
-                }
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let last = parts.last().and_then(|p| p.part_number);
-    let truncated = last.is_some_and(|last| last < count);
-    GetObjectAttributesParts {
+    let sizes = sizes(&info.metadata, info.digest, info.len)?;
+    let kept = checksums(info);
+    let parts: Vec<ObjectPart> = (marker..count)
+        .take(max as usize)
+        .map(|index| {
+            let number = index + 1;
+            let checksum = kept
+                .as_ref()
+                .and_then(|kept| checksum_in(kept, info, number))
+                .unwrap_or_default();
+            ObjectPart {
+                part_number: Some(number),
+                size: sizes.get(index as usize).map(|s| *s as i64),
+                checksum_crc32: checksum.checksum_crc32,
+                checksum_crc32c: checksum.checksum_crc32c,
+                checksum_crc64nvme: checksum.checksum_crc64nvme,
+                checksum_sha1: checksum.checksum_sha1,
+                checksum_sha256: checksum.checksum_sha256,
+            }
+        })
+        .collect();
+    let next = marker + parts.len() as i32;
+    Ok(GetObjectAttributesParts {
         total_parts_count: Some(count),
         max_parts: Some(max),
         part_number_marker: Some(marker),
-        next_part_number_marker: last,
-        is_truncated: Some(truncated),
-        parts: sizes.is_some().then_some(parts),
+        next_part_number_marker: Some(next),
+        is_truncated: Some(next < count),
+        parts: Some(parts),
+    })
+}
+
+/// The sizes of an object's parts: one for an object of one PUT; for a composed one,
+/// its record, believed only if it names as many parts as the object has and adds up to
+/// its length. Without it, reads by part are refused, never guessed.
+fn sizes(metadata: &Metadata, digest: Digest, len: u64) -> S3Result<Vec<u64>> {
+    match digest.parts() {
+        0 => Ok(vec![len]),
+        parts => metadata
+            .get(PARTS_RECORD)
+            .and_then(PartSizes::decode)
+            .filter(|sizes| sizes.len() == usize::from(parts) && sizes.iter().sum::<u64>() == len)
+            .ok_or_else(|| {
+                s3_error!(
+                    NotImplemented,
+                    "the part sizes of this object were not kept (more than \
+                     MAX_PART_SIZES_BYTES of them, or written by an older fdw): read it by range"
+                )
+            }),
     }
 }
+
 /// S3's limit on part numbers.
 const MAX_PART_NUMBER: i32 = 10_000;
 
@@ -122,20 +145,7 @@ pub(super) fn part_range(
             "Part number must be an integer between 1 and 10000, inclusive"
         ));
     }
-    let sizes = match digest.parts() {
-        0 => vec![len],
-        parts => metadata
-            .get(PARTS_RECORD)
-            .and_then(PartSizes::decode)
-            .filter(|sizes| sizes.len() == usize::from(parts) && sizes.iter().sum::<u64>() == len)
-            .ok_or_else(|| {
-                s3_error!(
-                    NotImplemented,
-                    "the part sizes of this object were not kept (more than \
-                     MAX_PART_SIZES_BYTES of them, or written by an older fdw): read it by range"
-                )
-            })?,
-    };
+    let sizes = sizes(metadata, digest, len)?;
     let index = (number - 1) as usize;
     let Some(&size) = sizes.get(index) else {
         return Err(S3Error::with_message(
